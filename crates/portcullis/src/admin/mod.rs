@@ -1,0 +1,166 @@
+//! The admin listener: `/healthz`, `/readyz` and `/metrics` without credentials (bind it to
+//! loopback or a management network), and `/api/v1/*` behind a bearer token whose SHA-256
+//! is `admin.token_sha256`. Without that setting the API answers 403.
+
+use crate::state::Gateway;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Serves until `stop` turns true.
+pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    let app = router(gw);
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!("admin listener failed: {e}");
+    }
+}
+
+/// The admin routes.
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/reload", post(reload))
+        .route("/api/v1/config", get(config_summary))
+        .with_state(gw)
+}
+
+async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+    if gw.shutting_down.load(Ordering::Acquire) {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else {
+        "ready\n".into_response()
+    }
+}
+
+async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        gw.metrics.encode(),
+    )
+        .into_response()
+}
+
+fn problem(status: StatusCode, code: &'static str, title: &'static str) -> Response {
+    let body = serde_json::json!({
+        "type": format!("urn:portcullis:problem:{code}"),
+        "title": title,
+        "status": status.as_u16(),
+        "code": code,
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Checks `Authorization: Bearer <token>` against the configured SHA-256, in constant time.
+/// Returns the refusal to send, if any.
+fn refuse(gw: &Gateway, headers: &HeaderMap) -> Option<Response> {
+    use sha2::Digest;
+    use subtle::ConstantTimeEq;
+    let rt = gw.runtime.load();
+    let Some(expected) = rt.admin.as_ref().and_then(|a| a.token_sha256) else {
+        return Some(problem(
+            StatusCode::FORBIDDEN,
+            "admin.disabled",
+            "Admin API disabled: set admin.token_sha256",
+        ));
+    };
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    let ok = token.is_some_and(|t| {
+        bool::from(
+            sha2::Sha256::digest(t.as_bytes())
+                .as_slice()
+                .ct_eq(&expected),
+        )
+    });
+    (!ok).then(|| {
+        problem(
+            StatusCode::UNAUTHORIZED,
+            "admin.unauthorized",
+            "Bearer token required",
+        )
+    })
+}
+
+async fn reload(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    if let Some(r) = refuse(&gw, &headers) {
+        return r;
+    }
+    match gw.reload().await {
+        Ok(generation) => {
+            axum::Json(serde_json::json!({ "status": "reloaded", "generation": generation }))
+                .into_response()
+        }
+        Err(e) => {
+            let body = serde_json::json!({
+                "type": "urn:portcullis:problem:config.invalid",
+                "title": "Configuration refused; the previous one keeps serving",
+                "status": 422,
+                "code": "config.invalid",
+                "errors": e.0.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            });
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                [(header::CONTENT_TYPE, "application/problem+json")],
+                body.to_string(),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn config_summary(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    if let Some(r) = refuse(&gw, &headers) {
+        return r;
+    }
+    let rt = gw.runtime.load();
+    let routes: Vec<_> = rt
+        .routes
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "name": &*r.name,
+                "upstream": &*r.upstream.name,
+                "throttle": { "rate": r.limit.throttle.rate, "burst": r.limit.throttle.burst },
+                "max_body_bytes": r.max_body_bytes,
+            })
+        })
+        .collect();
+    let upstreams: Vec<_> = rt
+        .upstreams
+        .values()
+        .map(|u| serde_json::json!({ "name": &*u.name, "targets": u.targets.len(), "in_flight": u.inflight() }))
+        .collect();
+    axum::Json(serde_json::json!({
+        "generation": rt.generation,
+        "file": rt.loaded.file,
+        "routes": routes,
+        "upstreams": upstreams,
+    }))
+    .into_response()
+}

@@ -1,0 +1,35 @@
+//! Command-line interface (parsing only; `main.rs` dispatches).
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Portcullis, a secure-by-default API gateway.
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway with a config file (reloads on SIGHUP and on file change).
+    Run {
+        /// Config file (.yaml, .toml or .json).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Do not watch the config files (reload with SIGHUP or the admin API only).
+        #[arg(long)]
+        no_watch: bool,
+    },
+    /// Check a config file: exit 0 when valid, else print `file:line: message` and exit 1.
+    Validate {
+        /// Config file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Start a demo backend and the gateway with examples/demo.yaml, and print curl lines.
+    Demo,
+}

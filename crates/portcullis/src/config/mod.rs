@@ -1,0 +1,20 @@
+//! Configuration: file → model (`load`) → validated, immutable snapshot (`compile`).
+
+pub mod compile;
+pub mod load;
+pub mod locate;
+pub mod model;
+pub mod runtime;
+pub mod units;
+
+pub use compile::compile;
+pub use load::{ConfigError, ConfigErrors, Format, Loaded, load_file, parse_str};
+pub use runtime::Runtime;
+
+/// Reads, validates and compiles a file in one step.
+pub fn load_runtime(
+    path: &std::path::Path,
+    previous: Option<&Runtime>,
+) -> Result<Runtime, ConfigErrors> {
+    compile(load_file(path)?, previous)
+}

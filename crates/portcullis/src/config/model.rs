@@ -1,0 +1,302 @@
+//! The configuration file's shape. Every struct rejects unknown keys, so a typo is an error
+//! with `file:line`, never a silently ignored setting. Defaults live in `compile.rs` where a
+//! value is optional here, so that `lint` can tell "unset" from "set to the default".
+
+use super::units::{Dur, Size};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the gateway accepts client traffic. Static: changes need a restart.
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    /// The admin listener (health, metrics, admin API). Static.
+    #[serde(default)]
+    pub admin: Option<Admin>,
+    /// How to identify clients behind proxies.
+    #[serde(default)]
+    pub clients: Clients,
+    /// Request and connection limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// The global ceiling: an outer bucket over all routes, never a route's own budget.
+    #[serde(default)]
+    pub global: Global,
+    /// Settings every route inherits unless it sets its own.
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// Named backends.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Upstream>,
+    /// Routes, matched by host, then path, then method.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// Access log.
+    #[serde(default)]
+    pub log: Log,
+}
+
+/// A client-facing listener.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Name used in logs and metrics.
+    pub name: String,
+    /// Address and port, e.g. `0.0.0.0:8080` or `[::]:8443`.
+    pub bind: String,
+    /// TLS termination; plaintext when absent.
+    #[serde(default)]
+    pub tls: Option<Tls>,
+    /// Accept HTTP/2 (ALPN `h2` over TLS, prior knowledge on plaintext). Default true.
+    #[serde(default)]
+    pub http2: Option<bool>,
+}
+
+/// Server certificate and optional client-certificate verification.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Client certificates (mTLS).
+    #[serde(default)]
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// mTLS settings.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuth {
+    /// PEM bundle of CAs that sign client certificates.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// `none`, `optional` (verify if presented) or `required` (refuse the handshake without one).
+    #[serde(default)]
+    pub mode: ClientAuthMode,
+}
+
+/// When a client certificate is needed.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMode {
+    /// Never ask for one.
+    #[default]
+    None,
+    /// Ask; verify it against `ca` when presented; allow clients without one.
+    Optional,
+    /// Refuse the TLS handshake without a certificate signed by `ca`.
+    Required,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Address and port; loopback by default practice, e.g. `127.0.0.1:9901`.
+    pub bind: String,
+    /// Hex SHA-256 of the bearer token for `/api/v1/*`. Without it those endpoints are off.
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+}
+
+/// Client identification.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Clients {
+    /// Peers whose forwarding headers are believed (CIDRs). Empty: the socket address is
+    /// the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Which header trusted proxies use to pass the client address.
+    #[serde(default)]
+    pub client_ip_header: ClientIpHeader,
+}
+
+/// The forwarding header read from trusted proxies. Only one is read, so a client cannot add
+/// the other kind to spoof its address.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientIpHeader {
+    /// `X-Forwarded-For`, walked right to left.
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=...`, walked right to left.
+    Forwarded,
+}
+
+/// Request and connection limits. All optional; see docs/config.md for the defaults.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Total bytes of all request header lines (431 beyond).
+    pub max_header_bytes: Option<Size>,
+    /// Number of request headers (431 beyond).
+    pub max_headers: Option<u32>,
+    /// Length of the request target (414 beyond).
+    pub max_uri_bytes: Option<Size>,
+    /// Request body size (413 beyond), also for chunked bodies.
+    pub max_body_bytes: Option<Size>,
+    /// Time to receive a request's headers (slowloris). Also bounds the TLS handshake and how
+    /// long an HTTP/1.1 keep-alive connection may wait for its next request.
+    pub header_timeout: Option<Dur>,
+    /// Time to receive a whole request body (slow POST).
+    pub body_timeout: Option<Dur>,
+    /// Open connections per client IP.
+    pub max_conns_per_ip: Option<u32>,
+    /// Open client connections in all.
+    pub max_conns: Option<u32>,
+    /// HTTP/2 concurrent streams per connection.
+    pub h2_max_concurrent_streams: Option<u32>,
+    /// HTTP/2 streams a client may reset before the connection is closed (rapid reset).
+    pub h2_max_pending_resets: Option<u32>,
+    /// Time in-flight requests get to finish on shutdown.
+    pub shutdown_timeout: Option<Dur>,
+}
+
+/// The outer ceiling.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Global {
+    /// Bucket shared by all routes, checked after the route's own bucket.
+    #[serde(default)]
+    pub throttle: Option<Throttle>,
+}
+
+/// What every route inherits.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// Each route gets its own bucket with these numbers unless it sets `throttle`.
+    #[serde(default)]
+    pub throttle: Option<Throttle>,
+}
+
+/// A token bucket: `rate` tokens per second, `burst` tokens at most.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Throttle {
+    /// Tokens per second (fractional allowed).
+    pub rate: f64,
+    /// Bucket size.
+    pub burst: u32,
+}
+
+/// A named backend.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// `http://host:port[/base]` URLs, used round-robin.
+    pub targets: Vec<String>,
+    /// Time for the upstream to start its response, and the longest pause while it streams.
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+    /// Time to open a TCP connection.
+    #[serde(default)]
+    pub connect_timeout: Option<Dur>,
+    /// Requests in flight at once; more get 503 `upstream.saturated` (never a queue).
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
+    /// Extra attempts on another target when connecting fails (idempotent methods only).
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// Passive health: eject a target after consecutive failures.
+    #[serde(default)]
+    pub eject: Option<Eject>,
+    /// Idle keep-alive connections kept per target.
+    #[serde(default)]
+    pub pool: Option<Pool>,
+}
+
+/// Passive ejection of failing targets.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Eject {
+    /// Consecutive connect failures, timeouts or 502/503/504 answers that eject a target.
+    pub consecutive_failures: u32,
+    /// How long an ejected target is skipped.
+    pub duration: Dur,
+}
+
+/// Upstream connection pool.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    /// Idle connections kept per target.
+    #[serde(default)]
+    pub max_idle: Option<u32>,
+    /// Idle connections older than this are closed.
+    #[serde(default)]
+    pub idle_timeout: Option<Dur>,
+}
+
+/// A route.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Unique name, used in logs, metrics and limits.
+    pub name: String,
+    /// What requests the route takes.
+    #[serde(rename = "match")]
+    pub matcher: Match,
+    /// Name of the upstream that serves it.
+    pub upstream: String,
+    /// A literal path prefix removed before forwarding (`/api` turns `/api/x` into `/x`).
+    #[serde(default)]
+    pub strip_prefix: Option<String>,
+    /// This route's own bucket; `defaults.throttle` when absent.
+    #[serde(default)]
+    pub throttle: Option<Throttle>,
+    /// Per-route overrides of request limits.
+    #[serde(default)]
+    pub limits: Option<RouteLimits>,
+    /// Access-log sampling.
+    #[serde(default)]
+    pub log: Option<RouteLog>,
+}
+
+/// Request matching.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    /// Host names (`api.example.com`, `*.example.com`); any host when empty.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Methods; any method when empty.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Path template: literal segments, `{param}` segments, optional trailing `/*`.
+    pub path: String,
+}
+
+/// Per-route limits.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteLimits {
+    /// Request body size for this route.
+    #[serde(default)]
+    pub max_body_bytes: Option<Size>,
+}
+
+/// Per-route access-log settings.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteLog {
+    /// Fraction of successful requests logged (0.0–1.0); responses >= 400 are always logged.
+    pub sample: f64,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// `stdout` (default), `stderr`, `off`, or a file path.
+    #[serde(default)]
+    pub access: Option<String>,
+}

@@ -1,0 +1,273 @@
+//! Every response the gateway makes itself is an RFC 9457 problem document with a stable
+//! `code`. `ErrorKind` is the one place that maps a cause to status, code and title; the code
+//! is also the metric label and the access-log `reason`.
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode, header};
+use std::time::Duration;
+
+/// Who caused the error: the client, the upstream, or the gateway itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client's request was refused.
+    Downstream,
+    /// The upstream failed or was unavailable.
+    Upstream,
+    /// A bug or resource problem in the gateway.
+    Internal,
+}
+
+/// The reasons a request can end at the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// Malformed request (framing, headers).
+    BadRequest,
+    /// Path cannot be normalized safely (`%2f`, `%00`, `..` above root, bad encoding).
+    BadPath,
+    /// Missing, repeated or invalid `Host`.
+    BadHost,
+    /// Too many header bytes or header lines.
+    HeadersTooLarge,
+    /// Request target too long.
+    UriTooLong,
+    /// Request body over the limit.
+    TooLarge,
+    /// Request body not received in time.
+    BodyTimeout,
+    /// No route for host and path.
+    RouteNotFound,
+    /// A route has the path but not the method.
+    MethodNotAllowed,
+    /// The route's own bucket is empty.
+    RouteLimit,
+    /// The global ceiling is reached.
+    GlobalLimit,
+    /// Could not connect to, or lost the connection to, every tried target.
+    UpstreamUnavailable,
+    /// The upstream answered something that is not valid HTTP.
+    UpstreamBadResponse,
+    /// The upstream is at `max_concurrency`.
+    UpstreamSaturated,
+    /// The upstream did not answer in time.
+    UpstreamTimeout,
+    /// The gateway is shutting down.
+    ShuttingDown,
+    /// A bug: the gateway could not handle the request.
+    Internal,
+}
+
+impl ErrorKind {
+    /// HTTP status.
+    pub fn status(self) -> StatusCode {
+        use ErrorKind::*;
+        match self {
+            BadRequest | BadPath | BadHost => StatusCode::BAD_REQUEST,
+            HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            UriTooLong => StatusCode::URI_TOO_LONG,
+            TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            RouteNotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            RouteLimit | GlobalLimit => StatusCode::TOO_MANY_REQUESTS,
+            UpstreamUnavailable | UpstreamBadResponse => StatusCode::BAD_GATEWAY,
+            UpstreamSaturated | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Stable machine-readable code (API contract; also the metric `reason` label).
+    pub fn code(self) -> &'static str {
+        use ErrorKind::*;
+        match self {
+            BadRequest => "request.bad_request",
+            BadPath => "request.bad_path",
+            BadHost => "request.bad_host",
+            HeadersTooLarge => "request.headers_too_large",
+            UriTooLong => "request.uri_too_long",
+            TooLarge => "request.too_large",
+            BodyTimeout => "request.timeout",
+            RouteNotFound => "route.not_found",
+            MethodNotAllowed => "route.method_not_allowed",
+            RouteLimit => "throttle.route_limit",
+            GlobalLimit => "throttle.global_limit",
+            UpstreamUnavailable => "upstream.unavailable",
+            UpstreamBadResponse => "upstream.bad_response",
+            UpstreamSaturated => "upstream.saturated",
+            UpstreamTimeout => "upstream.timeout",
+            ShuttingDown => "server.shutting_down",
+            Internal => "internal.error",
+        }
+    }
+
+    /// Short human title.
+    pub fn title(self) -> &'static str {
+        use ErrorKind::*;
+        match self {
+            BadRequest => "Bad request",
+            BadPath => "Request path cannot be accepted",
+            BadHost => "Missing or invalid Host",
+            HeadersTooLarge => "Request headers too large",
+            UriTooLong => "Request target too long",
+            TooLarge => "Request body too large",
+            BodyTimeout => "Request body not received in time",
+            RouteNotFound => "No route matches this request",
+            MethodNotAllowed => "Method not allowed on this route",
+            RouteLimit => "Route rate limit exceeded",
+            GlobalLimit => "Gateway rate limit exceeded",
+            UpstreamUnavailable => "Upstream unavailable",
+            UpstreamBadResponse => "Upstream sent an invalid response",
+            UpstreamSaturated => "Upstream at capacity",
+            UpstreamTimeout => "Upstream timed out",
+            ShuttingDown => "Gateway is shutting down",
+            Internal => "Internal gateway error",
+        }
+    }
+
+    /// Who is responsible.
+    pub fn side(self) -> Side {
+        use ErrorKind::*;
+        match self {
+            UpstreamUnavailable | UpstreamBadResponse | UpstreamSaturated | UpstreamTimeout => {
+                Side::Upstream
+            }
+            Internal => Side::Internal,
+            _ => Side::Downstream,
+        }
+    }
+}
+
+/// A request that ends at the gateway, with what the response needs and what the log needs.
+#[derive(Debug)]
+pub struct GatewayError {
+    /// The reason.
+    pub kind: ErrorKind,
+    /// Detail for the log only; never sent to the client.
+    pub detail: Option<String>,
+    /// For 405: the methods the path allows.
+    pub allow: Vec<Method>,
+    /// For 429: when to retry.
+    pub retry_after: Option<Duration>,
+}
+
+impl GatewayError {
+    /// An error of this kind.
+    pub fn new(kind: ErrorKind) -> GatewayError {
+        GatewayError {
+            kind,
+            detail: None,
+            allow: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    /// An internal error with a log detail.
+    pub fn internal(detail: impl Into<String>) -> GatewayError {
+        GatewayError::new(ErrorKind::Internal).with_detail(detail)
+    }
+
+    /// Adds a detail for the log.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> GatewayError {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// Sets `Allow` for a 405.
+    pub fn with_allow(mut self, allow: Vec<Method>) -> GatewayError {
+        self.allow = allow;
+        self
+    }
+
+    /// Sets `Retry-After` for a 429.
+    pub fn with_retry_after(mut self, after: Duration) -> GatewayError {
+        self.retry_after = Some(after);
+        self
+    }
+
+    /// The problem+json body.
+    pub fn body(&self, request_id: &str) -> Bytes {
+        problem_body(self.kind, request_id)
+    }
+
+    /// Status and headers for the problem response (body from [`GatewayError::body`]).
+    pub fn head(&self, request_id: &str) -> http::response::Parts {
+        let (mut parts, ()) = http::Response::new(()).into_parts();
+        parts.status = self.kind.status();
+        let h = &mut parts.headers;
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            h.insert("x-request-id", v);
+        }
+        if self.kind == ErrorKind::MethodNotAllowed {
+            let allow: Vec<&str> = self.allow.iter().map(Method::as_str).collect();
+            if let Ok(v) = HeaderValue::from_str(&allow.join(", ")) {
+                h.insert(header::ALLOW, v);
+            }
+        }
+        if let Some(after) = self.retry_after {
+            h.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(after)),
+            );
+        }
+        parts
+    }
+}
+
+/// Whole seconds to wait, rounded up, at least 1.
+pub fn retry_after_secs(d: Duration) -> u64 {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+/// The RFC 9457 body for a code. `request_id` is generated by us or validated to
+/// `[A-Za-z0-9._-]`, so it needs no escaping beyond what serde_json does anyway.
+pub fn problem_body(kind: ErrorKind, request_id: &str) -> Bytes {
+    let doc = serde_json::json!({
+        "type": format!("urn:portcullis:problem:{}", kind.code()),
+        "title": kind.title(),
+        "status": kind.status().as_u16(),
+        "code": kind.code(),
+        "request_id": request_id,
+    });
+    Bytes::from(doc.to_string())
+}
+
+impl std::fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.detail {
+            Some(d) => write!(f, "{}: {d}", self.kind.code()),
+            None => f.write_str(self.kind.code()),
+        }
+    }
+}
+
+impl std::error::Error for GatewayError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_document_has_the_contract_fields() {
+        let body = problem_body(ErrorKind::RouteNotFound, "abc");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["status"], 404);
+        assert_eq!(v["code"], "route.not_found");
+        assert_eq!(v["request_id"], "abc");
+        assert!(v["type"].as_str().unwrap().ends_with("route.not_found"));
+        assert!(v["title"].is_string());
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_at_least_one() {
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(3)), 3);
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+    }
+}

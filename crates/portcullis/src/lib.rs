@@ -1,0 +1,54 @@
+//! Portcullis: a secure-by-default API gateway.
+//!
+//! Start with [`pipeline`]: it lists the request phases in order. Configuration flows
+//! file → [`config::load`] → [`config::compile`] → an immutable [`config::Runtime`] swapped
+//! atomically on reload ([`state::Gateway::reload`]). [`server`] accepts connections and runs
+//! the pipeline per request; [`proxy`] talks to upstreams.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod observe;
+pub mod phases;
+pub mod pipeline;
+pub mod proxy;
+pub mod reload;
+pub mod server;
+pub mod state;
+pub mod tls;
+
+use std::path::Path;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid (each line is `file:line: message`).
+    #[error("{0}")]
+    Config(#[from] config::ConfigErrors),
+    /// A socket could not be bound, or a thread not started.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Loads `config`, binds everything and starts serving. With `watch`, file changes trigger
+/// reloads (SIGHUP handling is the caller's choice: see [`reload::on_sighup`]).
+pub async fn start(
+    config: &Path,
+    watch: bool,
+) -> Result<(server::Running, Vec<tokio::task::JoinHandle<()>>), StartError> {
+    let rt = config::load_runtime(config, None)?;
+    let gw = state::Gateway::new(rt)?;
+    let running = server::Running::start(gw.clone()).await?;
+    let mut tasks = Vec::new();
+    if watch {
+        match reload::watch_files(gw) {
+            Ok(t) => tasks.push(t),
+            Err(e) => tracing::warn!(
+                "file watching unavailable ({e}); reload with SIGHUP or the admin API"
+            ),
+        }
+    }
+    Ok((running, tasks))
+}

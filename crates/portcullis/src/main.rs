@@ -1,0 +1,79 @@
+//! The `portcullis` binary: parse arguments, set up logging and the runtime, hand over.
+
+use clap::Parser;
+use portcullis::cli::{Cli, Command};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+
+    if let Command::Validate { config } = &cli.command {
+        return match portcullis::config::load_runtime(config, None) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run { config, no_watch } => run(&config, !no_watch).await,
+            Command::Demo => portcullis::demo::run().await.map_err(anyhow::Error::from),
+            Command::Validate { .. } => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: &std::path::Path, watch: bool) -> anyhow::Result<()> {
+    let (running, tasks) = portcullis::start(config, watch).await?;
+    let _hup = portcullis::reload::on_sighup(running.gateway.clone())?;
+    wait_for_stop_signal().await?;
+    tracing::info!("shutting down: no new connections; in-flight requests may finish");
+    running.shutdown().await;
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}
+
+async fn wait_for_stop_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

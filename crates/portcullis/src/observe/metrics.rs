@@ -1,0 +1,214 @@
+//! Prometheus metrics (names are part of the public contract, DESIGN §4).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteStatus {
+    route: Arc<str>,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteReason {
+    route: Arc<str>,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabel {
+    upstream: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabel {
+    listener: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs … ~26 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
+/// All metrics of one gateway process.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RouteStatus, Counter>,
+    rejections: Family<RouteReason, Counter>,
+    request_duration: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    upstream_duration: Family<UpstreamLabel, Histogram, fn() -> Histogram>,
+    connections: Family<ListenerLabel, Gauge>,
+    connections_refused: Family<ReasonLabel, Counter>,
+    reloads: Family<ResultLabel, Counter>,
+    /// Config generation now serving.
+    pub config_generation: Gauge,
+    /// Access-log lines dropped because the writer fell behind.
+    pub access_log_dropped: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// Route label for requests no route took.
+pub const NO_ROUTE: &str = "_none";
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("portcullis");
+        let m = Metrics {
+            requests: Family::default(),
+            rejections: Family::default(),
+            request_duration: Family::new_with_constructor(latency_histogram),
+            upstream_duration: Family::new_with_constructor(latency_histogram),
+            connections: Family::default(),
+            connections_refused: Family::default(),
+            reloads: Family::default(),
+            config_generation: Gauge::default(),
+            access_log_dropped: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "Requests answered, by route and status",
+            m.requests.clone(),
+        );
+        registry.register(
+            "rejections",
+            "Requests the gateway ended itself, by route and stable code",
+            m.rejections.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request head to last response byte",
+            m.request_duration.clone(),
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time from sending upstream to its response head",
+            m.upstream_duration.clone(),
+        );
+        registry.register(
+            "connections_active",
+            "Open client connections",
+            m.connections.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Client connections closed at accept, by reason",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Configuration reloads, by result",
+            m.reloads.clone(),
+        );
+        registry.register(
+            "config_generation",
+            "Generation of the configuration now serving",
+            m.config_generation.clone(),
+        );
+        registry.register(
+            "access_log_dropped",
+            "Access-log lines dropped because the writer fell behind",
+            m.access_log_dropped.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// One finished request.
+    pub fn request(
+        &self,
+        route: &Arc<str>,
+        status: u16,
+        took: Duration,
+        reason: Option<&'static str>,
+    ) {
+        self.requests
+            .get_or_create(&RouteStatus {
+                route: route.clone(),
+                status,
+            })
+            .inc();
+        self.request_duration
+            .get_or_create(&RouteLabel {
+                route: route.clone(),
+            })
+            .observe(took.as_secs_f64());
+        if let Some(reason) = reason {
+            self.rejections
+                .get_or_create(&RouteReason {
+                    route: route.clone(),
+                    reason,
+                })
+                .inc();
+        }
+    }
+
+    /// Upstream response-head latency.
+    pub fn observe_upstream(&self, upstream: &Arc<str>, took: Duration) {
+        self.upstream_duration
+            .get_or_create(&UpstreamLabel {
+                upstream: upstream.clone(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The open-connections gauge of a listener.
+    pub fn connections(&self, listener: &Arc<str>) -> Gauge {
+        self.connections.get_or_create_owned(&ListenerLabel {
+            listener: listener.clone(),
+        })
+    }
+
+    /// A connection closed at accept (`per_ip_limit`, `total_limit`, `tls_handshake`).
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// A reload attempt (`ok`, `invalid`).
+    pub fn reload(&self, result: &'static str) {
+        self.reloads.get_or_create(&ResultLabel { result }).inc();
+    }
+}

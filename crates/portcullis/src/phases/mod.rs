@@ -1,0 +1,9 @@
+//! The request phases, one module each, in the order `pipeline.rs` lists them.
+
+pub mod hygiene;
+pub mod path;
+pub mod response;
+pub mod route;
+pub mod throttle;
+pub mod upstream_request;
+pub mod validate;

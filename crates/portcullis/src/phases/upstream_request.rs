@@ -1,0 +1,180 @@
+//! Phase `upstream_request`: turn the client's request head into the upstream's.
+//!
+//! - hop-by-hop headers and every header the client named in `Connection` are removed, so a
+//!   client cannot make the gateway drop the headers it adds (`Connection: X-Forwarded-For`);
+//! - forwarding headers from untrusted peers are removed and replaced with ours; a trusted
+//!   proxy's `X-Forwarded-For` is extended with its address;
+//! - `Expect` is answered by the gateway itself and not forwarded;
+//! - the path sent is the normalized one, minus `strip_prefix`.
+
+use crate::error::GatewayError;
+use crate::pipeline::{Flow, RequestCtx};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one connection, never the message (RFC 9110 §7.6.1), plus the
+/// proxy-only ones.
+pub const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Headers a client may not name in `Connection` to have them removed: message framing and
+/// routing depend on them.
+fn protected(name: &str) -> bool {
+    name.eq_ignore_ascii_case("host") || name.eq_ignore_ascii_case("content-length")
+}
+
+/// Removes hop-by-hop headers and those named in `Connection`. Returns whether the message
+/// asked for an upgrade (`Connection: upgrade` with an `Upgrade` header).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    let mut named: Vec<HeaderName> = Vec::new();
+    let mut wants_upgrade = false;
+    for v in headers.get_all(header::CONNECTION) {
+        for token in v.to_str().unwrap_or("").split(',') {
+            let token = token.trim();
+            if token.eq_ignore_ascii_case("upgrade") {
+                wants_upgrade = true;
+            } else if !token.is_empty()
+                && !protected(token)
+                && let Ok(n) = HeaderName::from_bytes(token.as_bytes())
+            {
+                named.push(n);
+            }
+        }
+    }
+    let upgrade = if wants_upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    upgrade
+}
+
+const FORWARDING: [&str; 6] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "forwarded",
+    "x-real-ip",
+];
+
+/// The phase.
+pub fn prepare(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
+    let headers = &mut ctx.parts.headers;
+    let upgrade = strip_hop_by_hop(headers);
+    headers.remove(header::EXPECT);
+    if let Some(proto) = upgrade.filter(|_| ctx.parts.version == http::Version::HTTP_11) {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, proto);
+        ctx.upgrade = true;
+    }
+
+    let peer = ctx.conn.peer.ip().to_canonical();
+    let trusted = ctx.rt.is_trusted(peer);
+    let xff = if trusted {
+        let prior: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if prior.is_empty() {
+            peer.to_string()
+        } else {
+            format!("{}, {peer}", prior.join(", "))
+        }
+    } else {
+        ctx.client_ip.to_string()
+    };
+    let keep_proto = trusted && headers.contains_key("x-forwarded-proto");
+    let keep_host = trusted && headers.contains_key("x-forwarded-host");
+    for name in FORWARDING {
+        if !(keep_proto && name == "x-forwarded-proto"
+            || keep_host && name == "x-forwarded-host"
+            || trusted && name == "forwarded")
+        {
+            headers.remove(name);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    if !keep_proto {
+        let proto = if ctx.conn.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    }
+    if let (false, Some(h)) = (keep_host, ctx.host_header.clone()) {
+        headers.insert("x-forwarded-host", h);
+    }
+    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+        headers.insert(crate::phases::hygiene::REQUEST_ID, v);
+    }
+    if let Some(h) = ctx.host_header.clone() {
+        headers.insert(header::HOST, h);
+    }
+
+    let path = match ctx.route.as_ref().and_then(|r| r.strip_prefix.as_deref()) {
+        Some(prefix) => match ctx.path.strip_prefix(prefix) {
+            Some("") => "/",
+            Some(rest) if rest.starts_with('/') => rest,
+            _ => ctx.path.as_str(),
+        },
+        None => ctx.path.as_str(),
+    };
+    ctx.upstream_path = match ctx.parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    Ok(Flow::Continue)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_named_headers_go_but_framing_stays() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Forwarded-For, x-secret, Host, Content-Length"),
+        );
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        h.insert("x-secret", HeaderValue::from_static("s"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::HOST, HeaderValue::from_static("example.com"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        assert!(strip_hop_by_hop(&mut h).is_none());
+        assert!(h.get("x-forwarded-for").is_none());
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert!(h.get(header::TE).is_none());
+        assert!(h.get(header::CONNECTION).is_none());
+        assert_eq!(h.get(header::HOST).unwrap(), "example.com");
+        assert_eq!(h.get(header::CONTENT_LENGTH).unwrap(), "3");
+    }
+
+    #[test]
+    fn upgrade_is_detected() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert_eq!(strip_hop_by_hop(&mut h).unwrap(), "websocket");
+        assert!(h.get(header::UPGRADE).is_none());
+    }
+}

@@ -1,0 +1,176 @@
+//! The request pipeline: the one place that lists the phases in order (DESIGN §3).
+//!
+//! Cheap, identity-free checks run first so that floods are shed at the lowest cost:
+//! hygiene (framing, limits, path) → route → throttle → validate (body limits) → build the
+//! upstream request → forward. The response phase and logging always run, for errors too.
+
+use crate::config::Runtime;
+use crate::config::runtime::{LimitRt, RouteRt};
+use crate::error::GatewayError;
+use crate::phases::{hygiene, response, route, throttle, upstream_request, validate};
+use crate::proxy::{self, body::ReqBody, body::RespBody};
+use crate::server::ConnInfo;
+use crate::state::Gateway;
+use hyper::body::Incoming;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What a phase decided.
+#[derive(Debug)]
+pub enum Flow {
+    /// Go on with the next phase.
+    Continue,
+    /// Answer with this response now (the upstream's, or one a phase made).
+    Respond(http::Response<RespBody>),
+}
+
+/// The request phases, in order. `response` and `logging` run after any of them ends the
+/// request (see [`handle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Request id, client IP, limits, Host, path normalization.
+    EarlyRequest,
+    /// Host → path → method.
+    Route,
+    /// Route bucket, then the global ceiling.
+    Throttle,
+    /// Body size limit and receive deadline.
+    Validate,
+    /// Hop-by-hop headers out, forwarding headers in.
+    UpstreamRequest,
+    /// Pick a target, send, get the response head.
+    Upstream,
+}
+
+/// The order. Reading this list is reading the gateway.
+pub const PHASES: &[Phase] = &[
+    Phase::EarlyRequest,
+    Phase::Route,
+    Phase::Throttle,
+    Phase::Validate,
+    Phase::UpstreamRequest,
+    Phase::Upstream,
+];
+
+/// The rate-limit state reported in `RateLimit` headers: the tightest layer seen.
+#[derive(Debug, Clone)]
+pub struct RateReport {
+    /// The layer.
+    pub limit: Arc<LimitRt>,
+    /// Tokens left.
+    pub remaining: u32,
+    /// Seconds until a token is available (0 when some are left).
+    pub reset_secs: u64,
+}
+
+/// Everything a request carries through the phases.
+pub struct RequestCtx {
+    /// Process-wide state.
+    pub gw: Arc<Gateway>,
+    /// The config snapshot this request runs on, start to end.
+    pub rt: Arc<Runtime>,
+    /// The client connection.
+    pub conn: Arc<ConnInfo>,
+    /// Method, URI, version, headers (rewritten in place for the upstream).
+    pub parts: http::request::Parts,
+    /// The client's body until `validate` wraps it.
+    pub body: Option<Incoming>,
+    /// The body to send upstream.
+    pub upstream_body: Option<ReqBody>,
+    /// When the request head arrived.
+    pub started: Instant,
+    /// Request id (ours, or a trusted proxy's).
+    pub request_id: String,
+    /// Client address (socket, or from a trusted proxy's header).
+    pub client_ip: IpAddr,
+    /// Host as sent (with port), for forwarding.
+    pub host_header: Option<http::HeaderValue>,
+    /// Host for routing: lowercase, no port, no trailing dot.
+    pub host: Option<String>,
+    /// The normalized path: routed, checked and forwarded.
+    pub path: String,
+    /// Path and query as sent to the upstream (before the target's base path).
+    pub upstream_path: String,
+    /// The matched route.
+    pub route: Option<Arc<RouteRt>>,
+    /// Path parameters of the matched route.
+    pub params: Vec<(String, String)>,
+    /// For `RateLimit` headers.
+    pub rate: Option<RateReport>,
+    /// The request asks for a protocol switch (WebSocket).
+    pub upgrade: bool,
+    /// Time the upstream took to send its response head.
+    pub upstream_time: Option<std::time::Duration>,
+}
+
+impl RequestCtx {
+    fn new(gw: Arc<Gateway>, conn: Arc<ConnInfo>, req: http::Request<Incoming>) -> RequestCtx {
+        let (parts, body) = req.into_parts();
+        RequestCtx {
+            rt: gw.runtime.load_full(),
+            gw,
+            client_ip: conn.peer.ip().to_canonical(),
+            conn,
+            parts,
+            body: Some(body),
+            upstream_body: None,
+            started: Instant::now(),
+            request_id: String::new(),
+            host_header: None,
+            host: None,
+            path: String::new(),
+            upstream_path: String::new(),
+            route: None,
+            params: Vec::new(),
+            rate: None,
+            upgrade: false,
+            upstream_time: None,
+        }
+    }
+}
+
+async fn run(ctx: &mut RequestCtx) -> Result<http::Response<RespBody>, GatewayError> {
+    for phase in PHASES {
+        let flow = match phase {
+            Phase::EarlyRequest => hygiene::early_request(ctx)?,
+            Phase::Route => route::route(ctx)?,
+            Phase::Throttle => throttle::throttle(ctx)?,
+            Phase::Validate => validate::validate(ctx)?,
+            Phase::UpstreamRequest => upstream_request::prepare(ctx)?,
+            Phase::Upstream => proxy::forward(ctx).await?,
+        };
+        if let Flow::Respond(resp) = flow {
+            return Ok(resp);
+        }
+    }
+    Err(GatewayError::internal(
+        "the pipeline ended without a response",
+    ))
+}
+
+/// Handles one request: phases, then the response phase and logging, whatever happened.
+pub async fn handle(
+    gw: Arc<Gateway>,
+    conn: Arc<ConnInfo>,
+    req: http::Request<Incoming>,
+) -> http::Response<RespBody> {
+    let mut ctx = RequestCtx::new(gw, conn, req);
+    let outcome = run(&mut ctx).await;
+    let (mut resp, error) = match outcome {
+        Ok(resp) => (resp, None),
+        Err(e) => {
+            if ctx.request_id.is_empty() {
+                ctx.request_id = hygiene::new_request_id();
+            }
+            let parts = e.head(&ctx.request_id);
+            (
+                http::Response::from_parts(parts, RespBody::full(e.body(&ctx.request_id))),
+                Some(e),
+            )
+        }
+    };
+    response::finish(&mut ctx, &mut resp, error.as_ref());
+    crate::observe::attach(&ctx, &mut resp, error.as_ref());
+    resp
+}

@@ -1,0 +1,328 @@
+//! Body types on both sides of the proxy. Bodies stream: nothing here buffers a whole body.
+//!
+//! - [`ReqBody`]: what goes upstream. A client body is counted against the route's limit and
+//!   given a total deadline while it streams (slow POST); going over either ends the stream
+//!   with a [`BodyError`] that the proxy turns into 413 or 408.
+//! - [`RespBody`]: what goes to the client. It counts bytes, enforces the upstream's idle
+//!   timeout between chunks, and runs a [`Completion`] exactly once when the response ends or
+//!   is dropped (access log, metrics, connection back to the pool, concurrency slot freed).
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+/// Why a client body stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyErrorKind {
+    /// More bytes than the limit.
+    TooLarge,
+    /// Not received before the deadline.
+    Timeout,
+    /// The client connection failed mid-body.
+    Aborted,
+}
+
+/// The error a [`ReqBody`] ends with.
+#[derive(Debug)]
+pub struct BodyError {
+    /// What happened.
+    pub kind: BodyErrorKind,
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            BodyErrorKind::TooLarge => f.write_str("request body over the limit"),
+            BodyErrorKind::Timeout => f.write_str("request body not received in time"),
+            BodyErrorKind::Aborted => f.write_str("client aborted the request body"),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+impl BodyError {
+    /// Finds a `BodyError` in an error's source chain (hyper wraps body errors).
+    pub fn find(err: &(dyn std::error::Error + 'static)) -> Option<BodyErrorKind> {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+        while let Some(e) = cur {
+            if let Some(b) = e.downcast_ref::<BodyError>() {
+                return Some(b.kind);
+            }
+            cur = e.source();
+        }
+        None
+    }
+}
+
+/// The body sent upstream.
+#[derive(Debug)]
+pub enum ReqBody {
+    /// No body.
+    Empty,
+    /// Bytes already in memory (a later phase may have read the body).
+    Full(Option<Bytes>),
+    /// The client's body, streamed with a size limit and a deadline.
+    Stream(Box<LimitedBody>),
+}
+
+/// A client body with limits.
+#[derive(Debug)]
+pub struct LimitedBody {
+    inner: Incoming,
+    limit: u64,
+    seen: u64,
+    deadline: Instant,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl ReqBody {
+    /// Wraps a client body: at most `limit` bytes, all of them before `deadline`.
+    pub fn limited(inner: Incoming, limit: u64, deadline: Instant) -> ReqBody {
+        ReqBody::Stream(Box::new(LimitedBody {
+            inner,
+            limit,
+            seen: 0,
+            deadline,
+            sleep: None,
+        }))
+    }
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            ReqBody::Empty => Poll::Ready(None),
+            ReqBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ReqBody::Stream(s) => s.poll(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Empty => true,
+            ReqBody::Full(b) => b.is_none(),
+            ReqBody::Stream(s) => s.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Empty => SizeHint::with_exact(0),
+            ReqBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ReqBody::Stream(s) => s.inner.size_hint(),
+        }
+    }
+}
+
+impl LimitedBody {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.seen += data.len() as u64;
+                    if self.seen > self.limit {
+                        return Poll::Ready(Some(Err(BodyError {
+                            kind: BodyErrorKind::TooLarge,
+                        })));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(BodyError {
+                kind: BodyErrorKind::Aborted,
+            }))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                // Arm the deadline only when the client makes us wait.
+                let deadline = self.deadline;
+                let sleep = self
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                ready!(sleep.as_mut().poll(cx));
+                Poll::Ready(Some(Err(BodyError {
+                    kind: BodyErrorKind::Timeout,
+                })))
+            }
+        }
+    }
+}
+
+/// Work to do once when a response is finished (or abandoned).
+pub trait Completion: Send + Sync {
+    /// Called exactly once. `complete` is true when the whole body was sent; `bytes` is
+    /// what was sent; `error` names what cut the body short, if anything.
+    fn finish(self: Box<Self>, complete: bool, bytes: u64, error: Option<&'static str>);
+}
+
+/// The body sent to the client.
+pub struct RespBody {
+    kind: RespKind,
+    bytes: u64,
+    completion: Option<Box<dyn Completion>>,
+}
+
+impl std::fmt::Debug for RespBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RespBody")
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+enum RespKind {
+    Full(Option<Bytes>),
+    Upstream {
+        body: Incoming,
+        idle: Duration,
+        sleep: Option<Pin<Box<Sleep>>>,
+    },
+}
+
+impl RespBody {
+    /// A body from memory.
+    pub fn full(bytes: impl Into<Bytes>) -> RespBody {
+        let b: Bytes = bytes.into();
+        RespBody {
+            kind: RespKind::Full(if b.is_empty() { None } else { Some(b) }),
+            bytes: 0,
+            completion: None,
+        }
+    }
+
+    /// No body.
+    pub fn empty() -> RespBody {
+        RespBody {
+            kind: RespKind::Full(None),
+            bytes: 0,
+            completion: None,
+        }
+    }
+
+    /// An upstream's body; each wait for the next chunk may last at most `idle`.
+    pub fn upstream(body: Incoming, idle: Duration) -> RespBody {
+        RespBody {
+            kind: RespKind::Upstream {
+                body,
+                idle,
+                sleep: None,
+            },
+            bytes: 0,
+            completion: None,
+        }
+    }
+
+    /// Adds work for the end of the response. Several completions chain in order.
+    pub fn on_complete(&mut self, c: Box<dyn Completion>) {
+        self.completion = Some(match self.completion.take() {
+            None => c,
+            Some(first) => Box::new(Chain(first, c)),
+        });
+    }
+
+    fn finish(&mut self, complete: bool, error: Option<&'static str>) {
+        if let Some(c) = self.completion.take() {
+            c.finish(complete, self.bytes, error);
+        }
+    }
+}
+
+struct Chain(Box<dyn Completion>, Box<dyn Completion>);
+
+impl Completion for Chain {
+    fn finish(self: Box<Self>, complete: bool, bytes: u64, error: Option<&'static str>) {
+        let Chain(a, b) = *self;
+        a.finish(complete, bytes, error);
+        b.finish(complete, bytes, error);
+    }
+}
+
+impl Drop for RespBody {
+    fn drop(&mut self) {
+        // A body with nothing left (HEAD, 204, 304) may be dropped without being polled; any
+        // other body dropped before its end means the client went away.
+        let complete = self.is_end_stream();
+        self.finish(
+            complete,
+            if complete {
+                None
+            } else {
+                Some("client.disconnected")
+            },
+        );
+    }
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = match &mut this.kind {
+            RespKind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            RespKind::Upstream { body, idle, sleep } => match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(s) = sleep.as_mut() {
+                        s.as_mut().reset(Instant::now() + *idle);
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.finish(false, Some("upstream.body_error"));
+                    return Poll::Ready(Some(Err(Box::new(e))));
+                }
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => {
+                    let idle = *idle;
+                    let s = sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                    if s.as_mut().poll(cx).is_ready() {
+                        this.finish(false, Some("upstream.timeout"));
+                        return Poll::Ready(Some(Err("upstream body timed out".into())));
+                    }
+                    Poll::Pending
+                }
+            },
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
+                if this.is_end_stream() {
+                    this.finish(true, None);
+                }
+            }
+            Poll::Ready(None) => this.finish(true, None),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            RespKind::Full(b) => b.is_none(),
+            RespKind::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            RespKind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            RespKind::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! A named upstream at run time: its targets (round-robin, passive ejection), its in-flight
+//! cap, and per-target pools of idle keep-alive connections.
+//!
+//! An `Upstream` survives a config reload when its settings did not change, so in-flight
+//! counts, ejections and warm connections are not reset by a reload.
+
+use super::body::ReqBody;
+use crate::config::model;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// Effective settings (config values with defaults applied).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Time to the response head, and the longest pause while the body streams.
+    pub timeout: Duration,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Requests in flight at once.
+    pub max_concurrency: u32,
+    /// Extra attempts on connect failure (idempotent methods).
+    pub retries: u32,
+    /// Consecutive failures that eject a target.
+    pub eject_failures: u32,
+    /// How long an ejected target is skipped.
+    pub eject_for: Duration,
+    /// Idle connections kept per target.
+    pub max_idle: usize,
+    /// Idle connections older than this are closed.
+    pub idle_timeout: Duration,
+}
+
+impl Settings {
+    /// Applies defaults (documented in docs/config.md).
+    pub fn from_model(u: &model::Upstream) -> Settings {
+        let eject = u.eject.as_ref();
+        let pool = u.pool.as_ref();
+        Settings {
+            timeout: u.timeout.map_or(Duration::from_secs(30), |d| d.0),
+            connect_timeout: u.connect_timeout.map_or(Duration::from_secs(3), |d| d.0),
+            max_concurrency: u.max_concurrency.unwrap_or(1024),
+            retries: u.retries.unwrap_or(1),
+            eject_failures: eject.map_or(5, |e| e.consecutive_failures),
+            eject_for: eject.map_or(Duration::from_secs(10), |e| e.duration.0),
+            max_idle: pool.and_then(|p| p.max_idle).map_or(256, |n| n as usize),
+            idle_timeout: pool
+                .and_then(|p| p.idle_timeout)
+                .map_or(Duration::from_secs(60), |d| d.0),
+        }
+    }
+}
+
+/// One backend address.
+#[derive(Debug)]
+pub struct Target {
+    host: String,
+    port: u16,
+    ip: Option<IpAddr>,
+    /// Path prefix from the target URL (`http://h:1/base` → `/base`), without trailing '/'.
+    pub base_path: String,
+    failures: AtomicU32,
+    /// Monotonic nanoseconds until which the target is skipped (0: healthy).
+    ejected_until: AtomicU64,
+    idle: Mutex<VecDeque<Idle>>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    send: SendRequest<ReqBody>,
+    since: Instant,
+}
+
+fn mono_nanos() -> u64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    u64::try_from(origin.elapsed().as_nanos())
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
+}
+
+/// Parses `http://host:port[/base]`. Errors are one-line messages for the config.
+pub fn parse_target(url: &str) -> Result<(String, u16, String), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("target {url:?} is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "target {url:?}: https upstreams are not supported yet; use http:// on a trusted network"
+            ));
+        }
+        _ => return Err(format!("target {url:?} must start with http://")),
+    }
+    let auth = uri
+        .authority()
+        .ok_or_else(|| format!("target {url:?} has no host"))?;
+    if auth.as_str().contains('@') {
+        return Err(format!(
+            "target {url:?}: credentials in the URL are not allowed"
+        ));
+    }
+    if uri.query().is_some() {
+        return Err(format!("target {url:?}: a query string is not allowed"));
+    }
+    let host = auth
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    if host.is_empty() {
+        return Err(format!("target {url:?} has no host"));
+    }
+    let base = uri.path().trim_end_matches('/').to_string();
+    Ok((host, auth.port_u16().unwrap_or(80), base))
+}
+
+impl Target {
+    fn new(url: &str) -> Result<Target, String> {
+        let (host, port, base_path) = parse_target(url)?;
+        Ok(Target {
+            ip: host.parse().ok(),
+            host,
+            port,
+            base_path,
+            failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            idle: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    fn ejected(&self, now: u64) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > now
+    }
+
+    /// A warm connection, newest first; closed or expired ones are dropped on the way.
+    pub fn take_idle(&self, idle_timeout: Duration) -> Option<SendRequest<ReqBody>> {
+        let mut idle = self.idle.lock().ok()?;
+        while let Some(i) = idle.pop_back() {
+            if !i.send.is_closed() && i.since.elapsed() < idle_timeout {
+                return Some(i.send);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection whose last exchange completed cleanly.
+    pub fn put_idle(&self, send: SendRequest<ReqBody>, settings: &Settings) {
+        if send.is_closed() {
+            return;
+        }
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        while idle
+            .front()
+            .is_some_and(|i| i.since.elapsed() >= settings.idle_timeout)
+        {
+            idle.pop_front();
+        }
+        if idle.len() < settings.max_idle {
+            idle.push_back(Idle {
+                send,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Opens a TCP connection and an HTTP/1.1 client on it; the connection is driven by its
+    /// own task. `upgrades` keeps it usable for a protocol switch (WebSocket).
+    pub async fn open(
+        &self,
+        connect_timeout: Duration,
+        upgrades: bool,
+    ) -> std::io::Result<SendRequest<ReqBody>> {
+        let stream = tokio::time::timeout(connect_timeout, self.connect())
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
+        let (send, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
+        if upgrades {
+            tokio::spawn(async move {
+                let _ = conn.with_upgrades().await;
+            });
+        } else {
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
+        Ok(send)
+    }
+
+    async fn connect(&self) -> std::io::Result<TcpStream> {
+        let addrs: Vec<SocketAddr> = match self.ip {
+            Some(ip) => vec![SocketAddr::new(ip, self.port)],
+            None => tokio::net::lookup_host((self.host.as_str(), self.port))
+                .await?
+                .collect(),
+        };
+        let mut last =
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no address for upstream host");
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(s) => {
+                    s.set_nodelay(true)?;
+                    return Ok(s);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
+
+/// A named upstream.
+#[derive(Debug)]
+pub struct Upstream {
+    /// Config name (the only thing about an upstream that reaches logs and metrics).
+    pub name: Arc<str>,
+    spec: model::Upstream,
+    /// Effective settings.
+    pub settings: Settings,
+    /// Targets in config order.
+    pub targets: Vec<Target>,
+    next: AtomicUsize,
+    inflight: AtomicU32,
+}
+
+/// One in-flight slot; freed on drop.
+#[derive(Debug)]
+pub struct Inflight(Arc<Upstream>);
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Upstream {
+    /// Builds an upstream, or reuses `previous` when its settings are unchanged.
+    pub fn build(
+        name: &str,
+        spec: &model::Upstream,
+        previous: Option<&Arc<Upstream>>,
+    ) -> Result<Arc<Upstream>, String> {
+        if let Some(prev) = previous.filter(|p| p.spec == *spec) {
+            return Ok(prev.clone());
+        }
+        let targets = spec
+            .targets
+            .iter()
+            .map(|t| Target::new(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Arc::new(Upstream {
+            name: Arc::from(name),
+            spec: spec.clone(),
+            settings: Settings::from_model(spec),
+            targets,
+            next: AtomicUsize::new(0),
+            inflight: AtomicU32::new(0),
+        }))
+    }
+
+    /// Takes an in-flight slot, or `None` at `max_concurrency`.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<Inflight> {
+        let prev = self.inflight.fetch_add(1, Ordering::AcqRel);
+        let slot = Inflight(self.clone());
+        if prev >= self.settings.max_concurrency {
+            return None; // `slot` drops and gives the count back
+        }
+        Some(slot)
+    }
+
+    /// Requests in flight now.
+    pub fn inflight(&self) -> u32 {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// Next target round-robin, skipping ejected ones and those in `tried`. When every
+    /// candidate is ejected, the one ejected longest ago is used (better than refusing all).
+    pub fn pick(&self, tried: &[usize]) -> Option<usize> {
+        let n = self.targets.len();
+        if n == 0 {
+            return None;
+        }
+        let now = mono_nanos();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let candidates = (0..n)
+            .map(|k| (start + k) % n)
+            .filter(|i| !tried.contains(i));
+        let mut fallback: Option<(u64, usize)> = None;
+        for (i, t) in candidates.filter_map(|i| self.targets.get(i).map(|t| (i, t))) {
+            if !t.ejected(now) {
+                return Some(i);
+            }
+            let until = t.ejected_until.load(Ordering::Relaxed);
+            if fallback.is_none_or(|(u, _)| until < u) {
+                fallback = Some((until, i));
+            }
+        }
+        fallback.map(|(_, i)| i)
+    }
+
+    /// Records a failure (connect error, timeout, 502/503/504) and ejects the target after
+    /// `eject_failures` in a row. Returns true when this call ejected it.
+    pub fn record_failure(&self, target: usize) -> bool {
+        let Some(t) = self.targets.get(target) else {
+            return false;
+        };
+        let n = t.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if n >= self.settings.eject_failures.max(1) {
+            t.failures.store(0, Ordering::Release);
+            let until = mono_nanos().saturating_add(
+                u64::try_from(self.settings.eject_for.as_nanos()).unwrap_or(u64::MAX),
+            );
+            t.ejected_until.store(until, Ordering::Release);
+            tracing::warn!(upstream = %self.name, target, "upstream target ejected after {n} consecutive failures");
+            return true;
+        }
+        false
+    }
+
+    /// Records a success: the failure streak ends and an ejected target is back.
+    pub fn record_success(&self, target: usize) {
+        if let Some(t) = self.targets.get(target) {
+            if t.failures.load(Ordering::Relaxed) != 0 {
+                t.failures.store(0, Ordering::Release);
+            }
+            if t.ejected_until.load(Ordering::Relaxed) != 0 {
+                t.ejected_until.store(0, Ordering::Release);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(targets: &[&str], max: u32) -> Arc<Upstream> {
+        let spec = model::Upstream {
+            targets: targets.iter().map(|t| t.to_string()).collect(),
+            timeout: None,
+            connect_timeout: None,
+            max_concurrency: Some(max),
+            retries: None,
+            eject: Some(model::Eject {
+                consecutive_failures: 2,
+                duration: crate::config::units::Dur(Duration::from_secs(60)),
+            }),
+            pool: None,
+        };
+        Upstream::build("u", &spec, None).unwrap()
+    }
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!(
+            parse_target("http://127.0.0.1:9001").unwrap(),
+            ("127.0.0.1".into(), 9001, "".into())
+        );
+        assert_eq!(
+            parse_target("http://[::1]:80/base/").unwrap(),
+            ("::1".into(), 80, "/base".into())
+        );
+        assert_eq!(parse_target("http://svc").unwrap().1, 80);
+        assert!(
+            parse_target("https://x")
+                .unwrap_err()
+                .contains("not supported")
+        );
+        assert!(parse_target("ftp://x").is_err());
+        assert!(parse_target("http://u:p@x").is_err());
+        assert!(parse_target("http://x/?q=1").is_err());
+        assert!(parse_target("nonsense").is_err());
+    }
+
+    #[test]
+    fn round_robin_skips_ejected_and_tried() {
+        let u = upstream(
+            &[
+                "http://127.0.0.1:1",
+                "http://127.0.0.1:2",
+                "http://127.0.0.1:3",
+            ],
+            10,
+        );
+        let picks: Vec<usize> = (0..6).map(|_| u.pick(&[]).unwrap()).collect();
+        assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
+        assert!(!u.record_failure(1));
+        assert!(u.record_failure(1));
+        let picks: Vec<usize> = (0..4).map(|_| u.pick(&[]).unwrap()).collect();
+        assert!(!picks.contains(&1), "{picks:?}");
+        assert_eq!(
+            u.pick(&[0, 2]),
+            Some(1),
+            "all others tried: use the ejected one"
+        );
+        u.record_success(1);
+        assert!((0..3).any(|_| u.pick(&[]) == Some(1)));
+    }
+
+    #[test]
+    fn concurrency_cap_is_exact() {
+        let u = upstream(&["http://127.0.0.1:1"], 2);
+        let a = u.try_acquire();
+        let b = u.try_acquire();
+        assert!(a.is_some() && b.is_some());
+        assert!(u.try_acquire().is_none());
+        assert_eq!(u.inflight(), 2);
+        drop(a);
+        assert!(u.try_acquire().is_some());
+        drop(b);
+        assert_eq!(u.inflight(), 0);
+    }
+}
