@@ -1,1 +1,35 @@
-//! Testkit.
+//! Test fixtures for Portcullis integration tests: everything runs on real sockets on
+//! 127.0.0.1 with port 0.
+//!
+//! - [`TestGateway`]: the gateway in-process, from a YAML string written to a temp dir;
+//! - [`GatewayProcess`]: the real binary, for signals, exit codes and memory;
+//! - [`MockUpstream`]: a backend that records what it received, parsed and as raw bytes, so
+//!   a test can assert that an attack never reached it;
+//! - [`client`]: HTTP/1.1, HTTP/2 and TLS requests, and a raw TCP client;
+//! - [`Pki`]: a CA, a server certificate and client certificates made with rcgen.
+
+// Test support: a failed expectation here is a failed test, so panicking is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod client;
+mod gateway;
+mod pki;
+mod upstream;
+
+pub use gateway::{GatewayProcess, TestGateway, free_port};
+pub use pki::Pki;
+pub use upstream::{MockUpstream, Recorded, Reply};
+
+/// Polls `check` every 10 ms until it is true or `timeout` passes; returns the last result.
+pub async fn eventually(timeout: std::time::Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

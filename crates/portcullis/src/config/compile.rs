@@ -193,7 +193,7 @@ fn listeners(cx: &mut Ctx, cfg: &model::Config) -> (Vec<ListenerRt>, Vec<std::pa
         let Some(bind) = parse_bind(cx, &format!("{p}.bind"), &l.bind) else {
             continue;
         };
-        if !binds.insert(bind) {
+        if bind.port() != 0 && !binds.insert(bind) {
             cx.err(
                 &format!("{p}.bind"),
                 format!("address {bind} is used by two listeners"),

@@ -14,6 +14,8 @@ pub fn finish(
     resp: &mut http::Response<RespBody>,
     error: Option<&GatewayError>,
 ) {
+    // The status line is ours, whatever HTTP version the upstream spoke.
+    *resp.version_mut() = ctx.parts.version;
     if error.is_none() {
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         let headers = resp.headers_mut();
