@@ -1,6 +1,13 @@
 //! Request hygiene: path rules, limits (431, 414, 413), Host, client IP and forwarding
 //! headers, request ids, hop-by-hop stripping.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // tests: a panic is a failed assertion
+
 use portcullis_testkit::client::{self, Opts, empty, full, generated, req};
 use portcullis_testkit::{MockUpstream, TestGateway};
 use std::time::Duration;

@@ -1,6 +1,13 @@
 //! Upstream behaviour: timeouts, saturation, failover and ejection, streaming in both
 //! directions with bounded memory, WebSocket pass-through, connection reuse.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // tests: a panic is a failed assertion
+
 use portcullis_testkit::client::{self, Conn, Opts, empty, generated, req};
 use portcullis_testkit::{GatewayProcess, MockUpstream, Reply, TestGateway, free_port};
 use std::time::Duration;

@@ -1,5 +1,12 @@
 //! Routing by host, method, path parameters and wildcards; strip_prefix; 404/405 bodies.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // tests: a panic is a failed assertion
+
 use portcullis_testkit::client::{self, Opts, empty, req};
 use portcullis_testkit::{MockUpstream, Reply, TestGateway};
 

@@ -2,6 +2,13 @@
 //! never received a second (smuggled) request and that what it received was framed once,
 //! unambiguously, by the gateway.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // tests: a panic is a failed assertion
+
 use portcullis_testkit::client::{self, statuses};
 use portcullis_testkit::{MockUpstream, TestGateway};
 use std::time::Duration;

@@ -1,5 +1,12 @@
 //! TLS termination, client certificates (mTLS), HTTP/2 over ALPN and h2c, certificate reload.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // tests: a panic is a failed assertion
+
 use portcullis_testkit::client::{self, Opts, empty, req};
 use portcullis_testkit::{MockUpstream, Pki, TestGateway};
 
@@ -17,9 +24,9 @@ routes: [{{ name: all, match: {{ path: "/*" }}, upstream: up }}]
 "#,
         up.url(),
         auth = if mode == "none" {
-            { String::new() }
+            String::new()
         } else {
-            { format!(", client_auth: {{ ca: ca.pem, mode: {mode} }}") }
+            format!(", client_auth: {{ ca: ca.pem, mode: {mode} }}")
         },
     )
 }
