@@ -34,9 +34,7 @@ pub enum RateError {
 impl std::fmt::Display for RateError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RateError::BadRate => {
-                f.write_str("rate must be a number above 0 and at most 1e9 per second")
-            }
+            RateError::BadRate => f.write_str("rate must be a number above 0 and at most 1e9 per second"),
             RateError::BadBurst => f.write_str("burst must be at least 1"),
         }
     }
@@ -101,12 +99,7 @@ impl Bucket {
     /// A full bucket.
     pub fn new(rate: Rate) -> Bucket {
         let interval = rate.interval();
-        Bucket {
-            interval,
-            capacity: interval.saturating_mul(u64::from(rate.burst)),
-            rate,
-            tat: AtomicU64::new(0),
-        }
+        Bucket { interval, capacity: interval.saturating_mul(u64::from(rate.burst)), rate, tat: AtomicU64::new(0) }
     }
 
     /// The rate this bucket was made with.
@@ -124,21 +117,12 @@ impl Bucket {
             if ahead > self.capacity {
                 // Not enough room: the earliest moment this request would fit.
                 let wait = ahead - self.capacity;
-                return Decision::Denied {
-                    retry_after: Duration::from_nanos(wait),
-                };
+                return Decision::Denied { retry_after: Duration::from_nanos(wait) };
             }
-            match self.tat.compare_exchange_weak(
-                current,
-                new_tat,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
+            match self.tat.compare_exchange_weak(current, new_tat, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => {
                     let remaining = (self.capacity - ahead) / self.interval;
-                    return Decision::Allowed {
-                        remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
-                    };
+                    return Decision::Allowed { remaining: u32::try_from(remaining).unwrap_or(u32::MAX) };
                 }
                 Err(actual) => current = actual,
             }
@@ -163,8 +147,7 @@ impl Bucket {
     /// Copies the fill level of `other` into this bucket (used when a configuration reload
     /// keeps a bucket whose rate did not change, so a reload never refills anyone's budget).
     pub fn inherit(&self, other: &Bucket) {
-        self.tat
-            .store(other.tat.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.tat.store(other.tat.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 }
 
@@ -183,18 +166,14 @@ impl Default for Clock {
 impl Clock {
     /// A clock starting at zero now.
     pub fn new() -> Clock {
-        Clock {
-            origin: Instant::now(),
-        }
+        Clock { origin: Instant::now() }
     }
 
     /// Nanoseconds since the clock was made. Starts at one second so that a fresh bucket
     /// (theoretical arrival time 0) is full from the first call.
     pub fn now(&self) -> u64 {
         let elapsed = self.origin.elapsed().as_nanos();
-        u64::try_from(elapsed)
-            .unwrap_or(u64::MAX)
-            .saturating_add(1_000_000_000)
+        u64::try_from(elapsed).unwrap_or(u64::MAX).saturating_add(1_000_000_000)
     }
 }
 
@@ -248,12 +227,7 @@ mod tests {
         assert_eq!(b.check(T0), Decision::Allowed { remaining: 0 });
         assert_eq!(b.available(T0), 0);
         assert_eq!(b.time_to_next_token(T0), Duration::from_millis(100));
-        assert_eq!(
-            b.check(T0),
-            Decision::Denied {
-                retry_after: Duration::from_millis(100)
-            }
-        );
+        assert_eq!(b.check(T0), Decision::Denied { retry_after: Duration::from_millis(100) });
         assert_eq!(b.available(T0 + 100 * MS), 1);
     }
 

@@ -32,10 +32,7 @@ pub struct Resp {
 impl Resp {
     /// A header as a string.
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
     }
 
     /// The body as JSON.
@@ -74,10 +71,7 @@ pub fn generated(total: u64, chunk: usize, pause: Option<Duration>) -> Body {
                 tokio::time::sleep(p).await;
             }
             let n = (total - sent).min(piece.len() as u64) as usize;
-            Some((
-                Ok::<_, std::io::Error>(Frame::data(piece.slice(..n))),
-                sent + n as u64,
-            ))
+            Some((Ok::<_, std::io::Error>(Frame::data(piece.slice(..n))), sent + n as u64))
         }
     });
     StreamBody::new(stream).boxed()
@@ -94,18 +88,13 @@ pub struct Opts {
 
 /// Sends one request on a new connection and reads the whole response.
 pub async fn send(addr: SocketAddr, opts: &Opts, req: Request<Body>) -> Result<Resp, String> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+    let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
     stream.set_nodelay(true).ok();
     match &opts.tls {
         Some(cfg) => {
             let connector = tokio_rustls::TlsConnector::from(cfg.clone());
             let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
-            let tls = connector
-                .connect(name, stream)
-                .await
-                .map_err(|e| format!("tls: {e}"))?;
+            let tls = connector.connect(name, stream).await.map_err(|e| format!("tls: {e}"))?;
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             exchange(TokioIo::new(tls), h2, req).await
         }
@@ -118,45 +107,30 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let resp = if h2 {
-        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         send.send_request(req).await.map_err(|e| e.to_string())?
     } else {
-        let (mut send, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         send.send_request(req).await.map_err(|e| e.to_string())?
     };
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-    Ok(Resp {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body,
-        version: parts.version,
-    })
+    Ok(Resp { status: parts.status.as_u16(), headers: parts.headers, body, version: parts.version })
 }
 
 /// A request builder with `Host: localhost`.
 pub fn req(method: &str, path: &str) -> http::request::Builder {
-    Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost")
+    Request::builder().method(method).uri(path).header("host", "localhost")
 }
 
 /// GET on a new HTTP/1.1 connection.
 pub async fn get(addr: SocketAddr, path: &str) -> Resp {
-    send(
-        addr,
-        &Opts::default(),
-        req("GET", path).body(empty()).unwrap(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    send(addr, &Opts::default(), req("GET", path).body(empty()).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
 
 /// A keep-alive HTTP/1.1 connection for many requests.
@@ -169,9 +143,7 @@ impl Conn {
     pub async fn open(addr: SocketAddr) -> Conn {
         let stream = TcpStream::connect(addr).await.expect("connect");
         stream.set_nodelay(true).ok();
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .expect("handshake");
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
         tokio::spawn(conn);
         Conn { sender }
     }
@@ -179,19 +151,10 @@ impl Conn {
     /// Sends a request and reads the response.
     pub async fn send(&mut self, req: Request<Body>) -> Result<Resp, String> {
         self.sender.ready().await.map_err(|e| e.to_string())?;
-        let resp = self
-            .sender
-            .send_request(req)
-            .await
-            .map_err(|e| e.to_string())?;
+        let resp = self.sender.send_request(req).await.map_err(|e| e.to_string())?;
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-        Ok(Resp {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body,
-            version: parts.version,
-        })
+        Ok(Resp { status: parts.status.as_u16(), headers: parts.headers, body, version: parts.version })
     }
 }
 
@@ -218,7 +181,5 @@ pub async fn read_until_close(s: &mut TcpStream, timeout: Duration) -> Vec<u8> {
 /// The status codes of every HTTP/1 response in a byte stream, in order.
 pub fn statuses(bytes: &[u8]) -> Vec<u16> {
     let text = String::from_utf8_lossy(bytes);
-    text.match_indices("HTTP/1.1 ")
-        .filter_map(|(i, _)| text.get(i + 9..i + 12).and_then(|s| s.parse().ok()))
-        .collect()
+    text.match_indices("HTTP/1.1 ").filter_map(|(i, _)| text.get(i + 9..i + 12).and_then(|s| s.parse().ok())).collect()
 }

@@ -24,9 +24,7 @@ impl TestGateway {
     /// Like [`TestGateway::start`], optionally watching the config file for changes.
     pub async fn start_with(yaml: &str, watch: bool) -> TestGateway {
         let dir = tempfile::tempdir().expect("tempdir");
-        Self::start_in(dir, yaml, watch)
-            .await
-            .unwrap_or_else(|e| panic!("gateway did not start: {e}"))
+        Self::start_in(dir, yaml, watch).await.unwrap_or_else(|e| panic!("gateway did not start: {e}"))
     }
 
     /// Starts in a given directory; errors are returned (for tests about refused configs).
@@ -36,18 +34,9 @@ impl TestGateway {
         watch: bool,
     ) -> Result<TestGateway, portcullis::StartError> {
         let config = dir.path().join("gateway.yaml");
-        std::fs::write(
-            &config,
-            yaml.replace("{dir}", &dir.path().display().to_string()),
-        )
-        .expect("write config");
+        std::fs::write(&config, yaml.replace("{dir}", &dir.path().display().to_string())).expect("write config");
         let (running, tasks) = portcullis::start(&config, watch).await?;
-        Ok(TestGateway {
-            running: Some(running),
-            tasks,
-            dir,
-            config,
-        })
+        Ok(TestGateway { running: Some(running), tasks, dir, config })
     }
 
     fn running(&self) -> &Running {
@@ -56,11 +45,7 @@ impl TestGateway {
 
     /// Address of the first listener.
     pub fn addr(&self) -> SocketAddr {
-        self.running()
-            .listeners
-            .first()
-            .map(|(_, a)| *a)
-            .expect("a listener")
+        self.running().listeners.first().map(|(_, a)| *a).expect("a listener")
     }
 
     /// Address of a named listener.
@@ -96,11 +81,7 @@ impl TestGateway {
     /// Rewrites the config file (`{dir}` replaced as at start).
     pub fn write_config(&self, yaml: &str) {
         let tmp = self.dir.path().join(".gateway.yaml.tmp");
-        std::fs::write(
-            &tmp,
-            yaml.replace("{dir}", &self.dir.path().display().to_string()),
-        )
-        .expect("write");
+        std::fs::write(&tmp, yaml.replace("{dir}", &self.dir.path().display().to_string())).expect("write");
         std::fs::rename(&tmp, &self.config).expect("rename");
     }
 
@@ -122,9 +103,7 @@ impl TestGateway {
     /// Lines of the access log file at `<dir>/access.log`, parsed as JSON.
     pub fn access_log(&self) -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
-        text.lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 }
 
@@ -149,11 +128,7 @@ impl GatewayProcess {
     pub fn spawn(bin: &str, yaml: &str) -> GatewayProcess {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("gateway.yaml");
-        std::fs::write(
-            &config,
-            yaml.replace("{dir}", &dir.path().display().to_string()),
-        )
-        .expect("write config");
+        std::fs::write(&config, yaml.replace("{dir}", &dir.path().display().to_string())).expect("write config");
         let child = Command::new(bin)
             .args(["run", "-c"])
             .arg(&config)
@@ -177,16 +152,13 @@ impl GatewayProcess {
 
     /// Sends a signal by PID.
     pub fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status();
+        let status = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status();
         assert!(status.is_ok_and(|s| s.success()), "kill -{sig} failed");
     }
 
     /// Peak resident memory (VmHWM) in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -205,8 +177,5 @@ impl Drop for GatewayProcess {
 
 /// A free TCP port on 127.0.0.1 (bound and released; for configs that need a fixed port).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }

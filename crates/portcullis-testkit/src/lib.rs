@@ -9,12 +9,7 @@
 //! - [`Pki`]: a CA, a server certificate and client certificates made with rcgen.
 
 // Test support: a failed expectation here is a failed test, so panicking is the point.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 pub mod client;
 mod gateway;

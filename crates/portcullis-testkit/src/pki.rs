@@ -1,9 +1,7 @@
 //! Test certificates made with rcgen: a CA, a server certificate for `localhost` and
 //! 127.0.0.1, client certificates signed by the CA, and one signed by a stranger.
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, SanType,
-};
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, SanType};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
@@ -38,10 +36,7 @@ fn ca(cn: &str) -> (Pem, Issuer<'static, KeyPair>) {
     dn.push(DnType::CommonName, cn);
     p.distinguished_name = dn;
     let cert = p.self_signed(&key).expect("ca");
-    let pem = Pem {
-        cert: cert.pem(),
-        key: key.serialize_pem(),
-    };
+    let pem = Pem { cert: cert.pem(), key: key.serialize_pem() };
     (pem, Issuer::new(p, key))
 }
 
@@ -53,10 +48,7 @@ fn leaf(issuer: &Issuer<'_, KeyPair>, cn: &str, sans: Vec<SanType>) -> Pem {
     p.distinguished_name = dn;
     p.subject_alt_names = sans;
     let cert = p.signed_by(&key, issuer).expect("leaf");
-    Pem {
-        cert: cert.pem(),
-        key: key.serialize_pem(),
-    }
+    Pem { cert: cert.pem(), key: key.serialize_pem() }
 }
 
 impl Pki {
@@ -72,21 +64,10 @@ impl Pki {
                 SanType::IpAddress("::1".parse().expect("ip")),
             ],
         );
-        let client = leaf(
-            &issuer,
-            "client-1",
-            vec![SanType::URI(
-                "spiffe://test/client-1".try_into().expect("uri"),
-            )],
-        );
+        let client = leaf(&issuer, "client-1", vec![SanType::URI("spiffe://test/client-1".try_into().expect("uri"))]);
         let (_, other) = ca("Someone Else's CA");
         let stranger = leaf(&other, "mallory", vec![]);
-        Pki {
-            ca: ca_pem,
-            server,
-            client,
-            stranger,
-        }
+        Pki { ca: ca_pem, server, client, stranger }
     }
 
     /// Writes `ca.pem`, `server.pem`, `server.key` into `dir`; returns their paths.
@@ -102,16 +83,10 @@ impl Pki {
 
     /// A client config trusting the CA, offering ALPN `alpn`, with an optional client
     /// certificate.
-    pub fn client_config(
-        &self,
-        identity: Option<&Pem>,
-        alpn: &[&[u8]],
-    ) -> Arc<rustls::ClientConfig> {
+    pub fn client_config(&self, identity: Option<&Pem>, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_slice(self.ca.cert.as_bytes()).expect("ca pem"))
-            .expect("root");
+        roots.add(CertificateDer::from_pem_slice(self.ca.cert.as_bytes()).expect("ca pem")).expect("root");
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("versions")
@@ -120,9 +95,7 @@ impl Pki {
             Some(id) => {
                 let certs = vec![CertificateDer::from_pem_slice(id.cert.as_bytes()).expect("cert")];
                 let key = PrivateKeyDer::from_pem_slice(id.key.as_bytes()).expect("key");
-                builder
-                    .with_client_auth_cert(certs, key)
-                    .expect("client auth")
+                builder.with_client_auth_cert(certs, key).expect("client auth")
             }
             None => builder.with_no_client_auth(),
         };

@@ -41,20 +41,12 @@ pub struct Recorded {
 impl Recorded {
     /// A header as a string.
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
     }
 
     /// Every value of a header.
     pub fn header_all(&self, name: &str) -> Vec<String> {
-        self.headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::to_string)
-            .collect()
+        self.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect()
     }
 }
 
@@ -90,10 +82,7 @@ impl Reply {
 
     /// A status with an empty body.
     pub fn status(status: u16) -> Reply {
-        Reply {
-            status,
-            ..Reply::ok(Bytes::new())
-        }
+        Reply { status, ..Reply::ok(Bytes::new()) }
     }
 
     /// Adds a header.
@@ -116,13 +105,9 @@ impl Reply {
 
     /// Switches protocols and echoes whatever arrives.
     pub fn upgrade() -> Reply {
-        Reply {
-            status: 101,
-            upgrade: true,
-            ..Reply::ok(Bytes::new())
-        }
-        .header("upgrade", "websocket")
-        .header("connection", "upgrade")
+        Reply { status: 101, upgrade: true, ..Reply::ok(Bytes::new()) }
+            .header("upgrade", "websocket")
+            .header("connection", "upgrade")
     }
 }
 
@@ -146,22 +131,12 @@ pub struct MockUpstream {
 impl MockUpstream {
     /// Answers every request 200 with `{"method":..,"path":..}`.
     pub async fn start() -> MockUpstream {
-        Self::with(|r| {
-            Reply::ok(format!(
-                "{{\"method\":\"{}\",\"path\":\"{}\"}}",
-                r.method, r.uri
-            ))
-        })
-        .await
+        Self::with(|r| Reply::ok(format!("{{\"method\":\"{}\",\"path\":\"{}\"}}", r.method, r.uri))).await
     }
 
     /// Answers with `handler`.
-    pub async fn with(
-        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
-    ) -> MockUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind mock upstream");
+    pub async fn with(handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> MockUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock upstream");
         Self::serve(listener, Arc::new(handler))
     }
 
@@ -192,10 +167,7 @@ impl MockUpstream {
                 tokio::spawn(async move {
                     let io = TokioIo::new(Recording { inner: stream, raw });
                     let svc = service_fn(move |req| handle(st.clone(), conn, req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, svc)
-                        .with_upgrades()
-                        .await;
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).with_upgrades().await;
                 });
             }
         });
@@ -224,13 +196,7 @@ impl MockUpstream {
 
     /// Raw bytes received on each connection, in accept order.
     pub fn raw(&self) -> Vec<Vec<u8>> {
-        self.state
-            .raw
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|r| r.lock().unwrap().clone())
-            .collect()
+        self.state.raw.lock().unwrap().iter().map(|r| r.lock().unwrap().clone()).collect()
     }
 
     /// Connections accepted so far.
@@ -287,8 +253,7 @@ async fn handle(
         tokio::time::sleep(reply.delay).await;
     }
     st.inflight.fetch_sub(1, Ordering::SeqCst);
-    let mut resp = http::Response::builder()
-        .status(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK));
+    let mut resp = http::Response::builder().status(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK));
     for (k, v) in &reply.headers {
         resp = resp.header(k, v);
     }
@@ -300,35 +265,20 @@ async fn handle(
                 let _ = tokio::io::copy(&mut r, &mut w).await;
             }
         });
-        return Ok(resp
-            .body(
-                http_body_util::Empty::new()
-                    .map_err(|never| match never {})
-                    .boxed(),
-            )
-            .unwrap());
+        return Ok(resp.body(http_body_util::Empty::new().map_err(|never| match never {}).boxed()).unwrap());
     }
     let body: RespBody = match reply.chunks {
-        None => http_body_util::Full::new(reply.body)
-            .map_err(|never| match never {})
-            .boxed(),
+        None => http_body_util::Full::new(reply.body).map_err(|never| match never {}).boxed(),
         Some((n, every)) => {
             let size = reply.body.len().div_ceil(n.max(1)).max(1);
-            let chunks: Vec<Bytes> = reply
-                .body
-                .chunks(size)
-                .map(Bytes::copy_from_slice)
-                .collect();
-            let stream = futures_util::stream::unfold(
-                (chunks.into_iter(), true),
-                move |(mut it, first)| async move {
-                    let chunk = it.next()?;
-                    if !first {
-                        tokio::time::sleep(every).await;
-                    }
-                    Some((Ok::<_, std::io::Error>(Frame::data(chunk)), (it, false)))
-                },
-            );
+            let chunks: Vec<Bytes> = reply.body.chunks(size).map(Bytes::copy_from_slice).collect();
+            let stream = futures_util::stream::unfold((chunks.into_iter(), true), move |(mut it, first)| async move {
+                let chunk = it.next()?;
+                if !first {
+                    tokio::time::sleep(every).await;
+                }
+                Some((Ok::<_, std::io::Error>(Frame::data(chunk)), (it, false)))
+            });
             StreamBody::new(stream).boxed()
         }
     };
@@ -342,11 +292,7 @@ struct Recording {
 }
 
 impl AsyncRead for Recording {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = res {
@@ -361,11 +307,7 @@ impl AsyncRead for Recording {
 }
 
 impl AsyncWrite for Recording {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

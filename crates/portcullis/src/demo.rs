@@ -25,12 +25,7 @@ async fn backend(req: http::Request<Incoming>) -> Result<http::Response<Full<Byt
             serde_json::json!({ "order": id, "status": "shipped", "served_by": "demo-backend" })
         }
         ("POST", "/api/upload") => {
-            let n = req
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes().len())
-                .unwrap_or(0);
+            let n = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
             serde_json::json!({ "received_bytes": n })
         }
         _ => {
@@ -38,10 +33,7 @@ async fn backend(req: http::Request<Incoming>) -> Result<http::Response<Full<Byt
         }
     };
     let mut resp = http::Response::new(Full::new(Bytes::from(body.to_string() + "\n")));
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     Ok(resp)
 }
 
@@ -99,12 +91,11 @@ Portcullis demo: gateway on {base}, demo backend behind it.
 pub async fn run() -> Result<(), StartError> {
     let loaded = config::parse_str(DEMO_YAML, Format::Yaml, Path::new("examples/demo.yaml"))?;
     let rt = config::compile(loaded, None)?;
-    let addr = backend_addr(&rt).ok_or_else(|| {
-        std::io::Error::other("examples/demo.yaml must name a loopback target for upstream 'demo'")
-    })?;
-    let backend = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("demo backend cannot bind {addr}: {e}"))
-    })?;
+    let addr = backend_addr(&rt)
+        .ok_or_else(|| std::io::Error::other("examples/demo.yaml must name a loopback target for upstream 'demo'"))?;
+    let backend = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("demo backend cannot bind {addr}: {e}")))?;
     let backend_task = tokio::spawn(serve_backend(backend));
     let gw = state::Gateway::new(rt)?;
     let running = server::Running::start(gw).await?;

@@ -128,9 +128,7 @@ impl ErrorKind {
     pub fn side(self) -> Side {
         use ErrorKind::*;
         match self {
-            UpstreamUnavailable | UpstreamBadResponse | UpstreamSaturated | UpstreamTimeout => {
-                Side::Upstream
-            }
+            UpstreamUnavailable | UpstreamBadResponse | UpstreamSaturated | UpstreamTimeout => Side::Upstream,
             Internal => Side::Internal,
             _ => Side::Downstream,
         }
@@ -153,12 +151,7 @@ pub struct GatewayError {
 impl GatewayError {
     /// An error of this kind.
     pub fn new(kind: ErrorKind) -> GatewayError {
-        GatewayError {
-            kind,
-            detail: None,
-            allow: Vec::new(),
-            retry_after: None,
-        }
+        GatewayError { kind, detail: None, allow: Vec::new(), retry_after: None }
     }
 
     /// An internal error with a log detail.
@@ -185,23 +178,18 @@ impl GatewayError {
     }
 
     /// The problem+json body.
-    pub fn body(&self, request_id: &str) -> Bytes {
-        problem_body(self.kind, request_id)
+    pub fn body(&self, request_id: &HeaderValue) -> Bytes {
+        problem_body(self.kind, request_id.to_str().unwrap_or_default())
     }
 
-    /// Status and headers for the problem response (body from [`GatewayError::body`]).
-    pub fn head(&self, request_id: &str) -> http::response::Parts {
+    /// Status and headers for the problem response (body from [`GatewayError::body`]; the
+    /// response phase adds `x-request-id`).
+    pub fn head(&self) -> http::response::Parts {
         let (mut parts, ()) = http::Response::new(()).into_parts();
         parts.status = self.kind.status();
         let h = &mut parts.headers;
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Ok(v) = HeaderValue::from_str(request_id) {
-            h.insert("x-request-id", v);
-        }
         if self.kind == ErrorKind::MethodNotAllowed {
             let allow: Vec<&str> = self.allow.iter().map(Method::as_str).collect();
             if let Ok(v) = HeaderValue::from_str(&allow.join(", ")) {
@@ -209,10 +197,7 @@ impl GatewayError {
             }
         }
         if let Some(after) = self.retry_after {
-            h.insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(retry_after_secs(after)),
-            );
+            h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(after)));
         }
         parts
     }

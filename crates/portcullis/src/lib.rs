@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod headers;
 pub mod observe;
 pub mod phases;
 pub mod pipeline;
@@ -45,9 +46,7 @@ pub async fn start(
     if watch {
         match reload::watch_files(gw) {
             Ok(t) => tasks.push(t),
-            Err(e) => tracing::warn!(
-                "file watching unavailable ({e}); reload with SIGHUP or the admin API"
-            ),
+            Err(e) => tracing::warn!("file watching unavailable ({e}); reload with SIGHUP or the admin API"),
         }
     }
     Ok((running, tasks))

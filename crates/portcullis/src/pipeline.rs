@@ -7,6 +7,7 @@
 use crate::config::Runtime;
 use crate::config::runtime::{LimitRt, RouteRt};
 use crate::error::GatewayError;
+use crate::headers;
 use crate::phases::{hygiene, response, route, throttle, upstream_request, validate};
 use crate::proxy::{self, body::ReqBody, body::RespBody};
 use crate::server::ConnInfo;
@@ -44,14 +45,8 @@ pub enum Phase {
 }
 
 /// The order. Reading this list is reading the gateway.
-pub const PHASES: &[Phase] = &[
-    Phase::EarlyRequest,
-    Phase::Route,
-    Phase::Throttle,
-    Phase::Validate,
-    Phase::UpstreamRequest,
-    Phase::Upstream,
-];
+pub const PHASES: &[Phase] =
+    &[Phase::EarlyRequest, Phase::Route, Phase::Throttle, Phase::Validate, Phase::UpstreamRequest, Phase::Upstream];
 
 /// The rate-limit state reported in `RateLimit` headers: the tightest layer seen.
 #[derive(Debug, Clone)]
@@ -81,7 +76,7 @@ pub struct RequestCtx {
     /// When the request head arrived.
     pub started: Instant,
     /// Request id (ours, or a trusted proxy's).
-    pub request_id: String,
+    pub request_id: http::HeaderValue,
     /// Client address (socket, or from a trusted proxy's header).
     pub client_ip: IpAddr,
     /// Host as sent (with port), for forwarding.
@@ -91,7 +86,7 @@ pub struct RequestCtx {
     /// The normalized path: routed, checked and forwarded.
     pub path: String,
     /// Path and query as sent to the upstream (before the target's base path).
-    pub upstream_path: String,
+    pub upstream_path: bytes::Bytes,
     /// The matched route.
     pub route: Option<Arc<RouteRt>>,
     /// Path parameters of the matched route.
@@ -116,11 +111,11 @@ impl RequestCtx {
             body: Some(body),
             upstream_body: None,
             started: Instant::now(),
-            request_id: String::new(),
+            request_id: http::HeaderValue::from_static(""),
             host_header: None,
             host: None,
             path: String::new(),
-            upstream_path: String::new(),
+            upstream_path: bytes::Bytes::new(),
             route: None,
             params: Vec::new(),
             rate: None,
@@ -144,33 +139,24 @@ async fn run(ctx: &mut RequestCtx) -> Result<http::Response<RespBody>, GatewayEr
             return Ok(resp);
         }
     }
-    Err(GatewayError::internal(
-        "the pipeline ended without a response",
-    ))
+    Err(GatewayError::internal("the pipeline ended without a response"))
 }
 
 /// Handles one request: phases, then the response phase and logging, whatever happened.
-pub async fn handle(
-    gw: Arc<Gateway>,
-    conn: Arc<ConnInfo>,
-    req: http::Request<Incoming>,
-) -> http::Response<RespBody> {
+pub async fn handle(gw: Arc<Gateway>, conn: Arc<ConnInfo>, req: http::Request<Incoming>) -> http::Response<RespBody> {
     let mut ctx = RequestCtx::new(gw, conn, req);
     let outcome = run(&mut ctx).await;
     let (mut resp, error) = match outcome {
         Ok(resp) => (resp, None),
         Err(e) => {
             if ctx.request_id.is_empty() {
-                ctx.request_id = hygiene::new_request_id();
+                ctx.request_id = headers::new_request_id();
             }
-            let parts = e.head(&ctx.request_id);
-            (
-                http::Response::from_parts(parts, RespBody::full(e.body(&ctx.request_id))),
-                Some(e),
-            )
+            let parts = e.head();
+            (http::Response::from_parts(parts, RespBody::full(e.body(&ctx.request_id))), Some(e))
         }
     };
     response::finish(&mut ctx, &mut resp, error.as_ref());
-    crate::observe::attach(&ctx, &mut resp, error.as_ref());
+    crate::observe::attach(&mut ctx, &mut resp, error.as_ref());
     resp
 }

@@ -50,20 +50,12 @@ pub fn watch_files(gw: Arc<Gateway>) -> notify::Result<tokio::task::JoinHandle<(
 
 fn watched_paths(gw: &Gateway) -> HashSet<PathBuf> {
     let rt = gw.runtime.load();
-    rt.watched_files
-        .iter()
-        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
-        .collect()
+    rt.watched_files.iter().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())).collect()
 }
 
 fn relevant(ev: &notify::Event, watched: &HashSet<PathBuf>) -> bool {
-    matches!(
-        ev.kind,
-        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
-    ) && ev
-        .paths
-        .iter()
-        .any(|p| watched.contains(&std::path::absolute(p).unwrap_or_else(|_| p.clone())))
+    matches!(ev.kind, EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_))
+        && ev.paths.iter().any(|p| watched.contains(&std::path::absolute(p).unwrap_or_else(|_| p.clone())))
 }
 
 /// Reloads on every SIGHUP until the task is aborted.

@@ -29,10 +29,24 @@ pub struct ConnInfo {
     pub listener: Arc<str>,
     /// Peer socket address.
     pub peer: SocketAddr,
+    /// Peer IP (IPv4-mapped IPv6 shown as IPv4).
+    pub peer_ip: std::net::IpAddr,
+    /// The peer IP as a header value (for `X-Forwarded-For`), made once per connection.
+    pub peer_ip_value: http::HeaderValue,
     /// Local socket address.
     pub local: SocketAddr,
     /// TLS details, on TLS listeners.
     pub tls: Option<TlsInfo>,
+}
+
+impl ConnInfo {
+    /// Describes a connection.
+    pub fn new(id: u64, listener: Arc<str>, peer: SocketAddr, local: SocketAddr, tls: Option<TlsInfo>) -> ConnInfo {
+        let peer_ip = peer.ip().to_canonical();
+        let peer_ip_value =
+            http::HeaderValue::from_str(&peer_ip.to_string()).unwrap_or(http::HeaderValue::from_static("unknown"));
+        ConnInfo { id, listener, peer, peer_ip, peer_ip_value, local, tls }
+    }
 }
 
 static CONN_IDS: AtomicU64 = AtomicU64::new(1);
@@ -51,11 +65,7 @@ pub struct Running {
 }
 
 fn bind_socket(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        None,
-    )?;
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
@@ -76,19 +86,15 @@ impl Running {
         let mut bound = Vec::new();
         for spec in &rt.listeners {
             let l = bind_socket(spec.bind).map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("listener {} cannot bind {}: {e}", spec.name, spec.bind),
-                )
+                std::io::Error::new(e.kind(), format!("listener {} cannot bind {}: {e}", spec.name, spec.bind))
             })?;
             listeners.push((spec.name.clone(), l.local_addr()?));
             bound.push((spec.clone(), l));
         }
         let admin = match &rt.admin {
             Some(a) => {
-                let l = bind_socket(a.bind).map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("admin cannot bind {}: {e}", a.bind))
-                })?;
+                let l = bind_socket(a.bind)
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("admin cannot bind {}: {e}", a.bind)))?;
                 let addr = l.local_addr()?;
                 tasks.spawn(crate::admin::serve(gateway.clone(), l, stop.subscribe()));
                 Some(addr)
@@ -101,21 +107,12 @@ impl Running {
         for (name, addr) in &listeners {
             tracing::info!(listener = %name, %addr, "listening");
         }
-        Ok(Running {
-            gateway,
-            listeners,
-            admin,
-            stop,
-            tasks,
-        })
+        Ok(Running { gateway, listeners, admin, stop, tasks })
     }
 
     /// The bound address of a listener.
     pub fn addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners
-            .iter()
-            .find(|(n, _)| &**n == name)
-            .map(|(_, a)| *a)
+        self.listeners.iter().find(|(n, _)| &**n == name).map(|(_, a)| *a)
     }
 
     /// Stops accepting, lets in-flight requests finish within `limits.shutdown_timeout`,
@@ -143,12 +140,7 @@ impl Running {
     }
 }
 
-async fn accept_loop(
-    gw: Arc<Gateway>,
-    listener: TcpListener,
-    spec: ListenerRt,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, spec: ListenerRt, mut stop: watch::Receiver<bool>) {
     let gauge = gw.metrics.connections(&spec.name);
     loop {
         let accepted = tokio::select! {
@@ -165,33 +157,18 @@ async fn accept_loop(
             }
         };
         let rt = gw.runtime.load();
-        let guard =
-            match gw
-                .conns
-                .try_acquire(peer.ip(), rt.limits.max_conns_per_ip, rt.limits.max_conns)
-            {
-                Ok(g) => g,
-                Err(reason) => {
-                    gw.metrics.connection_refused(reason);
-                    continue; // dropping the stream closes it
-                }
-            };
-        let tls = rt
-            .listeners
-            .iter()
-            .find(|l| l.name == spec.name)
-            .map_or(spec.tls.clone(), |l| l.tls.clone());
+        let guard = match gw.conns.try_acquire(peer.ip(), rt.limits.max_conns_per_ip, rt.limits.max_conns) {
+            Ok(g) => g,
+            Err(reason) => {
+                gw.metrics.connection_refused(reason);
+                continue; // dropping the stream closes it
+            }
+        };
+        let tls = rt.listeners.iter().find(|l| l.name == spec.name).map_or(spec.tls.clone(), |l| l.tls.clone());
         let limits = rt.limits.clone();
         drop(rt);
         let _ = stream.set_nodelay(true);
-        let conn = Conn {
-            gw: gw.clone(),
-            spec: spec.clone(),
-            peer,
-            limits,
-            stop: stop.clone(),
-            _guard: guard,
-        };
+        let conn = Conn { gw: gw.clone(), spec: spec.clone(), peer, limits, stop: stop.clone(), _guard: guard };
         let gauge = gauge.clone();
         tokio::spawn(async move {
             gauge.inc();
@@ -252,42 +229,25 @@ impl Conn {
             } else {
                 Proto::H1
             };
-            let info = ConnInfo {
-                id,
-                listener: self.spec.name.clone(),
-                peer: self.peer,
-                local,
-                tls: None,
-            };
+            let info = ConnInfo::new(id, self.spec.name.clone(), self.peer, local, None);
             return self.http(TokioIo::new(stream), info, proto).await;
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-        let stream =
-            match tokio::time::timeout(self.limits.header_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(peer = %self.peer, "TLS handshake failed: {e}");
-                    self.gw.metrics.connection_refused("tls_handshake");
-                    return;
-                }
-                Err(_) => {
-                    self.gw.metrics.connection_refused("tls_handshake_timeout");
-                    return;
-                }
-            };
+        let stream = match tokio::time::timeout(self.limits.header_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %self.peer, "TLS handshake failed: {e}");
+                self.gw.metrics.connection_refused("tls_handshake");
+                return;
+            }
+            Err(_) => {
+                self.gw.metrics.connection_refused("tls_handshake_timeout");
+                return;
+            }
+        };
         let info = TlsInfo::from_connection(stream.get_ref().1);
-        let proto = if info.alpn.as_deref() == Some("h2") {
-            Proto::H2
-        } else {
-            Proto::H1
-        };
-        let info = ConnInfo {
-            id,
-            listener: self.spec.name.clone(),
-            peer: self.peer,
-            local,
-            tls: Some(info),
-        };
+        let proto = if info.alpn.as_deref() == Some("h2") { Proto::H2 } else { Proto::H1 };
+        let info = ConnInfo::new(id, self.spec.name.clone(), self.peer, local, Some(info));
         self.http(TokioIo::new(stream), info, proto).await;
     }
 
@@ -300,9 +260,7 @@ impl Conn {
         let service = service_fn(move |req: http::Request<Incoming>| {
             let gw = gw.clone();
             let info = info.clone();
-            async move {
-                Ok::<http::Response<RespBody>, Infallible>(pipeline::handle(gw, info, req).await)
-            }
+            async move { Ok::<http::Response<RespBody>, Infallible>(pipeline::handle(gw, info, req).await) }
         });
         let l = &self.limits;
         let result = match proto {
@@ -312,18 +270,14 @@ impl Conn {
                     .header_read_timeout(l.header_timeout)
                     .max_headers(l.max_headers.min(100))
                     .max_header_size(l.max_header_bytes + l.max_uri_bytes + 1024);
-                drive!(
-                    b.serve_connection(io, service).with_upgrades(),
-                    self.stop.clone()
-                )
+                drive!(b.serve_connection(io, service).with_upgrades(), self.stop.clone())
             }
             Proto::H2 => {
                 let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
                 b.timer(TokioTimer::new())
                     .max_concurrent_streams(l.h2_max_concurrent_streams)
                     .max_header_list_size(
-                        u32::try_from(l.max_header_bytes + l.max_uri_bytes + 32 * l.max_headers)
-                            .unwrap_or(u32::MAX),
+                        u32::try_from(l.max_header_bytes + l.max_uri_bytes + 32 * l.max_headers).unwrap_or(u32::MAX),
                     )
                     .max_pending_accept_reset_streams(l.h2_max_pending_resets)
                     .max_local_error_reset_streams(1024)
@@ -346,10 +300,7 @@ async fn sniff_preface(stream: &TcpStream, timeout: Duration) -> Option<Proto> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut buf = [0u8; 24];
     loop {
-        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
-            .await
-            .ok()?
-            .ok()?;
+        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await.ok()?.ok()?;
         let seen = buf.get(..n)?;
         if n == 0 {
             return None;

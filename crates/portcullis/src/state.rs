@@ -35,13 +35,8 @@ impl Gateway {
     /// State for a compiled config.
     pub fn new(runtime: Runtime) -> std::io::Result<Arc<Gateway>> {
         let metrics = Metrics::new();
-        let access_log = AccessLog::start(
-            runtime.access_log.clone(),
-            metrics.access_log_dropped.clone(),
-        )?;
-        metrics
-            .config_generation
-            .set(i64::try_from(runtime.generation).unwrap_or(i64::MAX));
+        let access_log = AccessLog::start(runtime.access_log.clone(), metrics.access_log_dropped.clone())?;
+        metrics.config_generation.set(i64::try_from(runtime.generation).unwrap_or(i64::MAX));
         Ok(Arc::new(Gateway {
             config_path: runtime.loaded.path.clone(),
             runtime: ArcSwap::from_pointee(runtime),
@@ -63,15 +58,9 @@ impl Gateway {
         let path = self.config_path.clone();
         let prev = previous.clone();
         let compiled =
-            tokio::task::spawn_blocking(move || config::load_runtime(&path, Some(&prev)))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(ConfigErrors::one(
-                        &self.config_path.display().to_string(),
-                        1,
-                        format!("reload task failed: {e}"),
-                    ))
-                });
+            tokio::task::spawn_blocking(move || config::load_runtime(&path, Some(&prev))).await.unwrap_or_else(|e| {
+                Err(ConfigErrors::one(&self.config_path.display().to_string(), 1, format!("reload task failed: {e}")))
+            });
         match compiled {
             Ok(next) => {
                 warn_static_changes(&previous, &next);
@@ -82,19 +71,14 @@ impl Gateway {
                 }
                 let generation = next.generation;
                 self.runtime.store(Arc::new(next));
-                self.metrics
-                    .config_generation
-                    .set(i64::try_from(generation).unwrap_or(i64::MAX));
+                self.metrics.config_generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
                 self.metrics.reload("ok");
                 tracing::info!(generation, "configuration reloaded");
                 Ok(generation)
             }
             Err(e) => {
                 self.metrics.reload("invalid");
-                tracing::error!(
-                    "configuration reload refused, still serving generation {}:\n{e}",
-                    previous.generation
-                );
+                tracing::error!("configuration reload refused, still serving generation {}:\n{e}", previous.generation);
                 Err(e)
             }
         }
@@ -104,10 +88,7 @@ impl Gateway {
 /// Listeners and the admin address are bound once; a reload cannot move them.
 fn warn_static_changes(old: &Runtime, new: &Runtime) {
     let shape = |r: &Runtime| -> Vec<(String, std::net::SocketAddr, bool, bool)> {
-        r.listeners
-            .iter()
-            .map(|l| (l.name.to_string(), l.bind, l.tls.is_some(), l.http2))
-            .collect()
+        r.listeners.iter().map(|l| (l.name.to_string(), l.bind, l.tls.is_some(), l.http2)).collect()
     };
     if shape(old) != shape(new) {
         tracing::warn!(
@@ -146,12 +127,7 @@ fn conn_key(ip: IpAddr) -> IpAddr {
 
 impl ConnLimiter {
     /// Counts a new connection, or says which cap it hits.
-    pub fn try_acquire(
-        self: &Arc<Self>,
-        ip: IpAddr,
-        per_ip: u32,
-        total: u32,
-    ) -> Result<ConnGuard, &'static str> {
+    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr, per_ip: u32, total: u32) -> Result<ConnGuard, &'static str> {
         if self.total.fetch_add(1, Ordering::AcqRel) >= total {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return Err("total_limit");
@@ -168,10 +144,7 @@ impl ConnLimiter {
             return Err("per_ip_limit");
         }
         *n += 1;
-        Ok(ConnGuard {
-            limiter: self.clone(),
-            key,
-        })
+        Ok(ConnGuard { limiter: self.clone(), key })
     }
 
     /// Open connections now.
@@ -215,16 +188,8 @@ mod tests {
     #[test]
     fn ipv6_counts_per_64() {
         let l = Arc::new(ConnLimiter::default());
-        let _g = l
-            .try_acquire("2001:db8::1".parse().unwrap(), 1, 10)
-            .unwrap();
-        assert!(
-            l.try_acquire("2001:db8::ffff".parse().unwrap(), 1, 10)
-                .is_err()
-        );
-        assert!(
-            l.try_acquire("2001:db8:0:1::1".parse().unwrap(), 1, 10)
-                .is_ok()
-        );
+        let _g = l.try_acquire("2001:db8::1".parse().unwrap(), 1, 10).unwrap();
+        assert!(l.try_acquire("2001:db8::ffff".parse().unwrap(), 1, 10).is_err());
+        assert!(l.try_acquire("2001:db8:0:1::1".parse().unwrap(), 1, 10).is_ok());
     }
 }

@@ -44,12 +44,8 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 /// Builds the rustls server config for one listener. Errors are one-line messages.
 pub fn server_config(files: &TlsFiles<'_>) -> Result<Arc<ServerConfig>, String> {
     let certs = read_certs(files.cert)?;
-    let key = PrivateKeyDer::from_pem_file(files.key).map_err(|e| {
-        format!(
-            "cannot read a private key from {}: {e}",
-            files.key.display()
-        )
-    })?;
+    let key = PrivateKeyDer::from_pem_file(files.key)
+        .map_err(|e| format!("cannot read a private key from {}: {e}", files.key.display()))?;
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("TLS setup failed: {e}"))?;
@@ -58,19 +54,11 @@ pub fn server_config(files: &TlsFiles<'_>) -> Result<Arc<ServerConfig>, String> 
         (mode, Some(ca)) => {
             let mut roots = rustls::RootCertStore::empty();
             for cert in read_certs(ca)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("unusable CA certificate in {}: {e}", ca.display()))?;
+                roots.add(cert).map_err(|e| format!("unusable CA certificate in {}: {e}", ca.display()))?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
-            let verifier = if mode == ClientAuthMode::Optional {
-                verifier.allow_unauthenticated()
-            } else {
-                verifier
-            };
-            let verifier = verifier
-                .build()
-                .map_err(|e| format!("client certificate verifier: {e}"))?;
+            let verifier = if mode == ClientAuthMode::Optional { verifier.allow_unauthenticated() } else { verifier };
+            let verifier = verifier.build().map_err(|e| format!("client certificate verifier: {e}"))?;
             builder.with_client_cert_verifier(verifier)
         }
         (_, None) => return Err("client_auth.mode optional/required needs client_auth.ca".into()),
@@ -78,11 +66,8 @@ pub fn server_config(files: &TlsFiles<'_>) -> Result<Arc<ServerConfig>, String> 
     let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| format!("certificate and key do not form a usable pair: {e}"))?;
-    config.alpn_protocols = if files.http2 {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-    } else {
-        vec![b"http/1.1".to_vec()]
-    };
+    config.alpn_protocols =
+        if files.http2 { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"http/1.1".to_vec()] };
     Ok(Arc::new(config))
 }
 
@@ -115,13 +100,8 @@ impl TlsInfo {
     pub fn from_connection(conn: &rustls::ServerConnection) -> TlsInfo {
         TlsInfo {
             sni: conn.server_name().map(str::to_ascii_lowercase),
-            alpn: conn
-                .alpn_protocol()
-                .map(|p| String::from_utf8_lossy(p).into_owned()),
-            client_cert: conn
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(|c| parse_client_cert(c)),
+            alpn: conn.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()),
+            client_cert: conn.peer_certificates().and_then(|c| c.first()).and_then(|c| parse_client_cert(c)),
         }
     }
 }
@@ -132,11 +112,7 @@ pub fn parse_client_cert(der: &[u8]) -> Option<ClientCert> {
     use x509_parser::prelude::*;
     let (_, cert) = X509Certificate::from_der(der).ok()?;
     let subject = cert.subject();
-    let common_name = subject
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-        .map(str::to_string);
+    let common_name = subject.iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(str::to_string);
     let mut sans = Vec::new();
     if let Ok(Some(ext)) = cert.subject_alternative_name() {
         for name in &ext.value.general_names {
@@ -146,12 +122,8 @@ pub fn parse_client_cert(der: &[u8]) -> Option<ClientCert> {
                 GeneralName::RFC822Name(e) => sans.push(format!("email:{e}")),
                 GeneralName::IPAddress(ip) => {
                     let addr = match ip.len() {
-                        4 => <[u8; 4]>::try_from(*ip)
-                            .ok()
-                            .map(|b| std::net::IpAddr::from(b).to_string()),
-                        16 => <[u8; 16]>::try_from(*ip)
-                            .ok()
-                            .map(|b| std::net::IpAddr::from(b).to_string()),
+                        4 => <[u8; 4]>::try_from(*ip).ok().map(|b| std::net::IpAddr::from(b).to_string()),
+                        16 => <[u8; 16]>::try_from(*ip).ok().map(|b| std::net::IpAddr::from(b).to_string()),
                         _ => None,
                     };
                     if let Some(a) = addr {

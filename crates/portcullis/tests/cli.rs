@@ -1,19 +1,11 @@
 //! The binary's command line: validate, version, and every example config.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // tests: a panic is a failed assertion
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // tests: a panic is a failed assertion
 
 use std::process::Command;
 
 fn portcullis(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(args)
-        .output()
-        .expect("run portcullis");
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis")).args(args).output().expect("run portcullis");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into(),
@@ -26,12 +18,7 @@ fn examples() -> Vec<std::path::PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("examples dir")
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("yaml" | "yml" | "toml" | "json")
-            )
-        })
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "toml" | "json")))
         .collect();
     files.sort();
     files
@@ -40,10 +27,7 @@ fn examples() -> Vec<std::path::PathBuf> {
 #[test]
 fn every_example_validates() {
     let files = examples();
-    assert!(
-        files.len() >= 3,
-        "examples/ should hold several configs: {files:?}"
-    );
+    assert!(files.len() >= 3, "examples/ should hold several configs: {files:?}");
     // Examples name certificates under certs/; validate each from a copy that has them.
     let pki = portcullis_testkit::Pki::new();
     let dir = tempfile::tempdir().unwrap();
@@ -71,24 +55,15 @@ fn validate_reports_file_and_line_and_fails() {
     let (code, _, err) = portcullis(&["validate", "-c", bad.to_str().unwrap()]);
     assert_eq!(code, 1);
     let file = bad.display().to_string();
-    assert!(
-        err.contains(&format!("{file}:7: upstream \"nope\" is not defined")),
-        "{err}"
-    );
-    assert!(
-        err.contains(&format!("{file}:8: route name \"r\" is used twice")),
-        "{err}"
-    );
+    assert!(err.contains(&format!("{file}:7: upstream \"nope\" is not defined")), "{err}");
+    assert!(err.contains(&format!("{file}:8: route name \"r\" is used twice")), "{err}");
     assert!(err.contains(&format!("{file}:9: ")), "{err}");
 
     let typo = dir.path().join("typo.yaml");
     std::fs::write(&typo, "listeners: []\nlimits:\n  max_body_byte: 1MiB\n").unwrap();
     let (code, _, err) = portcullis(&["validate", "-c", typo.to_str().unwrap()]);
     assert_eq!(code, 1);
-    assert!(
-        err.contains(":3:") && err.contains("max_body_byte"),
-        "unknown keys are errors with their line: {err}"
-    );
+    assert!(err.contains(":3:") && err.contains("max_body_byte"), "unknown keys are errors with their line: {err}");
 
     let (code, _, err) = portcullis(&["validate", "-c", "/nonexistent.yaml"]);
     assert_eq!(code, 1);
@@ -110,10 +85,7 @@ fn toml_and_json_configs_are_read() {
     std::fs::write(&json, "{\n  \"listeners\": [{\"name\": \"p\", \"bind\": \"127.0.0.1:0\"}],\n  \"limits\": {\"header_timeout\": \"forever\"}\n}\n").unwrap();
     let (code, _, err) = portcullis(&["validate", "-c", json.to_str().unwrap()]);
     assert_eq!(code, 1);
-    assert!(
-        err.contains("c.json:3:") && err.contains("forever"),
-        "{err}"
-    );
+    assert!(err.contains("c.json:3:") && err.contains("forever"), "{err}");
 }
 
 #[test]

@@ -1,11 +1,6 @@
 //! Access log, metrics, admin API.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // tests: a panic is a failed assertion
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // tests: a panic is a failed assertion
 
 use portcullis_testkit::client::{self, Opts, empty, req};
 use portcullis_testkit::{MockUpstream, TestGateway, eventually};
@@ -68,11 +63,7 @@ async fn access_log_lines_carry_the_contract_fields() {
     assert!(!line.to_string().contains("secret-in-query"));
     let bad = &log[1];
     assert_eq!(
-        (
-            bad["status"].as_u64(),
-            bad["decision"].as_str(),
-            bad["reason"].as_str()
-        ),
+        (bad["status"].as_u64(), bad["decision"].as_str(), bad["reason"].as_str()),
         (Some(400), Some("reject"), Some("request.bad_path"))
     );
 }
@@ -87,26 +78,13 @@ async fn sampling_drops_successes_but_never_errors() {
     client::send(
         gw.addr(),
         &Opts::default(),
-        req("GET", "/quiet")
-            .header("x-big", "v".repeat(20_000))
-            .body(empty())
-            .unwrap(),
+        req("GET", "/quiet").header("x-big", "v".repeat(20_000)).body(empty()).unwrap(),
     )
     .await
     .unwrap();
     client::get(gw.addr(), "/marker").await;
-    assert!(
-        eventually(Duration::from_secs(3), || gw
-            .access_log()
-            .iter()
-            .any(|l| l["path"] == "/marker"))
-        .await
-    );
-    let quiet: Vec<_> = gw
-        .access_log()
-        .into_iter()
-        .filter(|l| l["path"] == "/quiet")
-        .collect();
+    assert!(eventually(Duration::from_secs(3), || gw.access_log().iter().any(|l| l["path"] == "/marker")).await);
+    let quiet: Vec<_> = gw.access_log().into_iter().filter(|l| l["path"] == "/quiet").collect();
     assert_eq!(quiet.len(), 1, "only the error was logged: {quiet:?}");
     assert_eq!(quiet[0]["status"], 431);
 }
@@ -135,11 +113,7 @@ async fn metrics_use_the_documented_names() {
 async fn admin_health_is_open_and_the_api_needs_the_token() {
     let up = MockUpstream::start().await;
     assert_eq!(sha256_hex("s3cret").len(), 64);
-    let gw = TestGateway::start(&config(
-        &up,
-        &format!(", token_sha256: \"{}\"", sha256_hex("s3cret")),
-    ))
-    .await;
+    let gw = TestGateway::start(&config(&up, &format!(", token_sha256: \"{}\"", sha256_hex("s3cret")))).await;
     let admin = gw.admin();
     assert_eq!(client::get(admin, "/healthz").await.status, 200);
     assert_eq!(client::get(admin, "/readyz").await.status, 200);
@@ -151,32 +125,19 @@ async fn admin_health_is_open_and_the_api_needs_the_token() {
         }
         b.body(empty()).unwrap()
     };
-    let r = client::send(admin, &Opts::default(), post(None))
-        .await
-        .unwrap();
+    let r = client::send(admin, &Opts::default(), post(None)).await.unwrap();
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["code"], "admin.unauthorized");
-    let r = client::send(admin, &Opts::default(), post(Some("Bearer wrong")))
-        .await
-        .unwrap();
+    let r = client::send(admin, &Opts::default(), post(Some("Bearer wrong"))).await.unwrap();
     assert_eq!(r.status, 401);
-    let r = client::send(admin, &Opts::default(), post(Some("Bearer s3cret")))
-        .await
-        .unwrap();
+    let r = client::send(admin, &Opts::default(), post(Some("Bearer s3cret"))).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["generation"], 2);
 
     std::fs::write(gw.config_path(), "routes: nope").unwrap();
-    let r = client::send(admin, &Opts::default(), post(Some("bearer s3cret")))
-        .await
-        .unwrap();
+    let r = client::send(admin, &Opts::default(), post(Some("bearer s3cret"))).await.unwrap();
     assert_eq!(r.status, 422);
-    assert!(
-        r.json()["errors"][0]
-            .as_str()
-            .unwrap()
-            .contains("gateway.yaml:1:")
-    );
+    assert!(r.json()["errors"][0].as_str().unwrap().contains("gateway.yaml:1:"));
 }
 
 #[tokio::test]
@@ -186,10 +147,7 @@ async fn admin_api_is_off_without_a_token() {
     let r = client::send(
         gw.admin(),
         &Opts::default(),
-        req("POST", "/api/v1/reload")
-            .header("authorization", "Bearer x")
-            .body(empty())
-            .unwrap(),
+        req("POST", "/api/v1/reload").header("authorization", "Bearer x").body(empty()).unwrap(),
     )
     .await
     .unwrap();

@@ -1,11 +1,6 @@
 //! Routing by host, method, path parameters and wildcards; strip_prefix; 404/405 bodies.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // tests: a panic is a failed assertion
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // tests: a panic is a failed assertion
 
 use portcullis_testkit::client::{self, Opts, empty, req};
 use portcullis_testkit::{MockUpstream, Reply, TestGateway};
@@ -32,12 +27,7 @@ routes:
 }
 
 async fn send_host(gw: &TestGateway, method: &str, host: &str, path: &str) -> client::Resp {
-    let r = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", host)
-        .body(empty())
-        .unwrap();
+    let r = http::Request::builder().method(method).uri(path).header("host", host).body(empty()).unwrap();
     client::send(gw.addr(), &Opts::default(), r).await.unwrap()
 }
 
@@ -89,26 +79,14 @@ async fn not_found_and_method_not_allowed_are_problem_documents() {
 
     let r = client::get(gw.addr(), "/nothing/here").await;
     assert_eq!(r.status, 404);
-    assert_eq!(
-        r.header("content-type").unwrap(),
-        "application/problem+json"
-    );
+    assert_eq!(r.header("content-type").unwrap(), "application/problem+json");
     let j = r.json();
     assert_eq!(j["code"], "route.not_found");
     assert_eq!(j["status"], 404);
-    assert_eq!(
-        j["request_id"].as_str().unwrap(),
-        r.header("x-request-id").unwrap()
-    );
+    assert_eq!(j["request_id"].as_str().unwrap(), r.header("x-request-id").unwrap());
     assert!(j["type"].is_string() && j["title"].is_string());
 
-    let r = client::send(
-        gw.addr(),
-        &Opts::default(),
-        req("GET", "/login").body(empty()).unwrap(),
-    )
-    .await
-    .unwrap();
+    let r = client::send(gw.addr(), &Opts::default(), req("GET", "/login").body(empty()).unwrap()).await.unwrap();
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow").unwrap(), "POST");
     assert_eq!(r.json()["code"], "route.method_not_allowed");
@@ -120,28 +98,11 @@ async fn one_resource_one_route_whatever_the_spelling() {
     let a = MockUpstream::start().await;
     let b = MockUpstream::start().await;
     let gw = TestGateway::start(&config(&a, &b)).await;
-    for spelling in [
-        "/orders/42",
-        "/orders//42",
-        "/orders/./42",
-        "/x/../orders/42",
-        "/%6frders/42",
-        "/orders/42/",
-    ] {
+    for spelling in ["/orders/42", "/orders//42", "/orders/./42", "/x/../orders/42", "/%6frders/42", "/orders/42/"] {
         let r = client::get(gw.addr(), spelling).await;
         assert_eq!(r.status, 200, "{spelling}");
     }
     let seen: Vec<String> = a.requests().iter().map(|r| r.uri.clone()).collect();
-    assert_eq!(
-        seen[..5],
-        [
-            "/orders/42",
-            "/orders/42",
-            "/orders/42",
-            "/orders/42",
-            "/orders/42"
-        ],
-        "{seen:?}"
-    );
+    assert_eq!(seen[..5], ["/orders/42", "/orders/42", "/orders/42", "/orders/42", "/orders/42"], "{seen:?}");
     assert_eq!(seen[5], "/orders/42/");
 }

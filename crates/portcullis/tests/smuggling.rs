@@ -2,12 +2,7 @@
 //! never received a second (smuggled) request and that what it received was framed once,
 //! unambiguously, by the gateway.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // tests: a panic is a failed assertion
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // tests: a panic is a failed assertion
 
 use portcullis_testkit::client::{self, statuses};
 use portcullis_testkit::{MockUpstream, TestGateway};
@@ -44,28 +39,17 @@ fn assert_clean(up: &MockUpstream, max: usize) {
         reqs.iter().map(|r| &r.uri).collect::<Vec<_>>()
     );
     for r in &reqs {
+        assert!(!r.uri.contains("admin"), "smuggled request reached the upstream: {}", r.uri);
         assert!(
-            !r.uri.contains("admin"),
-            "smuggled request reached the upstream: {}",
-            r.uri
-        );
-        assert!(
-            !(r.headers.contains_key("content-length")
-                && r.headers.contains_key("transfer-encoding")),
+            !(r.headers.contains_key("content-length") && r.headers.contains_key("transfer-encoding")),
             "ambiguous framing forwarded"
         );
     }
     for raw in up.raw() {
         let text = String::from_utf8_lossy(&raw);
         let lines = text.matches(" HTTP/1.1\r\n").count();
-        assert!(
-            lines <= reqs.len(),
-            "raw bytes hold more request lines than requests: {text:?}"
-        );
-        assert!(
-            !text.contains("GET /admin"),
-            "smuggled bytes reached the upstream as a request: {text:?}"
-        );
+        assert!(lines <= reqs.len(), "raw bytes hold more request lines than requests: {text:?}");
+        assert!(!text.contains("GET /admin"), "smuggled bytes reached the upstream as a request: {text:?}");
     }
 }
 
@@ -83,11 +67,8 @@ async fn cl_te_both_orders_never_smuggle() {
             "Transfer-Encoding: chunked\r\nContent-Length: 6\r\n"
         };
         let smuggled = "GET /admin HTTP/1.1\r\nHost: localhost\r\n\r\n";
-        let out = attack(
-            &gw,
-            &format!("POST /x HTTP/1.1\r\nHost: localhost\r\n{framing}\r\n0\r\n\r\n{smuggled}"),
-        )
-        .await;
+        let out =
+            attack(&gw, &format!("POST /x HTTP/1.1\r\nHost: localhost\r\n{framing}\r\n0\r\n\r\n{smuggled}")).await;
         // Either refused, or served once with the body framed by Transfer-Encoding alone
         // and the connection closed: the trailing bytes are never parsed as a request.
         assert!(statuses(out.as_bytes()).len() <= 1, "{out}");
@@ -103,21 +84,20 @@ async fn te_cl_payload_stays_a_body() {
     let (up, gw) = setup().await;
     let inner = "GET /admin HTTP/1.1\r\nHost: localhost\r\n\r\n";
     let chunk = format!("{:x}\r\n{inner}\r\n0\r\n\r\n", inner.len());
-    let out = attack(&gw, &format!("POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}")).await;
+    let out = attack(
+        &gw,
+        &format!(
+            "POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}"
+        ),
+    )
+    .await;
     assert!(statuses(out.as_bytes()).len() <= 1, "{out}");
     let reqs = up.requests();
     assert!(reqs.len() <= 1);
     if let Some(r) = reqs.first() {
         assert_eq!(r.uri, "/x");
-        assert_eq!(
-            &r.body[..],
-            inner.as_bytes(),
-            "the embedded request arrived as body bytes only"
-        );
-        assert!(
-            r.header("content-length").is_some() != r.header("transfer-encoding").is_some(),
-            "framed once"
-        );
+        assert_eq!(&r.body[..], inner.as_bytes(), "the embedded request arrived as body bytes only");
+        assert!(r.header("content-length").is_some() != r.header("transfer-encoding").is_some(), "framed once");
     }
     for r in &reqs {
         assert!(!r.uri.contains("admin"));
@@ -172,29 +152,20 @@ async fn obfuscated_transfer_encoding_is_refused() {
 #[tokio::test]
 async fn http10_with_transfer_encoding_is_refused() {
     let (up, gw) = setup().await;
-    let out = attack(&gw, "POST /x HTTP/1.0\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\n\r\n").await;
-    assert!(
-        out.starts_with("HTTP/1.1 400") || out.starts_with("HTTP/1.0 400"),
-        "{out}"
-    );
+    let out = attack(
+        &gw,
+        "POST /x HTTP/1.0\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 400") || out.starts_with("HTTP/1.0 400"), "{out}");
     assert_clean(&up, 0);
 }
 
 #[tokio::test]
 async fn obs_fold_and_bad_header_names_are_refused() {
-    for head in [
-        "X-Foo: a\r\n b\r\n",
-        "X Foo: a\r\n",
-        "X-Foo\x01: a\r\n",
-        "X-Foo: a\rb\r\n",
-        ": novalue\r\n",
-    ] {
+    for head in ["X-Foo: a\r\n b\r\n", "X Foo: a\r\n", "X-Foo\x01: a\r\n", "X-Foo: a\rb\r\n", ": novalue\r\n"] {
         let (up, gw) = setup().await;
-        let out = attack(
-            &gw,
-            &format!("GET /x HTTP/1.1\r\nHost: localhost\r\n{head}\r\n"),
-        )
-        .await;
+        let out = attack(&gw, &format!("GET /x HTTP/1.1\r\nHost: localhost\r\n{head}\r\n")).await;
         assert!(out.starts_with("HTTP/1.1 400"), "{head:?}: {out}");
         assert_clean(&up, 0);
     }
@@ -203,11 +174,7 @@ async fn obs_fold_and_bad_header_names_are_refused() {
 #[tokio::test]
 async fn bare_lf_requests_are_reframed_with_crlf() {
     let (up, gw) = setup().await;
-    let out = attack(
-        &gw,
-        "GET /x HTTP/1.1\nHost: localhost\nConnection: close\n\n",
-    )
-    .await;
+    let out = attack(&gw, "GET /x HTTP/1.1\nHost: localhost\nConnection: close\n\n").await;
     // Accepted (RFC 9112 §2.2 allows a recipient to take LF as a line end) or refused; if
     // forwarded, the upstream sees one properly framed request.
     if out.starts_with("HTTP/1.1 200") {
@@ -228,25 +195,22 @@ async fn an_unread_refused_body_is_never_parsed_as_the_next_request() {
     let hidden = "GET /admin HTTP/1.1\r\nHost: localhost\r\n\r\n";
     let out = attack(
         &gw,
-        &format!(
-            "POST /small HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{hidden}",
-            hidden.len()
-        ),
+        &format!("POST /small HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{hidden}", hidden.len()),
     )
     .await;
     assert!(out.starts_with("HTTP/1.1 413"), "{out}");
-    assert_eq!(
-        statuses(out.as_bytes()),
-        vec![413],
-        "only one response: the body was not taken as a request"
-    );
+    assert_eq!(statuses(out.as_bytes()), vec![413], "only one response: the body was not taken as a request");
     assert_clean(&up, 0);
 }
 
 #[tokio::test]
 async fn pipelined_requests_are_forwarded_one_by_one() {
     let (up, gw) = setup().await;
-    let out = attack(&gw, "GET /one HTTP/1.1\r\nHost: localhost\r\n\r\nGET /two HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await;
+    let out = attack(
+        &gw,
+        "GET /one HTTP/1.1\r\nHost: localhost\r\n\r\nGET /two HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert_eq!(statuses(out.as_bytes()), vec![200, 200]);
     let uris: Vec<String> = up.requests().iter().map(|r| r.uri.clone()).collect();
     assert_eq!(uris, vec!["/one", "/two"]);

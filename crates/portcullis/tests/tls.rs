@@ -1,11 +1,6 @@
 //! TLS termination, client certificates (mTLS), HTTP/2 over ALPN and h2c, certificate reload.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // tests: a panic is a failed assertion
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // tests: a panic is a failed assertion
 
 use portcullis_testkit::client::{self, Opts, empty, req};
 use portcullis_testkit::{MockUpstream, Pki, TestGateway};
@@ -23,20 +18,14 @@ upstreams: {{ up: {{ targets: ["{}"] }} }}
 routes: [{{ name: all, match: {{ path: "/*" }}, upstream: up }}]
 "#,
         up.url(),
-        auth = if mode == "none" {
-            String::new()
-        } else {
-            format!(", client_auth: {{ ca: ca.pem, mode: {mode} }}")
-        },
+        auth = if mode == "none" { String::new() } else { format!(", client_auth: {{ ca: ca.pem, mode: {mode} }}") },
     )
 }
 
 async fn start(up: &MockUpstream, mode: &str, pki: &Pki) -> TestGateway {
     let dir = tempfile::tempdir().unwrap();
     pki.write(dir.path());
-    TestGateway::start_in(dir, &config(up, mode), false)
-        .await
-        .unwrap()
+    TestGateway::start_in(dir, &config(up, mode), false).await.unwrap()
 }
 
 #[tokio::test]
@@ -46,50 +35,20 @@ async fn mtls_required_refuses_clients_without_a_valid_certificate() {
     let gw = start(&up, "required", &pki).await;
     let addr = gw.listener("tls");
 
-    let anon = Opts {
-        tls: Some(pki.client_config(None, &[b"http/1.1"])),
-        h2c: false,
-    };
-    let err = client::send(addr, &anon, req("GET", "/").body(empty()).unwrap())
-        .await
-        .unwrap_err();
-    assert!(
-        err.contains("tls") || err.contains("connection") || err.contains("closed"),
-        "{err}"
-    );
+    let anon = Opts { tls: Some(pki.client_config(None, &[b"http/1.1"])), h2c: false };
+    let err = client::send(addr, &anon, req("GET", "/").body(empty()).unwrap()).await.unwrap_err();
+    assert!(err.contains("tls") || err.contains("connection") || err.contains("closed"), "{err}");
 
-    let stranger = Opts {
-        tls: Some(pki.client_config(Some(&pki.stranger), &[b"http/1.1"])),
-        h2c: false,
-    };
-    assert!(
-        client::send(addr, &stranger, req("GET", "/").body(empty()).unwrap())
-            .await
-            .is_err()
-    );
-    assert_eq!(
-        up.count(),
-        0,
-        "no request without a verified certificate reached the upstream"
-    );
+    let stranger = Opts { tls: Some(pki.client_config(Some(&pki.stranger), &[b"http/1.1"])), h2c: false };
+    assert!(client::send(addr, &stranger, req("GET", "/").body(empty()).unwrap()).await.is_err());
+    assert_eq!(up.count(), 0, "no request without a verified certificate reached the upstream");
 
-    let ok = Opts {
-        tls: Some(pki.client_config(Some(&pki.client), &[b"http/1.1"])),
-        h2c: false,
-    };
-    let r = client::send(addr, &ok, req("GET", "/hello").body(empty()).unwrap())
-        .await
-        .unwrap();
+    let ok = Opts { tls: Some(pki.client_config(Some(&pki.client), &[b"http/1.1"])), h2c: false };
+    let r = client::send(addr, &ok, req("GET", "/hello").body(empty()).unwrap()).await.unwrap();
     assert_eq!(r.status, 200);
-    assert_eq!(
-        up.requests()[0].header("x-forwarded-proto").unwrap(),
-        "https"
-    );
+    assert_eq!(up.requests()[0].header("x-forwarded-proto").unwrap(), "https");
     let m = gw.gateway().metrics.encode();
-    assert!(
-        m.contains("portcullis_connections_refused_total{reason=\"tls_handshake\"}"),
-        "{m}"
-    );
+    assert!(m.contains("portcullis_connections_refused_total{reason=\"tls_handshake\"}"), "{m}");
 }
 
 #[tokio::test]
@@ -98,38 +57,13 @@ async fn mtls_optional_accepts_both_and_exposes_the_identity() {
     let up = MockUpstream::start().await;
     let gw = start(&up, "optional", &pki).await;
     let addr = gw.listener("tls");
-    let anon = Opts {
-        tls: Some(pki.client_config(None, &[b"http/1.1"])),
-        h2c: false,
-    };
-    assert_eq!(
-        client::send(addr, &anon, req("GET", "/").body(empty()).unwrap())
-            .await
-            .unwrap()
-            .status,
-        200
-    );
-    let with = Opts {
-        tls: Some(pki.client_config(Some(&pki.client), &[b"http/1.1"])),
-        h2c: false,
-    };
-    assert_eq!(
-        client::send(addr, &with, req("GET", "/").body(empty()).unwrap())
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    let anon = Opts { tls: Some(pki.client_config(None, &[b"http/1.1"])), h2c: false };
+    assert_eq!(client::send(addr, &anon, req("GET", "/").body(empty()).unwrap()).await.unwrap().status, 200);
+    let with = Opts { tls: Some(pki.client_config(Some(&pki.client), &[b"http/1.1"])), h2c: false };
+    assert_eq!(client::send(addr, &with, req("GET", "/").body(empty()).unwrap()).await.unwrap().status, 200);
     // a certificate from another CA is refused even in optional mode
-    let stranger = Opts {
-        tls: Some(pki.client_config(Some(&pki.stranger), &[b"http/1.1"])),
-        h2c: false,
-    };
-    assert!(
-        client::send(addr, &stranger, req("GET", "/").body(empty()).unwrap())
-            .await
-            .is_err()
-    );
+    let stranger = Opts { tls: Some(pki.client_config(Some(&pki.stranger), &[b"http/1.1"])), h2c: false };
+    assert!(client::send(addr, &stranger, req("GET", "/").body(empty()).unwrap()).await.is_err());
 }
 
 #[test]
@@ -151,50 +85,30 @@ async fn http2_over_alpn_and_h2c_prior_knowledge() {
     let up = MockUpstream::start().await;
     let gw = start(&up, "none", &pki).await;
 
-    let h2 = Opts {
-        tls: Some(pki.client_config(None, &[b"h2", b"http/1.1"])),
-        h2c: false,
-    };
-    let r = client::send(
-        gw.listener("tls"),
-        &h2,
-        http::Request::get("https://localhost/over-h2")
-            .body(empty())
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let h2 = Opts { tls: Some(pki.client_config(None, &[b"h2", b"http/1.1"])), h2c: false };
+    let r =
+        client::send(gw.listener("tls"), &h2, http::Request::get("https://localhost/over-h2").body(empty()).unwrap())
+            .await
+            .unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.version, http::Version::HTTP_2);
 
-    let h2c = Opts {
-        tls: None,
-        h2c: true,
-    };
+    let h2c = Opts { tls: None, h2c: true };
     let r = client::send(
         gw.listener("plain"),
         &h2c,
-        http::Request::get("http://localhost/over-h2c")
-            .body(client::full("body"))
-            .unwrap(),
+        http::Request::get("http://localhost/over-h2c").body(client::full("body")).unwrap(),
     )
     .await
     .unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.version, http::Version::HTTP_2);
 
-    let seen: Vec<(String, http::Version, Option<String>)> = up
-        .requests()
-        .iter()
-        .map(|r| (r.uri.clone(), r.version, r.header("host")))
-        .collect();
+    let seen: Vec<(String, http::Version, Option<String>)> =
+        up.requests().iter().map(|r| (r.uri.clone(), r.version, r.header("host"))).collect();
     assert_eq!(
         seen[0],
-        (
-            "/over-h2".into(),
-            http::Version::HTTP_11,
-            Some("localhost".into())
-        ),
+        ("/over-h2".into(), http::Version::HTTP_11, Some("localhost".into())),
         "HTTP/2 is translated to HTTP/1.1 upstream with a Host header"
     );
     assert_eq!(seen[1].0, "/over-h2c");
@@ -208,28 +122,16 @@ async fn tls_is_1_2_or_newer() {
     let gw = start(&up, "none", &pki).await;
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls_pki_types::pem::PemObject::from_pem_slice(pki.ca.cert.as_bytes()).unwrap())
-        .unwrap();
+    roots.add(rustls_pki_types::pem::PemObject::from_pem_slice(pki.ca.cert.as_bytes()).unwrap()).unwrap();
     for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
         let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[version])
             .unwrap()
             .with_root_certificates(roots.clone())
             .with_no_client_auth();
-        let opts = Opts {
-            tls: Some(std::sync::Arc::new(cfg)),
-            h2c: false,
-        };
+        let opts = Opts { tls: Some(std::sync::Arc::new(cfg)), h2c: false };
         assert_eq!(
-            client::send(
-                gw.listener("tls"),
-                &opts,
-                req("GET", "/").body(empty()).unwrap()
-            )
-            .await
-            .unwrap()
-            .status,
+            client::send(gw.listener("tls"), &opts, req("GET", "/").body(empty()).unwrap()).await.unwrap().status,
             200
         );
     }
@@ -241,36 +143,14 @@ async fn certificates_are_reloaded() {
     let up = MockUpstream::start().await;
     let gw = start(&up, "none", &pki).await;
     let addr = gw.listener("tls");
-    let old = Opts {
-        tls: Some(pki.client_config(None, &[b"http/1.1"])),
-        h2c: false,
-    };
-    assert_eq!(
-        client::send(addr, &old, req("GET", "/").body(empty()).unwrap())
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    let old = Opts { tls: Some(pki.client_config(None, &[b"http/1.1"])), h2c: false };
+    assert_eq!(client::send(addr, &old, req("GET", "/").body(empty()).unwrap()).await.unwrap().status, 200);
 
     // rotate to a certificate from a new CA; after reload only clients trusting it connect
     let next = Pki::new();
     next.write(gw.dir());
     gw.reload().await.unwrap();
-    assert!(
-        client::send(addr, &old, req("GET", "/").body(empty()).unwrap())
-            .await
-            .is_err()
-    );
-    let new = Opts {
-        tls: Some(next.client_config(None, &[b"http/1.1"])),
-        h2c: false,
-    };
-    assert_eq!(
-        client::send(addr, &new, req("GET", "/").body(empty()).unwrap())
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert!(client::send(addr, &old, req("GET", "/").body(empty()).unwrap()).await.is_err());
+    let new = Opts { tls: Some(next.client_config(None, &[b"http/1.1"])), h2c: false };
+    assert_eq!(client::send(addr, &new, req("GET", "/").body(empty()).unwrap()).await.unwrap().status, 200);
 }

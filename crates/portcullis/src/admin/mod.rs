@@ -19,10 +19,7 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, mut stop: watch::Rec
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
         tracing::error!("admin listener failed: {e}");
     }
 }
@@ -47,13 +44,7 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 }
 
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        gw.metrics.encode(),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], gw.metrics.encode())
         .into_response()
 }
 
@@ -64,12 +55,7 @@ fn problem(status: StatusCode, code: &'static str, title: &'static str) -> Respo
         "status": status.as_u16(),
         "code": code,
     });
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/problem+json")],
-        body.to_string(),
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response()
 }
 
 /// Checks `Authorization: Bearer <token>` against the configured SHA-256, in constant time.
@@ -79,11 +65,7 @@ fn refuse(gw: &Gateway, headers: &HeaderMap) -> Option<Response> {
     use subtle::ConstantTimeEq;
     let rt = gw.runtime.load();
     let Some(expected) = rt.admin.as_ref().and_then(|a| a.token_sha256) else {
-        return Some(problem(
-            StatusCode::FORBIDDEN,
-            "admin.disabled",
-            "Admin API disabled: set admin.token_sha256",
-        ));
+        return Some(problem(StatusCode::FORBIDDEN, "admin.disabled", "Admin API disabled: set admin.token_sha256"));
     };
     let token = headers
         .get(header::AUTHORIZATION)
@@ -91,20 +73,8 @@ fn refuse(gw: &Gateway, headers: &HeaderMap) -> Option<Response> {
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim());
-    let ok = token.is_some_and(|t| {
-        bool::from(
-            sha2::Sha256::digest(t.as_bytes())
-                .as_slice()
-                .ct_eq(&expected),
-        )
-    });
-    (!ok).then(|| {
-        problem(
-            StatusCode::UNAUTHORIZED,
-            "admin.unauthorized",
-            "Bearer token required",
-        )
-    })
+    let ok = token.is_some_and(|t| bool::from(sha2::Sha256::digest(t.as_bytes()).as_slice().ct_eq(&expected)));
+    (!ok).then(|| problem(StatusCode::UNAUTHORIZED, "admin.unauthorized", "Bearer token required"))
 }
 
 async fn reload(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
@@ -113,8 +83,7 @@ async fn reload(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response 
     }
     match gw.reload().await {
         Ok(generation) => {
-            axum::Json(serde_json::json!({ "status": "reloaded", "generation": generation }))
-                .into_response()
+            axum::Json(serde_json::json!({ "status": "reloaded", "generation": generation })).into_response()
         }
         Err(e) => {
             let body = serde_json::json!({
@@ -124,11 +93,7 @@ async fn reload(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response 
                 "code": "config.invalid",
                 "errors": e.0.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
             });
-            (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                [(header::CONTENT_TYPE, "application/problem+json")],
-                body.to_string(),
-            )
+            (StatusCode::UNPROCESSABLE_ENTITY, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string())
                 .into_response()
         }
     }

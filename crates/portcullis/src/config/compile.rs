@@ -16,10 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Route bucket when neither the route nor `defaults.throttle` sets one.
-pub const DEFAULT_ROUTE_THROTTLE: Throttle = Throttle {
-    rate: 1000.0,
-    burst: 2000,
-};
+pub const DEFAULT_ROUTE_THROTTLE: Throttle = Throttle { rate: 1000.0, burst: 2000 };
 
 struct Ctx<'a> {
     loaded: &'a Loaded,
@@ -35,10 +32,7 @@ impl Ctx<'_> {
 
 /// Validates and compiles. `previous` lends state that survives a reload.
 pub fn compile(loaded: Loaded, previous: Option<&Runtime>) -> Result<Runtime, ConfigErrors> {
-    let mut cx = Ctx {
-        loaded: &loaded,
-        errors: Vec::new(),
-    };
+    let mut cx = Ctx { loaded: &loaded, errors: Vec::new() };
     let cfg = &loaded.config;
     let limits = limits(&mut cx, &cfg.limits);
     let (listeners, mut watched) = listeners(&mut cx, cfg);
@@ -52,14 +46,7 @@ pub fn compile(loaded: Loaded, previous: Option<&Runtime>) -> Result<Runtime, Co
         let t = checked_throttle(&mut cx, "global.throttle", t);
         limit_rt(t, "global", previous.and_then(|p| p.global.as_ref()))
     });
-    let (routes, router) = routes(
-        &mut cx,
-        cfg,
-        &upstreams,
-        default_throttle,
-        limits.max_body_bytes,
-        previous,
-    );
+    let (routes, router) = routes(&mut cx, cfg, &upstreams, default_throttle, limits.max_body_bytes, previous);
     let access_log = access_target(&mut cx, cfg.log.access.as_deref());
     if let AccessTarget::File(p) = &access_log {
         watched.retain(|w| w != p);
@@ -102,47 +89,15 @@ fn limits(cx: &mut Ctx, l: &model::Limits) -> Limits {
         shutdown_timeout: l.shutdown_timeout.map_or(Duration::from_secs(30), |d| d.0),
     };
     let checks: [(&str, bool, &str); 9] = [
-        (
-            "limits.max_header_bytes",
-            (1024..=1 << 20).contains(&out.max_header_bytes),
-            "must be between 1KiB and 1MiB",
-        ),
-        (
-            "limits.max_headers",
-            (8..=1000).contains(&out.max_headers),
-            "must be between 8 and 1000",
-        ),
-        (
-            "limits.max_uri_bytes",
-            (256..=64 * 1024).contains(&out.max_uri_bytes),
-            "must be between 256 and 64KiB",
-        ),
-        (
-            "limits.header_timeout",
-            out.header_timeout >= Duration::from_millis(100),
-            "must be at least 100ms",
-        ),
-        (
-            "limits.body_timeout",
-            out.body_timeout >= Duration::from_millis(100),
-            "must be at least 100ms",
-        ),
-        (
-            "limits.max_conns_per_ip",
-            out.max_conns_per_ip >= 1,
-            "must be at least 1",
-        ),
+        ("limits.max_header_bytes", (1024..=1 << 20).contains(&out.max_header_bytes), "must be between 1KiB and 1MiB"),
+        ("limits.max_headers", (8..=1000).contains(&out.max_headers), "must be between 8 and 1000"),
+        ("limits.max_uri_bytes", (256..=64 * 1024).contains(&out.max_uri_bytes), "must be between 256 and 64KiB"),
+        ("limits.header_timeout", out.header_timeout >= Duration::from_millis(100), "must be at least 100ms"),
+        ("limits.body_timeout", out.body_timeout >= Duration::from_millis(100), "must be at least 100ms"),
+        ("limits.max_conns_per_ip", out.max_conns_per_ip >= 1, "must be at least 1"),
         ("limits.max_conns", out.max_conns >= 1, "must be at least 1"),
-        (
-            "limits.h2_max_concurrent_streams",
-            out.h2_max_concurrent_streams >= 1,
-            "must be at least 1",
-        ),
-        (
-            "limits.shutdown_timeout",
-            out.shutdown_timeout <= Duration::from_secs(3600),
-            "must be at most 1h",
-        ),
+        ("limits.h2_max_concurrent_streams", out.h2_max_concurrent_streams >= 1, "must be at least 1"),
+        ("limits.shutdown_timeout", out.shutdown_timeout <= Duration::from_secs(3600), "must be at most 1h"),
     ];
     for (path, ok, msg) in checks {
         if !ok {
@@ -156,10 +111,7 @@ fn parse_bind(cx: &mut Ctx, path: &str, bind: &str) -> Option<SocketAddr> {
     match bind.parse() {
         Ok(a) => Some(a),
         Err(_) => {
-            cx.err(
-                path,
-                format!("{path}: {bind:?} is not an address like 127.0.0.1:8080 or [::]:8443"),
-            );
+            cx.err(path, format!("{path}: {bind:?} is not an address like 127.0.0.1:8080 or [::]:8443"));
             None
         }
     }
@@ -171,47 +123,34 @@ fn listeners(cx: &mut Ctx, cfg: &model::Config) -> (Vec<ListenerRt>, Vec<std::pa
     let mut names = HashSet::new();
     let mut binds = HashSet::new();
     if cfg.listeners.is_empty() {
-        cx.err("listeners", "at least one listener is required, e.g. listeners: [{ name: public, bind: \"127.0.0.1:8080\" }]");
+        cx.err(
+            "listeners",
+            "at least one listener is required, e.g. listeners: [{ name: public, bind: \"127.0.0.1:8080\" }]",
+        );
     }
     for (i, l) in cfg.listeners.iter().enumerate() {
         let p = format!("listeners[{i}]");
         if !valid_name(&l.name) {
             cx.err(
                 &format!("{p}.name"),
-                format!(
-                    "listener name {:?} must be letters, digits, '-', '_' or '.'",
-                    l.name
-                ),
+                format!("listener name {:?} must be letters, digits, '-', '_' or '.'", l.name),
             );
         }
         if !names.insert(l.name.clone()) {
-            cx.err(
-                &format!("{p}.name"),
-                format!("listener name {:?} is used twice", l.name),
-            );
+            cx.err(&format!("{p}.name"), format!("listener name {:?} is used twice", l.name));
         }
         let Some(bind) = parse_bind(cx, &format!("{p}.bind"), &l.bind) else {
             continue;
         };
         if bind.port() != 0 && !binds.insert(bind) {
-            cx.err(
-                &format!("{p}.bind"),
-                format!("address {bind} is used by two listeners"),
-            );
+            cx.err(&format!("{p}.bind"), format!("address {bind} is used by two listeners"));
         }
         let http2 = l.http2.unwrap_or(true);
         let tls = l.tls.as_ref().and_then(|t| {
             let cert = cx.loaded.resolve(&t.cert);
             let key = cx.loaded.resolve(&t.key);
-            let ca = t
-                .client_auth
-                .as_ref()
-                .and_then(|c| c.ca.as_ref())
-                .map(|c| cx.loaded.resolve(c));
-            let mode = t
-                .client_auth
-                .as_ref()
-                .map_or(ClientAuthMode::None, |c| c.mode);
+            let ca = t.client_auth.as_ref().and_then(|c| c.ca.as_ref()).map(|c| cx.loaded.resolve(c));
+            let mode = t.client_auth.as_ref().map_or(ClientAuthMode::None, |c| c.mode);
             if mode == ClientAuthMode::None && ca.is_some() {
                 cx.err(
                     &format!("{p}.tls.client_auth.mode"),
@@ -220,13 +159,7 @@ fn listeners(cx: &mut Ctx, cfg: &model::Config) -> (Vec<ListenerRt>, Vec<std::pa
             }
             watched.extend([cert.clone(), key.clone()]);
             watched.extend(ca.clone());
-            let files = TlsFiles {
-                cert: &cert,
-                key: &key,
-                client_ca: ca.as_deref(),
-                mode,
-                http2,
-            };
+            let files = TlsFiles { cert: &cert, key: &key, client_ca: ca.as_deref(), mode, http2 };
             match tls::server_config(&files) {
                 Ok(c) => Some(c),
                 Err(e) => {
@@ -235,12 +168,7 @@ fn listeners(cx: &mut Ctx, cfg: &model::Config) -> (Vec<ListenerRt>, Vec<std::pa
                 }
             }
         });
-        out.push(ListenerRt {
-            name: Arc::from(l.name.as_str()),
-            bind,
-            tls,
-            http2,
-        });
+        out.push(ListenerRt { name: Arc::from(l.name.as_str()), bind, tls, http2 });
     }
     (out, watched)
 }
@@ -253,10 +181,7 @@ fn admin(cx: &mut Ctx, a: Option<&model::Admin>) -> Option<AdminRt> {
         match hex::decode_to_slice(t.trim(), &mut out) {
             Ok(()) => Some(out),
             Err(_) => {
-                cx.err(
-                    "admin.token_sha256",
-                    "admin.token_sha256 must be 64 hex characters (sha256sum of the token)",
-                );
+                cx.err("admin.token_sha256", "admin.token_sha256 must be 64 hex characters (sha256sum of the token)");
                 None
             }
         }
@@ -264,51 +189,26 @@ fn admin(cx: &mut Ctx, a: Option<&model::Admin>) -> Option<AdminRt> {
     Some(AdminRt { bind, token_sha256 })
 }
 
-fn upstreams(
-    cx: &mut Ctx,
-    cfg: &model::Config,
-    previous: Option<&Runtime>,
-) -> BTreeMap<String, Arc<Upstream>> {
+fn upstreams(cx: &mut Ctx, cfg: &model::Config, previous: Option<&Runtime>) -> BTreeMap<String, Arc<Upstream>> {
     let mut out = BTreeMap::new();
     for (name, u) in &cfg.upstreams {
         let p = format!("upstreams.{name}");
         if !valid_name(name) {
-            cx.err(
-                &p,
-                format!("upstream name {name:?} must be letters, digits, '-', '_' or '.'"),
-            );
+            cx.err(&p, format!("upstream name {name:?} must be letters, digits, '-', '_' or '.'"));
         }
         if u.targets.is_empty() {
-            cx.err(
-                &format!("{p}.targets"),
-                "an upstream needs at least one target",
-            );
+            cx.err(&format!("{p}.targets"), "an upstream needs at least one target");
         }
         let positive = [
             ("timeout", u.timeout.is_none_or(|d| !d.0.is_zero())),
-            (
-                "connect_timeout",
-                u.connect_timeout.is_none_or(|d| !d.0.is_zero()),
-            ),
+            ("connect_timeout", u.connect_timeout.is_none_or(|d| !d.0.is_zero())),
             ("max_concurrency", u.max_concurrency != Some(0)),
-            (
-                "eject.consecutive_failures",
-                u.eject.as_ref().is_none_or(|e| e.consecutive_failures > 0),
-            ),
-            (
-                "pool.idle_timeout",
-                u.pool
-                    .as_ref()
-                    .and_then(|p| p.idle_timeout)
-                    .is_none_or(|d| !d.0.is_zero()),
-            ),
+            ("eject.consecutive_failures", u.eject.as_ref().is_none_or(|e| e.consecutive_failures > 0)),
+            ("pool.idle_timeout", u.pool.as_ref().and_then(|p| p.idle_timeout).is_none_or(|d| !d.0.is_zero())),
         ];
         for (field, ok) in positive {
             if !ok {
-                cx.err(
-                    &format!("{p}.{field}"),
-                    format!("{p}.{field} must be above zero"),
-                );
+                cx.err(&format!("{p}.{field}"), format!("{p}.{field} must be above zero"));
             }
         }
         match Upstream::build(name, u, previous.and_then(|r| r.upstreams.get(name))) {
@@ -316,11 +216,7 @@ fn upstreams(
                 out.insert(name.clone(), up);
             }
             Err(e) => {
-                let bad = u
-                    .targets
-                    .iter()
-                    .position(|t| crate::proxy::upstream::parse_target(t).is_err())
-                    .unwrap_or(0);
+                let bad = u.targets.iter().position(|t| crate::proxy::upstream::parse_target(t).is_err()).unwrap_or(0);
                 cx.err(&format!("{p}.targets[{bad}]"), e);
             }
         }
@@ -337,44 +233,28 @@ fn checked_throttle(cx: &mut Ctx, path: &str, t: &Throttle) -> Throttle {
 
 /// `q` tokens per `w` seconds with whole numbers, for the RateLimit-Policy header.
 fn policy_value(name: &str, t: &Throttle) -> HeaderValue {
-    let w = (1..=3600u32)
-        .find(|w| (t.rate * f64::from(*w)).fract().abs() < 1e-9)
-        .unwrap_or(1);
+    let w = (1..=3600u32).find(|w| (t.rate * f64::from(*w)).fract().abs() < 1e-9).unwrap_or(1);
     let q = (t.rate * f64::from(w)).floor().max(1.0) as u64;
-    HeaderValue::from_str(&format!("\"{name}\";q={q};w={w}"))
-        .unwrap_or(HeaderValue::from_static("\"route\""))
+    HeaderValue::from_str(&format!("\"{name}\";q={q};w={w}")).unwrap_or(HeaderValue::from_static("\"route\""))
 }
 
 fn limit_rt(t: Throttle, name: &'static str, previous: Option<&Arc<LimitRt>>) -> Arc<LimitRt> {
     let bucket = match previous {
         Some(p) if p.throttle == t => p.bucket.clone(),
-        _ => Arc::new(Bucket::new(Rate {
-            per_second: t.rate,
-            burst: t.burst.max(1),
-        })),
+        _ => Arc::new(Bucket::new(Rate { per_second: t.rate, burst: t.burst.max(1) })),
     };
-    Arc::new(LimitRt {
-        throttle: t,
-        bucket,
-        policy: policy_value(name, &t),
-        policy_name: name,
-    })
+    Arc::new(LimitRt { throttle: t, bucket, policy: policy_value(name, &t), policy_name: name })
 }
 
 fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 fn valid_host(h: &str) -> bool {
     let name = h.strip_prefix("*.").unwrap_or(h);
     !name.is_empty()
         && name.len() <= 253
-        && name
-            .split('.')
-            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        && name.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
 }
 
 fn routes(
@@ -391,19 +271,10 @@ fn routes(
     for (i, r) in cfg.routes.iter().enumerate() {
         let p = format!("routes[{i}]");
         if !valid_name(&r.name) {
-            cx.err(
-                &format!("{p}.name"),
-                format!(
-                    "route name {:?} must be letters, digits, '-', '_' or '.'",
-                    r.name
-                ),
-            );
+            cx.err(&format!("{p}.name"), format!("route name {:?} must be letters, digits, '-', '_' or '.'", r.name));
         }
         if !names.insert(r.name.as_str()) {
-            cx.err(
-                &format!("{p}.name"),
-                format!("route name {:?} is used twice", r.name),
-            );
+            cx.err(&format!("{p}.name"), format!("route name {:?} is used twice", r.name));
         }
         let template = Template::parse(&r.matcher.path).unwrap_or_else(|e| {
             cx.err(&format!("{p}.match.path"), e);
@@ -413,14 +284,8 @@ fn routes(
         for (j, m) in r.matcher.methods.iter().enumerate() {
             match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
                 Ok(m) if !methods.contains(&m) => methods.push(m),
-                Ok(_) => cx.err(
-                    &format!("{p}.match.methods[{j}]"),
-                    format!("method {m:?} is listed twice"),
-                ),
-                Err(_) => cx.err(
-                    &format!("{p}.match.methods[{j}]"),
-                    format!("{m:?} is not an HTTP method"),
-                ),
+                Ok(_) => cx.err(&format!("{p}.match.methods[{j}]"), format!("method {m:?} is listed twice")),
+                Err(_) => cx.err(&format!("{p}.match.methods[{j}]"), format!("{m:?} is not an HTTP method")),
             }
         }
         let mut hosts = Vec::new();
@@ -431,9 +296,7 @@ fn routes(
             } else {
                 cx.err(
                     &format!("{p}.match.hosts[{j}]"),
-                    format!(
-                        "{h:?} is not a host name (a leading '*.' wildcard is allowed; no port)"
-                    ),
+                    format!("{h:?} is not a host name (a leading '*.' wildcard is allowed; no port)"),
                 );
             }
         }
@@ -441,10 +304,7 @@ fn routes(
             let ok = sp.starts_with('/')
                 && !sp.ends_with('/')
                 && template.literal_prefix.starts_with(sp.as_str())
-                && matches!(
-                    template.literal_prefix[sp.len()..].chars().next(),
-                    None | Some('/')
-                );
+                && matches!(template.literal_prefix[sp.len()..].chars().next(), None | Some('/'));
             if !ok {
                 cx.err(
                     &format!("{p}.strip_prefix"),
@@ -468,21 +328,12 @@ fn routes(
             Some(t) => checked_throttle(cx, &format!("{p}.throttle"), t),
             None => default_throttle,
         };
-        let max_body_bytes = r
-            .limits
-            .as_ref()
-            .and_then(|l| l.max_body_bytes)
-            .map_or(default_body, |s| s.0);
+        let max_body_bytes = r.limits.as_ref().and_then(|l| l.max_body_bytes).map_or(default_body, |s| s.0);
         let log_sample = r.log.as_ref().map_or(1.0, |l| l.sample);
         if !(0.0..=1.0).contains(&log_sample) {
-            cx.err(
-                &format!("{p}.log.sample"),
-                "log.sample must be between 0.0 and 1.0",
-            );
+            cx.err(&format!("{p}.log.sample"), "log.sample must be between 0.0 and 1.0");
         }
-        let prev_limit = previous
-            .and_then(|pr| pr.routes.iter().find(|x| *x.name == *r.name))
-            .map(|x| &x.limit);
+        let prev_limit = previous.and_then(|pr| pr.routes.iter().find(|x| *x.name == *r.name)).map(|x| &x.limit);
         if let Some(upstream) = upstream {
             out.push(Arc::new(RouteRt {
                 name: Arc::from(r.name.as_str()),
@@ -499,12 +350,7 @@ fn routes(
         .routes
         .iter()
         .zip(&parsed)
-        .map(|(r, (template, hosts, methods))| RouteEntry {
-            name: &r.name,
-            hosts,
-            methods,
-            template,
-        })
+        .map(|(r, (template, hosts, methods))| RouteEntry { name: &r.name, hosts, methods, template })
         .collect();
     let router = match Router::build(&entries) {
         Ok(r) => r,
@@ -522,10 +368,7 @@ fn access_target(cx: &mut Ctx, v: Option<&str>) -> AccessTarget {
         Some("stderr") => AccessTarget::Stderr,
         Some("off") => AccessTarget::Off,
         Some("") => {
-            cx.err(
-                "log.access",
-                "log.access must be stdout, stderr, off or a file path",
-            );
+            cx.err("log.access", "log.access must be stdout, stderr, off or a file path");
             AccessTarget::Off
         }
         Some(path) => AccessTarget::File(cx.loaded.resolve(std::path::Path::new(path))),

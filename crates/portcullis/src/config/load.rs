@@ -43,11 +43,7 @@ impl std::error::Error for ConfigErrors {}
 impl ConfigErrors {
     /// One error.
     pub fn one(file: &str, line: u64, message: impl Into<String>) -> ConfigErrors {
-        ConfigErrors(vec![ConfigError {
-            file: file.to_string(),
-            line,
-            message: message.into(),
-        }])
+        ConfigErrors(vec![ConfigError { file: file.to_string(), line, message: message.into() }])
     }
 }
 
@@ -65,12 +61,7 @@ pub enum Format {
 impl Format {
     /// The format a file name implies.
     pub fn of(path: &Path) -> Format {
-        match path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
+        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
             Some("toml") => Format::Toml,
             Some("json") => Format::Json,
             _ => Format::Yaml,
@@ -94,11 +85,7 @@ pub struct Loaded {
 impl Loaded {
     /// An error at a config path such as `routes[2].upstream`.
     pub fn error_at(&self, path: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            file: self.file.clone(),
-            line: self.locator.line_of(path),
-            message: message.into(),
-        }
+        ConfigError { file: self.file.clone(), line: self.locator.line_of(path), message: message.into() }
     }
 
     /// Resolves a path written in the config relative to the config file's directory.
@@ -116,8 +103,7 @@ impl Loaded {
 /// Reads and parses a file.
 pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigErrors::one(&file, 1, format!("cannot read: {e}")))?;
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors::one(&file, 1, format!("cannot read: {e}")))?;
     parse_str(&text, Format::of(path), path)
 }
 
@@ -127,44 +113,28 @@ pub fn parse_str(text: &str, format: Format, path: &Path) -> Result<Loaded, Conf
     let (config, locator) = match format {
         Format::Yaml => {
             let options = serde_saphyr::options! { with_snippet: false };
-            let config =
-                serde_saphyr::from_str_with_options::<Config>(text, options).map_err(|e| {
-                    let line = e
-                        .location()
-                        .map(|l| l.line())
-                        .filter(|l| *l > 0)
-                        .unwrap_or(1);
-                    ConfigErrors::one(&file, line, yaml_message(&e))
-                })?;
+            let config = serde_saphyr::from_str_with_options::<Config>(text, options).map_err(|e| {
+                let line = e.location().map(|l| l.line()).filter(|l| *l > 0).unwrap_or(1);
+                ConfigErrors::one(&file, line, yaml_message(&e))
+            })?;
             (config, Locator::from_yaml(text))
         }
         Format::Json => {
-            let config = serde_json::from_str::<Config>(text).map_err(|e| {
-                ConfigErrors::one(
-                    &file,
-                    e.line().max(1) as u64,
-                    strip_position(&e.to_string()),
-                )
-            })?;
+            let config = serde_json::from_str::<Config>(text)
+                .map_err(|e| ConfigErrors::one(&file, e.line().max(1) as u64, strip_position(&e.to_string())))?;
             (config, Locator::from_yaml(text))
         }
         Format::Toml => {
             let config = toml::from_str::<Config>(text).map_err(|e| {
-                let starts: Vec<usize> = std::iter::once(0)
-                    .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-                    .collect();
+                let starts: Vec<usize> =
+                    std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
                 let line = e.span().map(|s| line_at(&starts, s.start)).unwrap_or(1);
                 ConfigErrors::one(&file, line, e.message().trim().to_string())
             })?;
             (config, Locator::from_toml(text))
         }
     };
-    Ok(Loaded {
-        config,
-        locator,
-        file,
-        path: path.to_path_buf(),
-    })
+    Ok(Loaded { config, locator, file, path: path.to_path_buf() })
 }
 
 /// serde-saphyr's message without its own "at line X column Y" suffix (we print the line).

@@ -42,9 +42,7 @@ impl Locator {
                 _ => {}
             }
         }
-        Locator {
-            lines: walker.lines,
-        }
+        Locator { lines: walker.lines }
     }
 
     /// Builds the map from TOML text.
@@ -59,11 +57,7 @@ impl Locator {
 }
 
 fn join_key(parent: &str, key: &str) -> String {
-    if parent.is_empty() {
-        key.to_string()
-    } else {
-        format!("{parent}.{key}")
-    }
+    if parent.is_empty() { key.to_string() } else { format!("{parent}.{key}") }
 }
 
 enum Frame {
@@ -117,11 +111,7 @@ impl Walker {
             self.value_path().unwrap_or_default()
         };
         self.lines.entry(path.clone()).or_insert(line);
-        self.stack.push(if seq {
-            Frame::Seq { path, next: 0 }
-        } else {
-            Frame::Map { path, key: None }
-        });
+        self.stack.push(if seq { Frame::Seq { path, next: 0 } } else { Frame::Map { path, key: None } });
     }
 
     fn close(&mut self) {
@@ -130,9 +120,7 @@ impl Walker {
 }
 
 fn line_starts(text: &str) -> Vec<usize> {
-    std::iter::once(0)
-        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-        .collect()
+    std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect()
 }
 
 /// 1-based line of a byte offset.
@@ -140,35 +128,21 @@ pub fn line_at(starts: &[usize], offset: usize) -> u64 {
     starts.partition_point(|s| *s <= offset) as u64
 }
 
-fn toml_table(
-    table: &toml::de::DeTable<'_>,
-    path: &str,
-    text: &str,
-    starts: &[usize],
-    out: &mut HashMap<String, u64>,
-) {
+fn toml_table(table: &toml::de::DeTable<'_>, path: &str, text: &str, starts: &[usize], out: &mut HashMap<String, u64>) {
     for (key, value) in table {
         let p = join_key(path, key.get_ref());
-        out.entry(p.clone())
-            .or_insert(line_at(starts, key.span().start));
+        out.entry(p.clone()).or_insert(line_at(starts, key.span().start));
         toml_value(value.get_ref(), &p, text, starts, out);
     }
 }
 
-fn toml_value(
-    value: &toml::de::DeValue<'_>,
-    path: &str,
-    text: &str,
-    starts: &[usize],
-    out: &mut HashMap<String, u64>,
-) {
+fn toml_value(value: &toml::de::DeValue<'_>, path: &str, text: &str, starts: &[usize], out: &mut HashMap<String, u64>) {
     match value {
         toml::de::DeValue::Table(t) => toml_table(t, path, text, starts, out),
         toml::de::DeValue::Array(items) => {
             for (i, item) in items.iter().enumerate() {
                 let p = format!("{path}[{i}]");
-                out.entry(p.clone())
-                    .or_insert(line_at(starts, item.span().start));
+                out.entry(p.clone()).or_insert(line_at(starts, item.span().start));
                 toml_value(item.get_ref(), &p, text, starts, out);
             }
         }

@@ -12,9 +12,6 @@ pub use load::{ConfigError, ConfigErrors, Format, Loaded, load_file, parse_str};
 pub use runtime::Runtime;
 
 /// Reads, validates and compiles a file in one step.
-pub fn load_runtime(
-    path: &std::path::Path,
-    previous: Option<&Runtime>,
-) -> Result<Runtime, ConfigErrors> {
+pub fn load_runtime(path: &std::path::Path, previous: Option<&Runtime>) -> Result<Runtime, ConfigErrors> {
     compile(load_file(path)?, previous)
 }

@@ -33,17 +33,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total = 0f64;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         let (num, tail) = rest.split_at(num_len);
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
+        let unit_len = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
         let (unit, next) = tail.split_at(unit_len);
-        let value: f64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration {text:?}: expected e.g. 5s, 250ms, 1m30s"))?;
+        let value: f64 =
+            num.parse().map_err(|_| format!("invalid duration {text:?}: expected e.g. 5s, 250ms, 1m30s"))?;
         let scale = match unit {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -53,14 +48,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "h" => 3600.0,
             "d" => 86400.0,
             "" => {
-                return Err(format!(
-                    "invalid duration {text:?}: a unit is required after {num} (ms, s, m, h, d)"
-                ));
+                return Err(format!("invalid duration {text:?}: a unit is required after {num} (ms, s, m, h, d)"));
             }
             other => {
-                return Err(format!(
-                    "invalid duration {text:?}: unknown unit {other:?} (use ms, s, m, h, d)"
-                ));
+                return Err(format!("invalid duration {text:?}: unknown unit {other:?} (use ms, s, m, h, d)"));
             }
         };
         total += value * scale;
@@ -75,13 +66,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Parses `16KiB`, `1MiB`, `1MB`, `512B`, `512`. Binary (KiB) and decimal (KB) units.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let s = text.trim();
-    let num_len = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
+    let num_len = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (num, unit) = s.split_at(num_len);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {text:?}: expected e.g. 512, 16KiB, 1MiB"))?;
+    let value: f64 = num.parse().map_err(|_| format!("invalid size {text:?}: expected e.g. 512, 16KiB, 1MiB"))?;
     let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" => 1e3,
@@ -91,16 +78,12 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "g" | "gb" => 1e9,
         "gib" => 1024.0 * 1024.0 * 1024.0,
         other => {
-            return Err(format!(
-                "invalid size {text:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
-            ));
+            return Err(format!("invalid size {text:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB, GB)"));
         }
     };
     let bytes = value * scale;
     if !bytes.is_finite() || !(0.0..=9.0e18).contains(&bytes) || bytes.fract() != 0.0 {
-        return Err(format!(
-            "size {text:?} is not a whole number of bytes in range"
-        ));
+        return Err(format!("size {text:?} is not a whole number of bytes in range"));
     }
     Ok(bytes as u64)
 }
@@ -108,11 +91,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// Formats a duration the way the config accepts it (for docs and dumps).
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if !ms.is_multiple_of(1000) || ms == 0 {
-        format!("{ms}ms")
-    } else {
-        format!("{}s", ms / 1000)
-    }
+    if !ms.is_multiple_of(1000) || ms == 0 { format!("{ms}ms") } else { format!("{}s", ms / 1000) }
 }
 
 struct DurVisitor;
@@ -129,9 +108,7 @@ impl Visitor<'_> for DurVisitor {
         Ok(Dur(Duration::from_secs(v)))
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
-        u64::try_from(v)
-            .map(|v| Dur(Duration::from_secs(v)))
-            .map_err(|_| E::custom("a duration cannot be negative"))
+        u64::try_from(v).map(|v| Dur(Duration::from_secs(v))).map_err(|_| E::custom("a duration cannot be negative"))
     }
 }
 
@@ -161,9 +138,7 @@ impl Visitor<'_> for SizeVisitor {
         Ok(Size(v))
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
-        u64::try_from(v)
-            .map(Size)
-            .map_err(|_| E::custom("a size cannot be negative"))
+        u64::try_from(v).map(Size).map_err(|_| E::custom("a size cannot be negative"))
     }
 }
 

@@ -65,6 +65,8 @@ pub struct Metrics {
     pub config_generation: Gauge,
     /// Access-log lines dropped because the writer fell behind.
     pub access_log_dropped: Counter,
+    /// The route label for requests no route took.
+    pub no_route: Arc<str>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -96,13 +98,10 @@ impl Metrics {
             reloads: Family::default(),
             config_generation: Gauge::default(),
             access_log_dropped: Counter::default(),
+            no_route: Arc::from(NO_ROUTE),
             registry: Registry::default(),
         };
-        registry.register(
-            "requests",
-            "Requests answered, by route and status",
-            m.requests.clone(),
-        );
+        registry.register("requests", "Requests answered, by route and status", m.requests.clone());
         registry.register(
             "rejections",
             "Requests the gateway ended itself, by route and stable code",
@@ -118,21 +117,13 @@ impl Metrics {
             "Time from sending upstream to its response head",
             m.upstream_duration.clone(),
         );
-        registry.register(
-            "connections_active",
-            "Open client connections",
-            m.connections.clone(),
-        );
+        registry.register("connections_active", "Open client connections", m.connections.clone());
         registry.register(
             "connections_refused",
             "Client connections closed at accept, by reason",
             m.connections_refused.clone(),
         );
-        registry.register(
-            "config_reloads",
-            "Configuration reloads, by result",
-            m.reloads.clone(),
-        );
+        registry.register("config_reloads", "Configuration reloads, by result", m.reloads.clone());
         registry.register(
             "config_generation",
             "Generation of the configuration now serving",
@@ -156,55 +147,27 @@ impl Metrics {
     }
 
     /// One finished request.
-    pub fn request(
-        &self,
-        route: &Arc<str>,
-        status: u16,
-        took: Duration,
-        reason: Option<&'static str>,
-    ) {
-        self.requests
-            .get_or_create(&RouteStatus {
-                route: route.clone(),
-                status,
-            })
-            .inc();
-        self.request_duration
-            .get_or_create(&RouteLabel {
-                route: route.clone(),
-            })
-            .observe(took.as_secs_f64());
+    pub fn request(&self, route: &Arc<str>, status: u16, took: Duration, reason: Option<&'static str>) {
+        self.requests.get_or_create(&RouteStatus { route: route.clone(), status }).inc();
+        self.request_duration.get_or_create(&RouteLabel { route: route.clone() }).observe(took.as_secs_f64());
         if let Some(reason) = reason {
-            self.rejections
-                .get_or_create(&RouteReason {
-                    route: route.clone(),
-                    reason,
-                })
-                .inc();
+            self.rejections.get_or_create(&RouteReason { route: route.clone(), reason }).inc();
         }
     }
 
     /// Upstream response-head latency.
     pub fn observe_upstream(&self, upstream: &Arc<str>, took: Duration) {
-        self.upstream_duration
-            .get_or_create(&UpstreamLabel {
-                upstream: upstream.clone(),
-            })
-            .observe(took.as_secs_f64());
+        self.upstream_duration.get_or_create(&UpstreamLabel { upstream: upstream.clone() }).observe(took.as_secs_f64());
     }
 
     /// The open-connections gauge of a listener.
     pub fn connections(&self, listener: &Arc<str>) -> Gauge {
-        self.connections.get_or_create_owned(&ListenerLabel {
-            listener: listener.clone(),
-        })
+        self.connections.get_or_create_owned(&ListenerLabel { listener: listener.clone() })
     }
 
     /// A connection closed at accept (`per_ip_limit`, `total_limit`, `tls_handshake`).
     pub fn connection_refused(&self, reason: &'static str) {
-        self.connections_refused
-            .get_or_create(&ReasonLabel { reason })
-            .inc();
+        self.connections_refused.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     /// A reload attempt (`ok`, `invalid`).

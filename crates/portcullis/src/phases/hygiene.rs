@@ -11,47 +11,27 @@
 use super::path;
 use crate::config::model::ClientIpHeader;
 use crate::error::{ErrorKind, GatewayError};
+use crate::headers::{self as h, X_FORWARDED_FOR, X_REQUEST_ID};
 use crate::pipeline::{Flow, RequestCtx};
 use http::{HeaderMap, HeaderValue, Version, header};
 use std::net::IpAddr;
 
-/// The header carrying the request id.
-pub const REQUEST_ID: &str = "x-request-id";
-
-/// A fresh request id: 128 random bits, hex.
-pub fn new_request_id() -> String {
-    use rand::RngExt;
-    format!("{:032x}", rand::rng().random::<u128>())
-}
-
-fn valid_request_id(v: &HeaderValue) -> Option<&str> {
-    let s = v.to_str().ok()?;
-    let ok = !s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
-    ok.then_some(s)
+fn valid_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 128 && b.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
 }
 
 /// The phase.
 pub fn early_request(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
     let peer = ctx.client_ip;
     let trusted = ctx.rt.is_trusted(peer);
-    ctx.request_id = match ctx
-        .parts
-        .headers
-        .get(REQUEST_ID)
-        .filter(|_| trusted)
-        .and_then(valid_request_id)
-    {
-        Some(id) => id.to_string(),
-        None => new_request_id(),
+    ctx.request_id = match ctx.parts.headers.get(&X_REQUEST_ID) {
+        Some(id) if trusted && valid_request_id(id) => id.clone(),
+        _ => h::new_request_id(),
     };
     if trusted {
         ctx.client_ip =
-            client_ip_from_headers(&ctx.parts.headers, ctx.rt.client_ip_header, peer, |ip| {
-                ctx.rt.is_trusted(ip)
-            });
+            client_ip_from_headers(&ctx.parts.headers, ctx.rt.client_ip_header, peer, |ip| ctx.rt.is_trusted(ip));
     }
     check_limits(ctx)?;
     host(ctx)?;
@@ -63,29 +43,18 @@ pub fn early_request(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
 
 fn check_limits(ctx: &RequestCtx) -> Result<(), GatewayError> {
     let limits = &ctx.rt.limits;
-    let uri_len = ctx
-        .parts
-        .uri
-        .path_and_query()
-        .map_or(0, |p| p.as_str().len())
+    let uri_len = ctx.parts.uri.path_and_query().map_or(0, |p| p.as_str().len())
         + ctx.parts.uri.authority().map_or(0, |a| a.as_str().len());
     if uri_len > limits.max_uri_bytes {
-        return Err(
-            GatewayError::new(ErrorKind::UriTooLong).with_detail(format!("{uri_len} bytes"))
-        );
+        return Err(GatewayError::new(ErrorKind::UriTooLong).with_detail(format!("{uri_len} bytes")));
     }
     let headers = &ctx.parts.headers;
     if headers.len() > limits.max_headers {
-        return Err(GatewayError::new(ErrorKind::HeadersTooLarge)
-            .with_detail(format!("{} headers", headers.len())));
+        return Err(GatewayError::new(ErrorKind::HeadersTooLarge).with_detail(format!("{} headers", headers.len())));
     }
-    let bytes: usize = headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum();
+    let bytes: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
     if bytes > limits.max_header_bytes {
-        return Err(GatewayError::new(ErrorKind::HeadersTooLarge)
-            .with_detail(format!("{bytes} header bytes")));
+        return Err(GatewayError::new(ErrorKind::HeadersTooLarge).with_detail(format!("{bytes} header bytes")));
     }
     Ok(())
 }
@@ -123,11 +92,7 @@ pub fn normalize_host(text: &str) -> Option<String> {
     let name = if let Some(rest) = text.strip_prefix('[') {
         let end = rest.find(']')?;
         let port = &rest[end + 1..];
-        if !(port.is_empty()
-            || port
-                .strip_prefix(':')
-                .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit())))
-        {
+        if !(port.is_empty() || port.strip_prefix(':').is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))) {
             return None;
         }
         rest[..end].parse::<std::net::Ipv6Addr>().ok()?;
@@ -140,10 +105,7 @@ pub fn normalize_host(text: &str) -> Option<String> {
         }
     };
     let name = name.strip_suffix('.').unwrap_or(name);
-    let ok = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+    let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
     ok.then(|| name.to_ascii_lowercase())
 }
 
@@ -158,7 +120,7 @@ pub fn client_ip_from_headers(
 ) -> IpAddr {
     let entries: Vec<String> = match which {
         ClientIpHeader::XForwardedFor => headers
-            .get_all("x-forwarded-for")
+            .get_all(&X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
@@ -189,9 +151,7 @@ pub fn client_ip_from_headers(
 fn forwarded_for(elem: &str) -> Option<String> {
     elem.split(';').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case("for")
-            .then(|| v.trim().trim_matches('"').to_string())
+        k.trim().eq_ignore_ascii_case("for").then(|| v.trim().trim_matches('"').to_string())
     })
 }
 
@@ -201,16 +161,9 @@ fn parse_forwarded_ip(s: &str) -> Option<IpAddr> {
         return Some(ip.to_canonical());
     }
     if let Some(rest) = s.strip_prefix('[') {
-        return rest
-            .split(']')
-            .next()?
-            .parse::<IpAddr>()
-            .ok()
-            .map(|ip| ip.to_canonical());
+        return rest.split(']').next()?.parse::<IpAddr>().ok().map(|ip| ip.to_canonical());
     }
-    s.rsplit_once(':')
-        .and_then(|(ip, _)| ip.parse::<std::net::Ipv4Addr>().ok())
-        .map(IpAddr::V4)
+    s.rsplit_once(':').and_then(|(ip, _)| ip.parse::<std::net::Ipv4Addr>().ok()).map(IpAddr::V4)
 }
 
 #[cfg(test)]
@@ -224,10 +177,7 @@ mod tests {
     fn headers(name: &str, values: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for v in values {
-            h.append(
-                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
+            h.append(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
         }
         h
     }
@@ -236,37 +186,22 @@ mod tests {
     fn xff_is_walked_right_to_left_over_trusted_hops() {
         let trusted = |a: IpAddr| a.to_string().starts_with("10.");
         let h = headers("x-forwarded-for", &["6.6.6.6, 1.2.3.4", "10.0.0.2"]);
-        assert_eq!(
-            client_ip_from_headers(&h, ClientIpHeader::XForwardedFor, ip("10.0.0.1"), trusted),
-            ip("1.2.3.4")
-        );
+        assert_eq!(client_ip_from_headers(&h, ClientIpHeader::XForwardedFor, ip("10.0.0.1"), trusted), ip("1.2.3.4"));
         // a spoofed left-most entry never wins over the first untrusted hop
         let h = headers("x-forwarded-for", &["10.9.9.9, 7.7.7.7"]);
-        assert_eq!(
-            client_ip_from_headers(&h, ClientIpHeader::XForwardedFor, ip("10.0.0.1"), trusted),
-            ip("7.7.7.7")
-        );
+        assert_eq!(client_ip_from_headers(&h, ClientIpHeader::XForwardedFor, ip("10.0.0.1"), trusted), ip("7.7.7.7"));
         // garbage stops the walk at the last trusted hop
         let h = headers("x-forwarded-for", &["1.1.1.1, nonsense, 10.0.0.5"]);
-        assert_eq!(
-            client_ip_from_headers(&h, ClientIpHeader::XForwardedFor, ip("10.0.0.1"), trusted),
-            ip("10.0.0.5")
-        );
+        assert_eq!(client_ip_from_headers(&h, ClientIpHeader::XForwardedFor, ip("10.0.0.1"), trusted), ip("10.0.0.5"));
         // the other header kind is ignored
         let h = headers("forwarded", &["for=9.9.9.9"]);
-        assert_eq!(
-            client_ip_from_headers(&h, ClientIpHeader::XForwardedFor, ip("10.0.0.1"), trusted),
-            ip("10.0.0.1")
-        );
+        assert_eq!(client_ip_from_headers(&h, ClientIpHeader::XForwardedFor, ip("10.0.0.1"), trusted), ip("10.0.0.1"));
     }
 
     #[test]
     fn forwarded_header_is_parsed() {
         let trusted = |a: IpAddr| a.is_loopback();
-        let h = headers(
-            "forwarded",
-            &["for=192.0.2.60;proto=http, for=\"[2001:db8:cafe::17]:4711\""],
-        );
+        let h = headers("forwarded", &["for=192.0.2.60;proto=http, for=\"[2001:db8:cafe::17]:4711\""]);
         assert_eq!(
             client_ip_from_headers(&h, ClientIpHeader::Forwarded, ip("127.0.0.1"), trusted),
             ip("2001:db8:cafe::17")
@@ -275,35 +210,19 @@ mod tests {
 
     #[test]
     fn hosts_normalize() {
-        assert_eq!(
-            normalize_host("Api.Example.COM:8080").as_deref(),
-            Some("api.example.com")
-        );
-        assert_eq!(
-            normalize_host("example.com.").as_deref(),
-            Some("example.com")
-        );
+        assert_eq!(normalize_host("Api.Example.COM:8080").as_deref(), Some("api.example.com"));
+        assert_eq!(normalize_host("example.com.").as_deref(), Some("example.com"));
         assert_eq!(normalize_host("[::1]:80").as_deref(), Some("[::1]"));
         assert_eq!(normalize_host("127.0.0.1").as_deref(), Some("127.0.0.1"));
-        for bad in [
-            "",
-            "a b",
-            "user@host",
-            "host:port",
-            "[::1",
-            "[zz]",
-            "exa/mple",
-        ] {
+        for bad in ["", "a b", "user@host", "host:port", "[::1", "[zz]", "exa/mple"] {
             assert_eq!(normalize_host(bad), None, "{bad}");
         }
     }
 
     #[test]
-    fn request_ids_are_unique_hex() {
-        let a = new_request_id();
-        assert_eq!(a.len(), 32);
-        assert_ne!(a, new_request_id());
-        assert!(valid_request_id(&HeaderValue::from_static("abc-123")).is_some());
-        assert!(valid_request_id(&HeaderValue::from_static("a b")).is_none());
+    fn incoming_request_ids_are_validated() {
+        assert!(valid_request_id(&HeaderValue::from_static("abc-123")));
+        assert!(!valid_request_id(&HeaderValue::from_static("a b")));
+        assert!(!valid_request_id(&HeaderValue::from_static("")));
     }
 }

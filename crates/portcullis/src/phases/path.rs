@@ -52,22 +52,7 @@ fn is_unreserved(b: u8) -> bool {
 /// Bytes allowed raw in a path (RFC 3986 pchar plus '/'), apart from '%' which is checked.
 fn is_path_byte(b: u8) -> bool {
     is_unreserved(b)
-        || matches!(
-            b,
-            b'!' | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b':'
-                | b'@'
-                | b'/'
-        )
+        || matches!(b, b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'@' | b'/')
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -80,11 +65,7 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 fn upper_hex(nibble: u8) -> u8 {
-    if nibble < 10 {
-        b'0' + nibble
-    } else {
-        b'A' + nibble - 10
-    }
+    if nibble < 10 { b'0' + nibble } else { b'A' + nibble - 10 }
 }
 
 /// Normalizes an absolute path (no query). Borrowed when nothing changes.
@@ -102,11 +83,7 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
             break;
         }
         if !is_path_byte(b) {
-            return Err(if b == b'\\' {
-                PathError::EncodedSeparator
-            } else {
-                PathError::BadByte
-            });
+            return Err(if b == b'\\' { PathError::EncodedSeparator } else { PathError::BadByte });
         }
         if prev == b'/' && (b == b'/' || (b == b'.' && dot_segment_at(bytes, i))) {
             simple = false;
@@ -134,10 +111,8 @@ fn slow(bytes: &[u8]) -> Result<String, PathError> {
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         if b == b'%' {
-            let (Some(h), Some(l)) = (
-                bytes.get(i + 1).copied().and_then(hex),
-                bytes.get(i + 2).copied().and_then(hex),
-            ) else {
+            let (Some(h), Some(l)) = (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex))
+            else {
                 return Err(PathError::BadEscape);
             };
             let v = h * 16 + l;
@@ -151,11 +126,7 @@ fn slow(bytes: &[u8]) -> Result<String, PathError> {
             continue;
         }
         if !is_path_byte(b) {
-            return Err(if b == b'\\' {
-                PathError::EncodedSeparator
-            } else {
-                PathError::BadByte
-            });
+            return Err(if b == b'\\' { PathError::EncodedSeparator } else { PathError::BadByte });
         }
         decoded.push(b);
         i += 1;
@@ -200,9 +171,7 @@ mod tests {
     use super::*;
 
     fn ok(raw: &str) -> String {
-        normalize(raw)
-            .unwrap_or_else(|e| panic!("{raw}: {e:?}"))
-            .into_owned()
+        normalize(raw).unwrap_or_else(|e| panic!("{raw}: {e:?}")).into_owned()
     }
 
     #[test]
@@ -210,10 +179,7 @@ mod tests {
         assert!(matches!(normalize("/api/orders/42"), Ok(Cow::Borrowed(_))));
         assert!(matches!(normalize("/"), Ok(Cow::Borrowed(_))));
         assert!(matches!(normalize("/a/b/"), Ok(Cow::Borrowed(_))));
-        assert!(matches!(
-            normalize("/a/.well-known/x"),
-            Ok(Cow::Borrowed(_))
-        ));
+        assert!(matches!(normalize("/a/.well-known/x"), Ok(Cow::Borrowed(_))));
         assert!(matches!(normalize("/a/..b/x"), Ok(Cow::Borrowed(_))));
     }
 

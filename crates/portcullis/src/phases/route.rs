@@ -37,12 +37,7 @@ fn valid_literal_char(c: char) -> bool {
 impl Template {
     /// The template `/` (used in place of an invalid one while collecting config errors).
     pub fn root() -> Template {
-        Template {
-            params: Vec::new(),
-            canonical: "/".into(),
-            wildcard: false,
-            literal_prefix: "/".into(),
-        }
+        Template { params: Vec::new(), canonical: "/".into(), wildcard: false, literal_prefix: "/".into() }
     }
 
     /// Parses `/orders/{id}`, `/files/{name}.json`, `/api/*`.
@@ -79,11 +74,7 @@ impl Template {
             match (seg.find('{'), seg.find('}')) {
                 (None, None) => {
                     if let Some(bad) = seg.chars().find(|c| !valid_literal_char(*c)) {
-                        let hint = if bad == '*' {
-                            " ('*' is only allowed as a final '/*' segment)"
-                        } else {
-                            ""
-                        };
+                        let hint = if bad == '*' { " ('*' is only allowed as a final '/*' segment)" } else { "" };
                         return Err(format!("path {path:?} contains {bad:?}{hint}"));
                     }
                     canonical.push_str(seg);
@@ -93,18 +84,12 @@ impl Template {
                     let name = &rest[1..close - open];
                     let after = &rest[close - open + 1..];
                     if !valid_param_name(name) {
-                        return Err(format!(
-                            "path {path:?}: parameter name {name:?} must be letters, digits or '_'"
-                        ));
+                        return Err(format!("path {path:?}: parameter name {name:?} must be letters, digits or '_'"));
                     }
                     if params.iter().any(|p| p == name) {
                         return Err(format!("path {path:?}: parameter {{{name}}} appears twice"));
                     }
-                    if before
-                        .chars()
-                        .chain(after.chars())
-                        .any(|c| !valid_literal_char(c))
-                    {
+                    if before.chars().chain(after.chars()).any(|c| !valid_literal_char(c)) {
                         return Err(format!(
                             "path {path:?}: segment {seg:?} has one {{param}} at most, with plain text around it"
                         ));
@@ -118,9 +103,7 @@ impl Template {
                     params.push(name.to_string());
                 }
                 _ => {
-                    return Err(format!(
-                        "path {path:?}: unbalanced '{{' or '}}' in segment {seg:?}"
-                    ));
+                    return Err(format!("path {path:?}: unbalanced '{{' or '}}' in segment {seg:?}"));
                 }
             }
         }
@@ -128,12 +111,7 @@ impl Template {
             canonical.push('/');
         }
         let literal_prefix = literal_prefix.unwrap_or_else(|| canonical.clone());
-        Ok(Template {
-            params,
-            canonical,
-            wildcard,
-            literal_prefix,
-        })
+        Ok(Template { params, canonical, wildcard, literal_prefix })
     }
 
     /// The keys inserted into matchit: the path with and without a trailing slash, and for a
@@ -144,11 +122,7 @@ impl Template {
             if base.is_empty() {
                 return vec!["/".into(), "/{*rest}".into()];
             }
-            return vec![
-                base.to_string(),
-                format!("{base}/"),
-                format!("{base}/{{*rest}}"),
-            ];
+            return vec![base.to_string(), format!("{base}/"), format!("{base}/{{*rest}}")];
         }
         if base.is_empty() {
             return vec!["/".into()];
@@ -208,11 +182,8 @@ impl Router {
         // group → (exact keys, wildcard keys) → route indices
         let mut groups: BTreeMap<Option<String>, (Pending, Pending)> = BTreeMap::new();
         for (i, r) in routes.iter().enumerate() {
-            let hosts: Vec<Option<String>> = if r.hosts.is_empty() {
-                vec![None]
-            } else {
-                r.hosts.iter().cloned().map(Some).collect()
-            };
+            let hosts: Vec<Option<String>> =
+                if r.hosts.is_empty() { vec![None] } else { r.hosts.iter().cloned().map(Some).collect() };
             for host in hosts {
                 let (exact, wild) = groups.entry(host).or_default();
                 let bucket = if r.template.wildcard { wild } else { exact };
@@ -250,9 +221,7 @@ impl Router {
                 },
             }
         }
-        router
-            .wildcard_hosts
-            .sort_by_key(|w| std::cmp::Reverse(w.0.len()));
+        router.wildcard_hosts.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
         Ok(router)
     }
 
@@ -264,9 +233,7 @@ impl Router {
             self.by_host.get(h).into_iter().chain(
                 self.wildcard_hosts
                     .iter()
-                    .filter(move |(suffix, _)| {
-                        h.len() > suffix.len() && h.ends_with(suffix.as_str())
-                    })
+                    .filter(move |(suffix, _)| h.len() > suffix.len() && h.ends_with(suffix.as_str()))
                     .map(|(_, t)| t),
             )
         });
@@ -278,14 +245,12 @@ impl Router {
                     let methods = self.methods.get(*id).map(Vec::as_slice).unwrap_or_default();
                     if methods.is_empty() || methods.contains(method) {
                         let names = self.params.get(*id).map(Vec::as_slice).unwrap_or_default();
+                        // matchit yields parameters in template order (p0, p1, …); a
+                        // wildcard's `rest` comes last and has no name in `names`.
                         let params = names
                             .iter()
-                            .enumerate()
-                            .filter_map(|(n, name)| {
-                                m.params
-                                    .get(format!("p{n}"))
-                                    .map(|v| (name.clone(), v.to_string()))
-                            })
+                            .zip(m.params.iter())
+                            .map(|(name, (_, v))| (name.clone(), v.to_string()))
                             .collect();
                         return Lookup::Found(*id, params);
                     }
@@ -297,11 +262,7 @@ impl Router {
                 }
             }
         }
-        if path_matched {
-            Lookup::MethodNotAllowed(allow)
-        } else {
-            Lookup::NotFound
-        }
+        if path_matched { Lookup::MethodNotAllowed(allow) } else { Lookup::NotFound }
     }
 }
 
@@ -314,9 +275,7 @@ fn build_table(exact: Pending, wild: Pending) -> Result<Table, (usize, String)> 
     for (pending, router) in [(exact, &mut table.exact), (wild, &mut table.wildcard)] {
         for (key, ids) in pending {
             let first = ids.first().copied().unwrap_or(0);
-            router
-                .insert(key.clone(), ids)
-                .map_err(|e| (first, format!("path conflicts with another route: {e}")))?;
+            router.insert(key.clone(), ids).map_err(|e| (first, format!("path conflicts with another route: {e}")))?;
         }
     }
     Ok(table)
@@ -324,11 +283,7 @@ fn build_table(exact: Pending, wild: Pending) -> Result<Table, (usize, String)> 
 
 /// The phase: looks the request up and pins the route on the context.
 pub fn route(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
-    match ctx
-        .rt
-        .router
-        .find(ctx.host.as_deref(), &ctx.path, &ctx.parts.method)
-    {
+    match ctx.rt.router.find(ctx.host.as_deref(), &ctx.path, &ctx.parts.method) {
         Lookup::Found(id, params) => {
             ctx.route = ctx.rt.routes.get(id).cloned();
             ctx.params = params;
@@ -337,9 +292,7 @@ pub fn route(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
                 None => Err(GatewayError::internal("route index out of range")),
             }
         }
-        Lookup::MethodNotAllowed(allow) => {
-            Err(GatewayError::new(ErrorKind::MethodNotAllowed).with_allow(allow))
-        }
+        Lookup::MethodNotAllowed(allow) => Err(GatewayError::new(ErrorKind::MethodNotAllowed).with_allow(allow)),
         Lookup::NotFound => Err(GatewayError::new(ErrorKind::RouteNotFound)),
     }
 }
@@ -351,23 +304,12 @@ mod tests {
     struct Spec(&'static str, Vec<&'static str>, Vec<Method>, &'static str);
 
     fn router(specs: &[Spec]) -> Router {
-        let templates: Vec<Template> = specs
-            .iter()
-            .map(|s| Template::parse(s.3).unwrap())
-            .collect();
-        let hosts: Vec<Vec<String>> = specs
-            .iter()
-            .map(|s| s.1.iter().map(|h| h.to_string()).collect())
-            .collect();
+        let templates: Vec<Template> = specs.iter().map(|s| Template::parse(s.3).unwrap()).collect();
+        let hosts: Vec<Vec<String>> = specs.iter().map(|s| s.1.iter().map(|h| h.to_string()).collect()).collect();
         let entries: Vec<RouteEntry> = specs
             .iter()
             .enumerate()
-            .map(|(i, s)| RouteEntry {
-                name: s.0,
-                hosts: &hosts[i],
-                methods: &s.2,
-                template: &templates[i],
-            })
+            .map(|(i, s)| RouteEntry { name: s.0, hosts: &hosts[i], methods: &s.2, template: &templates[i] })
             .collect();
         Router::build(&entries).unwrap()
     }
@@ -381,18 +323,9 @@ mod tests {
         assert!(Template::parse("/").is_ok());
         assert!(Template::parse("/*").is_ok());
         assert!(Template::parse("/files/{name}.json").is_ok());
-        for bad in [
-            "api",
-            "/a//b",
-            "/a/../b",
-            "/a/{}",
-            "/a/{1x}",
-            "/a/{x}{y}",
-            "/a/*/b",
-            "/a/{x",
-            "/a/%2f",
-            "/a/{x}/{x}",
-        ] {
+        for bad in
+            ["api", "/a//b", "/a/../b", "/a/{}", "/a/{1x}", "/a/{x}{y}", "/a/*/b", "/a/{x", "/a/%2f", "/a/{x}/{x}"]
+        {
             assert!(Template::parse(bad).is_err(), "{bad} should be rejected");
         }
     }
@@ -401,87 +334,33 @@ mod tests {
     fn host_method_path_params_and_wildcards() {
         let r = router(&[
             Spec("get-order", vec![], vec![Method::GET], "/orders/{id}"),
-            Spec(
-                "del-order",
-                vec![],
-                vec![Method::DELETE],
-                "/orders/{order_id}",
-            ),
+            Spec("del-order", vec![], vec![Method::DELETE], "/orders/{order_id}"),
             Spec("orders-any", vec![], vec![], "/orders/*"),
-            Spec(
-                "admin-host",
-                vec!["admin.example.com"],
-                vec![],
-                "/orders/{id}",
-            ),
+            Spec("admin-host", vec!["admin.example.com"], vec![], "/orders/{id}"),
             Spec("wild-host", vec!["*.example.com"], vec![Method::GET], "/x"),
             Spec("only-post", vec![], vec![Method::POST], "/login"),
         ]);
-        assert_eq!(
-            r.find(None, "/orders/7", &Method::GET),
-            Lookup::Found(0, vec![("id".into(), "7".into())])
-        );
-        assert_eq!(
-            r.find(None, "/orders/7/", &Method::GET),
-            Lookup::Found(0, vec![("id".into(), "7".into())])
-        );
-        assert_eq!(
-            r.find(None, "/orders/7", &Method::DELETE),
-            Lookup::Found(1, vec![("order_id".into(), "7".into())])
-        );
-        assert_eq!(
-            r.find(None, "/orders/7", &Method::PUT),
-            Lookup::Found(2, vec![])
-        );
-        assert_eq!(
-            r.find(None, "/orders/7/lines", &Method::GET),
-            Lookup::Found(2, vec![])
-        );
-        assert_eq!(
-            r.find(None, "/orders", &Method::GET),
-            Lookup::Found(2, vec![])
-        );
-        assert_eq!(
-            r.find(Some("admin.example.com"), "/orders/7", &Method::GET)
-                .route(),
-            Some(3)
-        );
-        assert_eq!(
-            r.find(Some("a.example.com"), "/x", &Method::GET).route(),
-            Some(4)
-        );
-        assert_eq!(
-            r.find(Some("example.com"), "/x", &Method::GET),
-            Lookup::NotFound
-        );
-        assert_eq!(
-            r.find(None, "/login", &Method::GET),
-            Lookup::MethodNotAllowed(vec![Method::POST])
-        );
+        assert_eq!(r.find(None, "/orders/7", &Method::GET), Lookup::Found(0, vec![("id".into(), "7".into())]));
+        assert_eq!(r.find(None, "/orders/7/", &Method::GET), Lookup::Found(0, vec![("id".into(), "7".into())]));
+        assert_eq!(r.find(None, "/orders/7", &Method::DELETE), Lookup::Found(1, vec![("order_id".into(), "7".into())]));
+        assert_eq!(r.find(None, "/orders/7", &Method::PUT), Lookup::Found(2, vec![]));
+        assert_eq!(r.find(None, "/orders/7/lines", &Method::GET), Lookup::Found(2, vec![]));
+        assert_eq!(r.find(None, "/orders", &Method::GET), Lookup::Found(2, vec![]));
+        assert_eq!(r.find(Some("admin.example.com"), "/orders/7", &Method::GET).route(), Some(3));
+        assert_eq!(r.find(Some("a.example.com"), "/x", &Method::GET).route(), Some(4));
+        assert_eq!(r.find(Some("example.com"), "/x", &Method::GET), Lookup::NotFound);
+        assert_eq!(r.find(None, "/login", &Method::GET), Lookup::MethodNotAllowed(vec![Method::POST]));
         assert_eq!(r.find(None, "/nope", &Method::GET), Lookup::NotFound);
     }
 
     #[test]
     fn conflicting_routes_are_refused() {
-        let templates = [
-            Template::parse("/a").unwrap(),
-            Template::parse("/a/").unwrap(),
-        ];
+        let templates = [Template::parse("/a").unwrap(), Template::parse("/a/").unwrap()];
         let none: Vec<String> = vec![];
         let get = [Method::GET];
         let entries = [
-            RouteEntry {
-                name: "one",
-                hosts: &none,
-                methods: &get,
-                template: &templates[0],
-            },
-            RouteEntry {
-                name: "two",
-                hosts: &none,
-                methods: &[],
-                template: &templates[1],
-            },
+            RouteEntry { name: "one", hosts: &none, methods: &get, template: &templates[0] },
+            RouteEntry { name: "two", hosts: &none, methods: &[], template: &templates[1] },
         ];
         let err = Router::build(&entries).unwrap_err();
         assert_eq!(err.0, 1);

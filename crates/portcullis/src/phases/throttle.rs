@@ -18,21 +18,13 @@ fn check(ctx: &mut RequestCtx, limit: &Arc<LimitRt>, kind: ErrorKind) -> Result<
     match limit.bucket.check(now) {
         Decision::Allowed { remaining } => {
             if ctx.rate.as_ref().is_none_or(|r| remaining < r.remaining) {
-                ctx.rate = Some(RateReport {
-                    limit: limit.clone(),
-                    remaining,
-                    reset_secs: 0,
-                });
+                ctx.rate = Some(RateReport { limit: limit.clone(), remaining, reset_secs: 0 });
             }
             Ok(())
         }
         Decision::Denied { retry_after } => {
             let secs = crate::error::retry_after_secs(retry_after);
-            ctx.rate = Some(RateReport {
-                limit: limit.clone(),
-                remaining: 0,
-                reset_secs: secs,
-            });
+            ctx.rate = Some(RateReport { limit: limit.clone(), remaining: 0, reset_secs: secs });
             Err(GatewayError::new(kind).with_retry_after(retry_after))
         }
     }

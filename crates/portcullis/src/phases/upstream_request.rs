@@ -8,6 +8,7 @@
 //! - the path sent is the normalized one, minus `strip_prefix`.
 
 use crate::error::GatewayError;
+use crate::headers as h;
 use crate::pipeline::{Flow, RequestCtx};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -15,8 +16,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 /// proxy-only ones.
 pub const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
+    h::KEEP_ALIVE,
+    h::PROXY_CONNECTION,
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
@@ -49,24 +50,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
             }
         }
     }
-    let upgrade = if wants_upgrade {
-        headers.get(header::UPGRADE).cloned()
-    } else {
-        None
-    };
+    let upgrade = if wants_upgrade { headers.get(header::UPGRADE).cloned() } else { None };
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }
     upgrade
 }
 
-const FORWARDING: [&str; 6] = [
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "forwarded",
-    "x-real-ip",
+/// Forwarding headers a client could forge. From an untrusted peer they are all replaced.
+const FORWARDING: [HeaderName; 6] = [
+    h::X_FORWARDED_FOR,
+    h::X_FORWARDED_PROTO,
+    h::X_FORWARDED_HOST,
+    h::X_FORWARDED_PORT,
+    header::FORWARDED,
+    h::X_REAL_IP,
 ];
 
 /// The phase.
@@ -75,57 +73,38 @@ pub fn prepare(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
     let upgrade = strip_hop_by_hop(headers);
     headers.remove(header::EXPECT);
     if let Some(proto) = upgrade.filter(|_| ctx.parts.version == http::Version::HTTP_11) {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::CONNECTION, h::UPGRADE);
         headers.insert(header::UPGRADE, proto);
         ctx.upgrade = true;
     }
 
-    let peer = ctx.conn.peer.ip().to_canonical();
-    let trusted = ctx.rt.is_trusted(peer);
-    let xff = if trusted {
-        let prior: Vec<&str> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        if prior.is_empty() {
-            peer.to_string()
-        } else {
-            format!("{}, {peer}", prior.join(", "))
+    if ctx.rt.is_trusted(ctx.conn.peer_ip) {
+        // A trusted proxy's forwarding headers stay; we add ourselves to the chain.
+        let mut xff = String::new();
+        for v in headers.get_all(&h::X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()) {
+            xff.push_str(v);
+            xff.push_str(", ");
+        }
+        xff.push_str(ctx.conn.peer_ip_value.to_str().unwrap_or_default());
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            headers.insert(h::X_FORWARDED_FOR, v);
         }
     } else {
-        ctx.client_ip.to_string()
-    };
-    let keep_proto = trusted && headers.contains_key("x-forwarded-proto");
-    let keep_host = trusted && headers.contains_key("x-forwarded-host");
-    for name in FORWARDING {
-        if !(keep_proto && name == "x-forwarded-proto"
-            || keep_host && name == "x-forwarded-host"
-            || trusted && name == "forwarded")
-        {
+        for name in &FORWARDING {
             headers.remove(name);
         }
+        headers.insert(h::X_FORWARDED_FOR, ctx.conn.peer_ip_value.clone());
     }
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+    if !headers.contains_key(&h::X_FORWARDED_PROTO) {
+        headers.insert(h::X_FORWARDED_PROTO, if ctx.conn.tls.is_some() { h::HTTPS } else { h::HTTP });
     }
-    if !keep_proto {
-        let proto = if ctx.conn.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    if let Some(host) = &ctx.host_header {
+        if !headers.contains_key(&h::X_FORWARDED_HOST) {
+            headers.insert(h::X_FORWARDED_HOST, host.clone());
+        }
+        headers.insert(header::HOST, host.clone());
     }
-    if let (false, Some(h)) = (keep_host, ctx.host_header.clone()) {
-        headers.insert("x-forwarded-host", h);
-    }
-    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-        headers.insert(crate::phases::hygiene::REQUEST_ID, v);
-    }
-    if let Some(h) = ctx.host_header.clone() {
-        headers.insert(header::HOST, h);
-    }
+    headers.insert(h::X_REQUEST_ID, ctx.request_id.clone());
 
     let path = match ctx.route.as_ref().and_then(|r| r.strip_prefix.as_deref()) {
         Some(prefix) => match ctx.path.strip_prefix(prefix) {
@@ -135,10 +114,14 @@ pub fn prepare(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
         },
         None => ctx.path.as_str(),
     };
-    ctx.upstream_path = match ctx.parts.uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_string(),
-    };
+    let query = ctx.parts.uri.query();
+    let mut target = Vec::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
+    target.extend_from_slice(path.as_bytes());
+    if let Some(q) = query {
+        target.push(b'?');
+        target.extend_from_slice(q.as_bytes());
+    }
+    ctx.upstream_path = bytes::Bytes::from(target);
     Ok(Flow::Continue)
 }
 

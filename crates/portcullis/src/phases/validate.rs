@@ -13,10 +13,7 @@ use http_body::Body;
 
 /// The phase.
 pub fn validate(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
-    let limit = ctx
-        .route
-        .as_ref()
-        .map_or(ctx.rt.limits.max_body_bytes, |r| r.max_body_bytes);
+    let limit = ctx.route.as_ref().map_or(ctx.rt.limits.max_body_bytes, |r| r.max_body_bytes);
     let mut lengths = ctx.parts.headers.get_all(header::CONTENT_LENGTH).iter();
     if let Some(v) = lengths.next() {
         // hyper has already refused conflicting or malformed values on HTTP/1; HTTP/2 is
@@ -25,17 +22,12 @@ pub fn validate(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
             .to_str()
             .ok()
             .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| {
-                GatewayError::new(ErrorKind::BadRequest).with_detail("invalid Content-Length")
-            })?;
+            .ok_or_else(|| GatewayError::new(ErrorKind::BadRequest).with_detail("invalid Content-Length"))?;
         if lengths.any(|other| other != v) {
-            return Err(
-                GatewayError::new(ErrorKind::BadRequest).with_detail("conflicting Content-Length")
-            );
+            return Err(GatewayError::new(ErrorKind::BadRequest).with_detail("conflicting Content-Length"));
         }
         if n > limit {
-            return Err(GatewayError::new(ErrorKind::TooLarge)
-                .with_detail(format!("Content-Length {n} > {limit}")));
+            return Err(GatewayError::new(ErrorKind::TooLarge).with_detail(format!("Content-Length {n} > {limit}")));
         }
     }
     ctx.upstream_body = match ctx.body.take() {

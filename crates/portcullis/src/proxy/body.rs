@@ -83,13 +83,7 @@ pub struct LimitedBody {
 impl ReqBody {
     /// Wraps a client body: at most `limit` bytes, all of them before `deadline`.
     pub fn limited(inner: Incoming, limit: u64, deadline: Instant) -> ReqBody {
-        ReqBody::Stream(Box::new(LimitedBody {
-            inner,
-            limit,
-            seen: 0,
-            deadline,
-            sleep: None,
-        }))
+        ReqBody::Stream(Box::new(LimitedBody { inner, limit, seen: 0, deadline, sleep: None }))
     }
 }
 
@@ -97,10 +91,7 @@ impl Body for ReqBody {
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ReqBody::Empty => Poll::Ready(None),
             ReqBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
@@ -132,27 +123,19 @@ impl LimitedBody {
                 if let Some(data) = frame.data_ref() {
                     self.seen += data.len() as u64;
                     if self.seen > self.limit {
-                        return Poll::Ready(Some(Err(BodyError {
-                            kind: BodyErrorKind::TooLarge,
-                        })));
+                        return Poll::Ready(Some(Err(BodyError { kind: BodyErrorKind::TooLarge })));
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(BodyError {
-                kind: BodyErrorKind::Aborted,
-            }))),
+            Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(BodyError { kind: BodyErrorKind::Aborted }))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 // Arm the deadline only when the client makes us wait.
                 let deadline = self.deadline;
-                let sleep = self
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 ready!(sleep.as_mut().poll(cx));
-                Poll::Ready(Some(Err(BodyError {
-                    kind: BodyErrorKind::Timeout,
-                })))
+                Poll::Ready(Some(Err(BodyError { kind: BodyErrorKind::Timeout })))
             }
         }
     }
@@ -174,52 +157,30 @@ pub struct RespBody {
 
 impl std::fmt::Debug for RespBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RespBody")
-            .field("bytes", &self.bytes)
-            .finish_non_exhaustive()
+        f.debug_struct("RespBody").field("bytes", &self.bytes).finish_non_exhaustive()
     }
 }
 
 enum RespKind {
     Full(Option<Bytes>),
-    Upstream {
-        body: Incoming,
-        idle: Duration,
-        sleep: Option<Pin<Box<Sleep>>>,
-    },
+    Upstream { body: Incoming, idle: Duration, sleep: Option<Pin<Box<Sleep>>> },
 }
 
 impl RespBody {
     /// A body from memory.
     pub fn full(bytes: impl Into<Bytes>) -> RespBody {
         let b: Bytes = bytes.into();
-        RespBody {
-            kind: RespKind::Full(if b.is_empty() { None } else { Some(b) }),
-            bytes: 0,
-            completion: None,
-        }
+        RespBody { kind: RespKind::Full(if b.is_empty() { None } else { Some(b) }), bytes: 0, completion: None }
     }
 
     /// No body.
     pub fn empty() -> RespBody {
-        RespBody {
-            kind: RespKind::Full(None),
-            bytes: 0,
-            completion: None,
-        }
+        RespBody { kind: RespKind::Full(None), bytes: 0, completion: None }
     }
 
     /// An upstream's body; each wait for the next chunk may last at most `idle`.
     pub fn upstream(body: Incoming, idle: Duration) -> RespBody {
-        RespBody {
-            kind: RespKind::Upstream {
-                body,
-                idle,
-                sleep: None,
-            },
-            bytes: 0,
-            completion: None,
-        }
+        RespBody { kind: RespKind::Upstream { body, idle, sleep: None }, bytes: 0, completion: None }
     }
 
     /// Adds work for the end of the response. Several completions chain in order.
@@ -252,14 +213,7 @@ impl Drop for RespBody {
         // A body with nothing left (HEAD, 204, 304) may be dropped without being polled; any
         // other body dropped before its end means the client went away.
         let complete = self.is_end_stream();
-        self.finish(
-            complete,
-            if complete {
-                None
-            } else {
-                Some("client.disconnected")
-            },
-        );
+        self.finish(complete, if complete { None } else { Some("client.disconnected") });
     }
 }
 
@@ -267,10 +221,7 @@ impl Body for RespBody {
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         let polled = match &mut this.kind {
             RespKind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),

@@ -21,10 +21,7 @@ use std::time::Instant;
 use upstream::{Inflight, Upstream};
 
 fn idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
 }
 
 /// Returns the connection to its pool when the response ended cleanly, and frees the slot.
@@ -37,9 +34,7 @@ struct UpstreamDone {
 
 impl Completion for UpstreamDone {
     fn finish(self: Box<Self>, complete: bool, _bytes: u64, _error: Option<&'static str>) {
-        if let (true, Some(conn), Some(t)) =
-            (complete, self.conn, self.upstream.targets.get(self.target))
-        {
+        if let (true, Some(conn), Some(t)) = (complete, self.conn, self.upstream.targets.get(self.target)) {
             t.put_idle(conn, &self.upstream.settings);
         }
     }
@@ -49,37 +44,24 @@ fn body_error(kind: BodyErrorKind) -> GatewayError {
     match kind {
         BodyErrorKind::TooLarge => GatewayError::new(ErrorKind::TooLarge),
         BodyErrorKind::Timeout => GatewayError::new(ErrorKind::BodyTimeout),
-        BodyErrorKind::Aborted => {
-            GatewayError::new(ErrorKind::BadRequest).with_detail("client aborted the body")
-        }
+        BodyErrorKind::Aborted => GatewayError::new(ErrorKind::BadRequest).with_detail("client aborted the body"),
     }
 }
 
 /// The phase.
 pub async fn forward(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
-    let route = ctx
-        .route
-        .clone()
-        .ok_or_else(|| GatewayError::internal("upstream phase without a route"))?;
+    let route = ctx.route.clone().ok_or_else(|| GatewayError::internal("upstream phase without a route"))?;
     let up = route.upstream.clone();
-    let slot = up
-        .try_acquire()
-        .ok_or_else(|| GatewayError::new(ErrorKind::UpstreamSaturated))?;
+    let slot = up.try_acquire().ok_or_else(|| GatewayError::new(ErrorKind::UpstreamSaturated))?;
     let settings = up.settings.clone();
     let retry_connect = idempotent(&ctx.parts.method);
 
-    let mut builder = Request::builder()
-        .method(ctx.parts.method.clone())
-        .version(Version::HTTP_11);
+    let mut builder = Request::builder().method(ctx.parts.method.clone()).version(Version::HTTP_11);
     if let Some(h) = builder.headers_mut() {
         *h = std::mem::take(&mut ctx.parts.headers);
     }
     let body = ctx.upstream_body.take().unwrap_or(ReqBody::Empty);
-    let mut pending = Some(
-        builder
-            .body(body)
-            .map_err(|e| GatewayError::internal(e.to_string()))?,
-    );
+    let mut pending = Some(builder.body(body).map_err(|e| GatewayError::internal(e.to_string()))?);
     let mut tried: Vec<usize> = Vec::new();
     let mut retries_left = settings.retries;
 
@@ -87,21 +69,11 @@ pub async fn forward(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
         let Some(ti) = up.pick(&tried) else {
             return Err(GatewayError::new(ErrorKind::UpstreamUnavailable).with_detail("no targets"));
         };
-        let target = up
-            .targets
-            .get(ti)
-            .ok_or_else(|| GatewayError::internal("target index"))?;
-        let mut req = pending
-            .take()
-            .ok_or_else(|| GatewayError::internal("request already sent"))?;
-        *req.uri_mut() = Uri::try_from(format!("{}{}", target.base_path, ctx.upstream_path))
-            .map_err(|e| GatewayError::internal(format!("upstream uri: {e}")))?;
+        let target = up.targets.get(ti).ok_or_else(|| GatewayError::internal("target index"))?;
+        let mut req = pending.take().ok_or_else(|| GatewayError::internal("request already sent"))?;
+        *req.uri_mut() = target_uri(&target.base_path, &ctx.upstream_path)?;
 
-        let pooled = if ctx.upgrade {
-            None
-        } else {
-            target.take_idle(settings.idle_timeout)
-        };
+        let pooled = if ctx.upgrade { None } else { target.take_idle(settings.idle_timeout) };
         let fresh = pooled.is_none();
         let mut conn = match pooled {
             Some(mut c) => match c.ready().await {
@@ -121,8 +93,7 @@ pub async fn forward(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
                         retries_left -= 1;
                         continue;
                     }
-                    return Err(GatewayError::new(ErrorKind::UpstreamUnavailable)
-                        .with_detail(format!("connect: {e}")));
+                    return Err(GatewayError::new(ErrorKind::UpstreamUnavailable).with_detail(format!("connect: {e}")));
                 }
             },
         };
@@ -155,11 +126,7 @@ pub async fn forward(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
                     return Err(body_error(kind));
                 }
                 up.record_failure(ti);
-                let kind = if err.is_parse() {
-                    ErrorKind::UpstreamBadResponse
-                } else {
-                    ErrorKind::UpstreamUnavailable
-                };
+                let kind = if err.is_parse() { ErrorKind::UpstreamBadResponse } else { ErrorKind::UpstreamUnavailable };
                 return Err(GatewayError::new(kind).with_detail(err.to_string()));
             }
             Ok(Ok(resp)) => resp,
@@ -179,31 +146,33 @@ pub async fn forward(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
             let server = hyper::upgrade::on(&mut resp);
             tokio::spawn(tunnel(client, server, slot));
             let (parts, _) = resp.into_parts();
-            return Ok(Flow::Respond(http::Response::from_parts(
-                parts,
-                RespBody::empty(),
-            )));
+            return Ok(Flow::Respond(http::Response::from_parts(parts, RespBody::empty())));
         }
 
         let (parts, incoming) = resp.into_parts();
         let mut body = RespBody::upstream(incoming, settings.timeout);
         let conn = (!ctx.upgrade).then_some(conn);
-        body.on_complete(Box::new(UpstreamDone {
-            upstream: up.clone(),
-            target: ti,
-            conn,
-            _slot: slot,
-        }));
+        body.on_complete(Box::new(UpstreamDone { upstream: up.clone(), target: ti, conn, _slot: slot }));
         return Ok(Flow::Respond(http::Response::from_parts(parts, body)));
     }
 }
 
+/// `base_path` + the request's path and query, as an origin-form URI (no copy without a
+/// base path).
+fn target_uri(base_path: &str, path: &bytes::Bytes) -> Result<Uri, GatewayError> {
+    let bytes = if base_path.is_empty() {
+        path.clone()
+    } else {
+        let mut b = Vec::with_capacity(base_path.len() + path.len());
+        b.extend_from_slice(base_path.as_bytes());
+        b.extend_from_slice(path);
+        bytes::Bytes::from(b)
+    };
+    Uri::from_maybe_shared(bytes).map_err(|e| GatewayError::internal(format!("upstream uri: {e}")))
+}
+
 /// Copies bytes both ways after a protocol switch, holding the in-flight slot meanwhile.
-async fn tunnel(
-    client: Option<hyper::upgrade::OnUpgrade>,
-    server: hyper::upgrade::OnUpgrade,
-    _slot: Inflight,
-) {
+async fn tunnel(client: Option<hyper::upgrade::OnUpgrade>, server: hyper::upgrade::OnUpgrade, _slot: Inflight) {
     let Some(client) = client else { return };
     let (Ok(c), Ok(s)) = (client.await, server.await) else {
         return;

@@ -49,9 +49,7 @@ impl Settings {
             eject_failures: eject.map_or(5, |e| e.consecutive_failures),
             eject_for: eject.map_or(Duration::from_secs(10), |e| e.duration.0),
             max_idle: pool.and_then(|p| p.max_idle).map_or(256, |n| n as usize),
-            idle_timeout: pool
-                .and_then(|p| p.idle_timeout)
-                .map_or(Duration::from_secs(60), |d| d.0),
+            idle_timeout: pool.and_then(|p| p.idle_timeout).map_or(Duration::from_secs(60), |d| d.0),
         }
     }
 }
@@ -79,16 +77,12 @@ struct Idle {
 fn mono_nanos() -> u64 {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
     let origin = *ORIGIN.get_or_init(Instant::now);
-    u64::try_from(origin.elapsed().as_nanos())
-        .unwrap_or(u64::MAX)
-        .saturating_add(1)
+    u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX).saturating_add(1)
 }
 
 /// Parses `http://host:port[/base]`. Errors are one-line messages for the config.
 pub fn parse_target(url: &str) -> Result<(String, u16, String), String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("target {url:?} is not a URL: {e}"))?;
+    let uri: http::Uri = url.parse().map_err(|e| format!("target {url:?} is not a URL: {e}"))?;
     match uri.scheme_str() {
         Some("http") => {}
         Some("https") => {
@@ -98,22 +92,14 @@ pub fn parse_target(url: &str) -> Result<(String, u16, String), String> {
         }
         _ => return Err(format!("target {url:?} must start with http://")),
     }
-    let auth = uri
-        .authority()
-        .ok_or_else(|| format!("target {url:?} has no host"))?;
+    let auth = uri.authority().ok_or_else(|| format!("target {url:?} has no host"))?;
     if auth.as_str().contains('@') {
-        return Err(format!(
-            "target {url:?}: credentials in the URL are not allowed"
-        ));
+        return Err(format!("target {url:?}: credentials in the URL are not allowed"));
     }
     if uri.query().is_some() {
         return Err(format!("target {url:?}: a query string is not allowed"));
     }
-    let host = auth
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
+    let host = auth.host().trim_start_matches('[').trim_end_matches(']').to_string();
     if host.is_empty() {
         return Err(format!("target {url:?} has no host"));
     }
@@ -158,32 +144,20 @@ impl Target {
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };
-        while idle
-            .front()
-            .is_some_and(|i| i.since.elapsed() >= settings.idle_timeout)
-        {
+        while idle.front().is_some_and(|i| i.since.elapsed() >= settings.idle_timeout) {
             idle.pop_front();
         }
         if idle.len() < settings.max_idle {
-            idle.push_back(Idle {
-                send,
-                since: Instant::now(),
-            });
+            idle.push_back(Idle { send, since: Instant::now() });
         }
     }
 
     /// Opens a TCP connection and an HTTP/1.1 client on it; the connection is driven by its
     /// own task. `upgrades` keeps it usable for a protocol switch (WebSocket).
-    pub async fn open(
-        &self,
-        connect_timeout: Duration,
-        upgrades: bool,
-    ) -> std::io::Result<SendRequest<ReqBody>> {
+    pub async fn open(&self, connect_timeout: Duration, upgrades: bool) -> std::io::Result<SendRequest<ReqBody>> {
         let stream = tokio::time::timeout(connect_timeout, self.connect())
             .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-            })??;
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
         let (send, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -203,12 +177,9 @@ impl Target {
     async fn connect(&self) -> std::io::Result<TcpStream> {
         let addrs: Vec<SocketAddr> = match self.ip {
             Some(ip) => vec![SocketAddr::new(ip, self.port)],
-            None => tokio::net::lookup_host((self.host.as_str(), self.port))
-                .await?
-                .collect(),
+            None => tokio::net::lookup_host((self.host.as_str(), self.port)).await?.collect(),
         };
-        let mut last =
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no address for upstream host");
+        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address for upstream host");
         for addr in addrs {
             match TcpStream::connect(addr).await {
                 Ok(s) => {
@@ -256,11 +227,7 @@ impl Upstream {
         if let Some(prev) = previous.filter(|p| p.spec == *spec) {
             return Ok(prev.clone());
         }
-        let targets = spec
-            .targets
-            .iter()
-            .map(|t| Target::new(t))
-            .collect::<Result<Vec<_>, _>>()?;
+        let targets = spec.targets.iter().map(|t| Target::new(t)).collect::<Result<Vec<_>, _>>()?;
         Ok(Arc::new(Upstream {
             name: Arc::from(name),
             spec: spec.clone(),
@@ -295,9 +262,7 @@ impl Upstream {
         }
         let now = mono_nanos();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let candidates = (0..n)
-            .map(|k| (start + k) % n)
-            .filter(|i| !tried.contains(i));
+        let candidates = (0..n).map(|k| (start + k) % n).filter(|i| !tried.contains(i));
         let mut fallback: Option<(u64, usize)> = None;
         for (i, t) in candidates.filter_map(|i| self.targets.get(i).map(|t| (i, t))) {
             if !t.ejected(now) {
@@ -320,9 +285,8 @@ impl Upstream {
         let n = t.failures.fetch_add(1, Ordering::AcqRel) + 1;
         if n >= self.settings.eject_failures.max(1) {
             t.failures.store(0, Ordering::Release);
-            let until = mono_nanos().saturating_add(
-                u64::try_from(self.settings.eject_for.as_nanos()).unwrap_or(u64::MAX),
-            );
+            let until =
+                mono_nanos().saturating_add(u64::try_from(self.settings.eject_for.as_nanos()).unwrap_or(u64::MAX));
             t.ejected_until.store(until, Ordering::Release);
             tracing::warn!(upstream = %self.name, target, "upstream target ejected after {n} consecutive failures");
             return true;
@@ -365,20 +329,10 @@ mod tests {
 
     #[test]
     fn targets_parse() {
-        assert_eq!(
-            parse_target("http://127.0.0.1:9001").unwrap(),
-            ("127.0.0.1".into(), 9001, "".into())
-        );
-        assert_eq!(
-            parse_target("http://[::1]:80/base/").unwrap(),
-            ("::1".into(), 80, "/base".into())
-        );
+        assert_eq!(parse_target("http://127.0.0.1:9001").unwrap(), ("127.0.0.1".into(), 9001, "".into()));
+        assert_eq!(parse_target("http://[::1]:80/base/").unwrap(), ("::1".into(), 80, "/base".into()));
         assert_eq!(parse_target("http://svc").unwrap().1, 80);
-        assert!(
-            parse_target("https://x")
-                .unwrap_err()
-                .contains("not supported")
-        );
+        assert!(parse_target("https://x").unwrap_err().contains("not supported"));
         assert!(parse_target("ftp://x").is_err());
         assert!(parse_target("http://u:p@x").is_err());
         assert!(parse_target("http://x/?q=1").is_err());
@@ -387,25 +341,14 @@ mod tests {
 
     #[test]
     fn round_robin_skips_ejected_and_tried() {
-        let u = upstream(
-            &[
-                "http://127.0.0.1:1",
-                "http://127.0.0.1:2",
-                "http://127.0.0.1:3",
-            ],
-            10,
-        );
+        let u = upstream(&["http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3"], 10);
         let picks: Vec<usize> = (0..6).map(|_| u.pick(&[]).unwrap()).collect();
         assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
         assert!(!u.record_failure(1));
         assert!(u.record_failure(1));
         let picks: Vec<usize> = (0..4).map(|_| u.pick(&[]).unwrap()).collect();
         assert!(!picks.contains(&1), "{picks:?}");
-        assert_eq!(
-            u.pick(&[0, 2]),
-            Some(1),
-            "all others tried: use the ejected one"
-        );
+        assert_eq!(u.pick(&[0, 2]), Some(1), "all others tried: use the ejected one");
         u.record_success(1);
         assert!((0..3).any(|_| u.pick(&[]) == Some(1)));
     }
