@@ -9,7 +9,30 @@ use crate::pipeline::RequestCtx;
 use crate::proxy::body::{Completion, RespBody};
 use access_log::Record;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
+
+/// Gateway-side errors (upstream down, timeouts) are logged at most once per second, with
+/// the number of lines suppressed since: a failing upstream under load must not turn every
+/// request into a stderr write. Metrics and the access log still count every one.
+struct LogLimiter {
+    second: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+static ERROR_LOG: LogLimiter = LogLimiter { second: AtomicU64::new(0), suppressed: AtomicU64::new(0) };
+
+impl LogLimiter {
+    /// `Some(suppressed)` when a line may be written in this second.
+    fn admit(&self, now_secs: u64) -> Option<u64> {
+        if self.second.swap(now_secs, Ordering::Relaxed) != now_secs {
+            Some(self.suppressed.swap(0, Ordering::Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
 
 /// Milliseconds with microsecond precision (keeps log lines short and readable).
 fn millis(d: std::time::Duration) -> f64 {
@@ -45,8 +68,11 @@ impl Completion for LogOnFinish {
 /// Attaches the logging phase to the response: it runs when the body ends or is dropped.
 /// Takes the request id and path out of the context (the request is over).
 pub fn attach(ctx: &mut RequestCtx, resp: &mut http::Response<RespBody>, error: Option<&GatewayError>) {
-    if let Some(e) = error.filter(|e| e.kind.side() != Side::Downstream) {
-        tracing::warn!(request_id = ?ctx.request_id, route = ctx.route.as_ref().map(|r| &*r.name), "{e}");
+    if let Some(e) = error.filter(|e| e.kind.side() != Side::Downstream)
+        && let Some(suppressed) = ERROR_LOG.admit(ctx.gw.clock.now() / 1_000_000_000)
+    {
+        let route = ctx.route.as_ref().map(|r| &*r.name);
+        tracing::warn!(request_id = ?ctx.request_id, route, suppressed, "{e}");
     }
     let route = ctx.route.as_ref();
     let status = resp.status().as_u16();

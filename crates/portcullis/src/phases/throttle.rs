@@ -13,8 +13,7 @@ use crate::pipeline::{Flow, RateReport, RequestCtx};
 use portcullis_limit::Decision;
 use std::sync::Arc;
 
-fn check(ctx: &mut RequestCtx, limit: &Arc<LimitRt>, kind: ErrorKind) -> Result<(), GatewayError> {
-    let now = ctx.gw.clock.now();
+fn check(ctx: &mut RequestCtx, limit: &Arc<LimitRt>, kind: ErrorKind, now: u64) -> Result<(), GatewayError> {
     match limit.bucket.check(now) {
         Decision::Allowed { remaining } => {
             if ctx.rate.as_ref().is_none_or(|r| remaining < r.remaining) {
@@ -35,9 +34,10 @@ pub fn throttle(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
     let Some(route) = ctx.route.clone() else {
         return Ok(Flow::Continue);
     };
-    check(ctx, &route.limit, ErrorKind::RouteLimit)?;
+    let now = ctx.gw.clock.now();
+    check(ctx, &route.limit, ErrorKind::RouteLimit, now)?;
     if let Some(global) = ctx.rt.global.clone() {
-        check(ctx, &global, ErrorKind::GlobalLimit)?;
+        check(ctx, &global, ErrorKind::GlobalLimit, now)?;
     }
     Ok(Flow::Continue)
 }

@@ -7,10 +7,13 @@
 //!   timeout between chunks, and runs a [`Completion`] exactly once when the response ends or
 //!   is dropped (access log, metrics, connection back to the pool, concurrency slot freed).
 
+use super::upstream::{Inflight, Upstream};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
@@ -163,7 +166,29 @@ impl std::fmt::Debug for RespBody {
 
 enum RespKind {
     Full(Option<Bytes>),
-    Upstream { body: Incoming, idle: Duration, sleep: Option<Pin<Box<Sleep>>> },
+    Upstream { body: Incoming, idle: Duration, sleep: Option<Pin<Box<Sleep>>>, lease: Option<Lease> },
+}
+
+/// What an upstream response holds until it ends: its in-flight slot, and the connection,
+/// which goes back to the pool only when the exchange completed cleanly.
+#[derive(Debug)]
+pub struct Lease {
+    /// The upstream.
+    pub upstream: Arc<Upstream>,
+    /// Index of the target the connection belongs to.
+    pub target: usize,
+    /// The connection (none for protocol switches, which never return to the pool).
+    pub conn: Option<SendRequest<ReqBody>>,
+    /// The in-flight slot, freed on drop.
+    pub slot: Inflight,
+}
+
+impl Lease {
+    fn release(self, complete: bool) {
+        if let (true, Some(conn), Some(t)) = (complete, self.conn, self.upstream.targets.get(self.target)) {
+            t.put_idle(conn, &self.upstream.settings);
+        }
+    }
 }
 
 impl RespBody {
@@ -178,33 +203,30 @@ impl RespBody {
         RespBody { kind: RespKind::Full(None), bytes: 0, completion: None }
     }
 
-    /// An upstream's body; each wait for the next chunk may last at most `idle`.
-    pub fn upstream(body: Incoming, idle: Duration) -> RespBody {
-        RespBody { kind: RespKind::Upstream { body, idle, sleep: None }, bytes: 0, completion: None }
+    /// An upstream's body; each wait for the next chunk may last at most `idle`. The lease
+    /// is released when the body ends.
+    pub fn upstream(body: Incoming, idle: Duration, lease: Lease) -> RespBody {
+        RespBody {
+            kind: RespKind::Upstream { body, idle, sleep: None, lease: Some(lease) },
+            bytes: 0,
+            completion: None,
+        }
     }
 
-    /// Adds work for the end of the response. Several completions chain in order.
+    /// Sets the work for the end of the response (the logging phase; one per response).
     pub fn on_complete(&mut self, c: Box<dyn Completion>) {
-        self.completion = Some(match self.completion.take() {
-            None => c,
-            Some(first) => Box::new(Chain(first, c)),
-        });
+        self.completion = Some(c);
     }
 
     fn finish(&mut self, complete: bool, error: Option<&'static str>) {
+        if let RespKind::Upstream { lease, .. } = &mut self.kind
+            && let Some(l) = lease.take()
+        {
+            l.release(complete);
+        }
         if let Some(c) = self.completion.take() {
             c.finish(complete, self.bytes, error);
         }
-    }
-}
-
-struct Chain(Box<dyn Completion>, Box<dyn Completion>);
-
-impl Completion for Chain {
-    fn finish(self: Box<Self>, complete: bool, bytes: u64, error: Option<&'static str>) {
-        let Chain(a, b) = *self;
-        a.finish(complete, bytes, error);
-        b.finish(complete, bytes, error);
     }
 }
 
@@ -225,7 +247,7 @@ impl Body for RespBody {
         let this = self.get_mut();
         let polled = match &mut this.kind {
             RespKind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            RespKind::Upstream { body, idle, sleep } => match Pin::new(body).poll_frame(cx) {
+            RespKind::Upstream { body, idle, sleep, .. } => match Pin::new(body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Some(s) = sleep.as_mut() {
                         s.as_mut().reset(Instant::now() + *idle);

@@ -12,32 +12,14 @@ pub mod upstream;
 
 use crate::error::{ErrorKind, GatewayError};
 use crate::pipeline::{Flow, RequestCtx};
-use body::{BodyError, BodyErrorKind, Completion, ReqBody, RespBody};
+use body::{BodyError, BodyErrorKind, Lease, ReqBody, RespBody};
 use http::{Method, Request, StatusCode, Uri, Version};
-use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use std::sync::Arc;
 use std::time::Instant;
-use upstream::{Inflight, Upstream};
+use upstream::Inflight;
 
 fn idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
-}
-
-/// Returns the connection to its pool when the response ended cleanly, and frees the slot.
-struct UpstreamDone {
-    upstream: Arc<Upstream>,
-    target: usize,
-    conn: Option<SendRequest<ReqBody>>,
-    _slot: Inflight,
-}
-
-impl Completion for UpstreamDone {
-    fn finish(self: Box<Self>, complete: bool, _bytes: u64, _error: Option<&'static str>) {
-        if let (true, Some(conn), Some(t)) = (complete, self.conn, self.upstream.targets.get(self.target)) {
-            t.put_idle(conn, &self.upstream.settings);
-        }
-    }
 }
 
 fn body_error(kind: BodyErrorKind) -> GatewayError {
@@ -150,10 +132,11 @@ pub async fn forward(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
         }
 
         let (parts, incoming) = resp.into_parts();
-        let mut body = RespBody::upstream(incoming, settings.timeout);
-        let conn = (!ctx.upgrade).then_some(conn);
-        body.on_complete(Box::new(UpstreamDone { upstream: up.clone(), target: ti, conn, _slot: slot }));
-        return Ok(Flow::Respond(http::Response::from_parts(parts, body)));
+        let lease = Lease { upstream: up.clone(), target: ti, conn: (!ctx.upgrade).then_some(conn), slot };
+        return Ok(Flow::Respond(http::Response::from_parts(
+            parts,
+            RespBody::upstream(incoming, settings.timeout, lease),
+        )));
     }
 }
 
