@@ -50,8 +50,6 @@ pub enum ErrorKind {
     UpstreamSaturated,
     /// The upstream did not answer in time.
     UpstreamTimeout,
-    /// The gateway is shutting down.
-    ShuttingDown,
     /// A bug: the gateway could not handle the request.
     Internal,
 }
@@ -70,7 +68,7 @@ impl ErrorKind {
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             RouteLimit | GlobalLimit => StatusCode::TOO_MANY_REQUESTS,
             UpstreamUnavailable | UpstreamBadResponse => StatusCode::BAD_GATEWAY,
-            UpstreamSaturated | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamSaturated => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -95,7 +93,6 @@ impl ErrorKind {
             UpstreamBadResponse => "upstream.bad_response",
             UpstreamSaturated => "upstream.saturated",
             UpstreamTimeout => "upstream.timeout",
-            ShuttingDown => "server.shutting_down",
             Internal => "internal.error",
         }
     }
@@ -119,7 +116,6 @@ impl ErrorKind {
             UpstreamBadResponse => "Upstream sent an invalid response",
             UpstreamSaturated => "Upstream at capacity",
             UpstreamTimeout => "Upstream timed out",
-            ShuttingDown => "Gateway is shutting down",
             Internal => "Internal gateway error",
         }
     }
@@ -280,7 +276,6 @@ mod tests {
             UpstreamBadResponse,
             UpstreamSaturated,
             UpstreamTimeout,
-            ShuttingDown,
             Internal,
         ] {
             let v: serde_json::Value = serde_json::from_slice(&problem_body(kind, "id-1")).unwrap();

@@ -268,7 +268,7 @@ impl Conn {
                 let mut b = hyper::server::conn::http1::Builder::new();
                 b.timer(TokioTimer::new())
                     .header_read_timeout(l.header_timeout)
-                    .max_headers(l.max_headers.min(100))
+                    .max_headers(l.max_headers)
                     .max_header_size(l.max_header_bytes + l.max_uri_bytes + 1024);
                 drive!(b.serve_connection(io, service).with_upgrades(), self.stop.clone())
             }
