@@ -1,4 +1,5 @@
 //! Pure functions every request goes through. Speed targets live here, not in tests.
+#![allow(clippy::indexing_slicing, clippy::unwrap_used)] // fixed benchmark data
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Method;
 use portcullis::phases::path::normalize;
@@ -7,8 +8,12 @@ use std::hint::black_box;
 
 fn paths(c: &mut Criterion) {
     c.bench_function("normalize_plain", |b| b.iter(|| black_box(normalize(black_box("/api/v1/orders/12345/items")))));
-    c.bench_function("normalize_dirty", |b| b.iter(|| black_box(normalize(black_box("/api//v1/./orders/%61/../12345/items")))));
-    c.bench_function("normalize_refused", |b| b.iter(|| black_box(normalize(black_box("/api/v1/..%2f..%2fetc/passwd")))));
+    c.bench_function("normalize_dirty", |b| {
+        b.iter(|| black_box(normalize(black_box("/api//v1/./orders/%61/../12345/items"))))
+    });
+    c.bench_function("normalize_refused", |b| {
+        b.iter(|| black_box(normalize(black_box("/api/v1/..%2f..%2fetc/passwd"))))
+    });
 }
 
 fn routing(c: &mut Criterion) {
@@ -16,7 +21,8 @@ fn routing(c: &mut Criterion) {
         .map(|i| (format!("/svc{i}/orders/{{id}}/items/{{item}}"), vec![Method::GET], Vec::new()))
         .chain((0..50).map(|i| (format!("/static{i}/*"), vec![], vec![format!("host{i}.example.com")])))
         .collect();
-    let templates: Vec<Template> = specs.iter().map(|s| Template::parse(&s.0).unwrap_or_else(|_| Template::root())).collect();
+    let templates: Vec<Template> =
+        specs.iter().map(|s| Template::parse(&s.0).unwrap_or_else(|_| Template::root())).collect();
     let names: Vec<String> = (0..specs.len()).map(|i| format!("r{i}")).collect();
     let entries: Vec<RouteEntry> = specs
         .iter()
@@ -30,7 +36,9 @@ fn routing(c: &mut Criterion) {
     c.bench_function("route_250_routes_host_wildcard", |b| {
         b.iter(|| black_box(router.find(Some("host7.example.com"), black_box("/static7/a/b/c.css"), &Method::GET)))
     });
-    c.bench_function("route_not_found", |b| b.iter(|| black_box(router.find(None, black_box("/nope/x"), &Method::GET))));
+    c.bench_function("route_not_found", |b| {
+        b.iter(|| black_box(router.find(None, black_box("/nope/x"), &Method::GET)))
+    });
 }
 
 fn misc(c: &mut Criterion) {
@@ -38,7 +46,12 @@ fn misc(c: &mut Criterion) {
         b.iter(|| black_box(portcullis::phases::hygiene::normalize_host(black_box("Api.Example.com:8443"))))
     });
     c.bench_function("problem_body", |b| {
-        b.iter(|| black_box(portcullis::error::problem_body(portcullis::error::ErrorKind::RouteLimit, black_box("0123456789abcdef0123456789abcdef"))))
+        b.iter(|| {
+            black_box(portcullis::error::problem_body(
+                portcullis::error::ErrorKind::RouteLimit,
+                black_box("0123456789abcdef0123456789abcdef"),
+            ))
+        })
     });
     c.bench_function("new_request_id", |b| b.iter(|| black_box(portcullis::headers::new_request_id())));
 }

@@ -4,14 +4,16 @@
 //!   given a total deadline while it streams (slow POST); going over either ends the stream
 //!   with a [`BodyError`] that the proxy turns into 413 or 408.
 //! - [`RespBody`]: what goes to the client. It counts bytes, enforces the upstream's idle
-//!   timeout between chunks, and runs a [`Completion`] exactly once when the response ends or
-//!   is dropped (access log, metrics, connection back to the pool, concurrency slot freed).
+//!   timeout between chunks, gives the upstream connection back to the pool and frees the
+//!   concurrency slot when the response ends, and runs a [`Completion`] exactly once when the
+//!   response ends or is dropped (access log, metrics).
 
+use super::h1::UpConn;
+use super::h1_body::UpstreamBody;
 use super::upstream::{Inflight, Upstream};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -49,7 +51,7 @@ impl std::fmt::Display for BodyError {
 impl std::error::Error for BodyError {}
 
 impl BodyError {
-    /// Finds a `BodyError` in an error's source chain (hyper wraps body errors).
+    /// Finds a `BodyError` in an error's source chain.
     pub fn find(err: &(dyn std::error::Error + 'static)) -> Option<BodyErrorKind> {
         let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
         while let Some(e) = cur {
@@ -166,31 +168,28 @@ impl std::fmt::Debug for RespBody {
 
 enum RespKind {
     Full(Option<Bytes>),
-    Upstream { body: Incoming, idle: Duration, sleep: Option<Pin<Box<Sleep>>>, lease: Option<Lease> },
+    Upstream { body: UpstreamBody, idle: Duration, sleep: Option<Pin<Box<Sleep>>>, lease: Option<Lease> },
 }
 
-/// What an upstream response holds until it ends: its in-flight slot, and the connection,
-/// which goes back to the pool only when the exchange completed cleanly.
+/// What an upstream response holds until it ends: its in-flight slot, and where its
+/// connection goes back to when the exchange ended cleanly.
 #[derive(Debug)]
 pub struct Lease {
     /// The upstream.
     pub upstream: Arc<Upstream>,
     /// Index of the target the connection belongs to.
     pub target: usize,
-    /// The connection (none for protocol switches, which never return to the pool).
-    pub conn: Option<SendRequest<ReqBody>>,
     /// The in-flight slot, freed on drop.
     pub slot: Inflight,
 }
 
 impl Lease {
-    fn release(self, complete: bool) {
-        if let (true, Some(conn), Some(t)) = (complete, self.conn, self.upstream.targets.get(self.target)) {
+    fn release(self, conn: Option<UpConn>) {
+        if let (Some(conn), Some(t)) = (conn, self.upstream.targets.get(self.target)) {
             t.put_idle(conn, &self.upstream.settings);
         }
     }
 }
-
 impl RespBody {
     /// A body from memory.
     pub fn full(bytes: impl Into<Bytes>) -> RespBody {
@@ -205,7 +204,7 @@ impl RespBody {
 
     /// An upstream's body; each wait for the next chunk may last at most `idle`. The lease
     /// is released when the body ends.
-    pub fn upstream(body: Incoming, idle: Duration, lease: Lease) -> RespBody {
+    pub fn upstream(body: UpstreamBody, idle: Duration, lease: Lease) -> RespBody {
         RespBody {
             kind: RespKind::Upstream { body, idle, sleep: None, lease: Some(lease) },
             bytes: 0,
@@ -219,10 +218,10 @@ impl RespBody {
     }
 
     fn finish(&mut self, complete: bool, error: Option<&'static str>) {
-        if let RespKind::Upstream { lease, .. } = &mut self.kind
+        if let RespKind::Upstream { lease, body, .. } = &mut self.kind
             && let Some(l) = lease.take()
         {
-            l.release(complete);
+            l.release(if complete { body.reusable() } else { None });
         }
         if let Some(c) = self.completion.take() {
             c.finish(complete, self.bytes, error);

@@ -4,10 +4,8 @@
 //! An `Upstream` survives a config reload when its settings did not change, so in-flight
 //! counts, ejections and warm connections are not reset by a reload.
 
-use super::body::ReqBody;
+use super::h1::UpConn;
 use crate::config::model;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -70,7 +68,7 @@ pub struct Target {
 
 #[derive(Debug)]
 struct Idle {
-    send: SendRequest<ReqBody>,
+    conn: UpConn,
     since: Instant,
 }
 
@@ -125,55 +123,38 @@ impl Target {
         self.ejected_until.load(Ordering::Relaxed) > now
     }
 
-    /// A warm connection, newest first; closed or expired ones are dropped on the way.
-    pub fn take_idle(&self, idle_timeout: Duration) -> Option<SendRequest<ReqBody>> {
+    /// A warm connection, newest first; expired ones are dropped on the way. A connection
+    /// the upstream closed meanwhile is detected when it is used (see `proxy::forward`).
+    pub fn take_idle(&self, idle_timeout: Duration) -> Option<UpConn> {
         let mut idle = self.idle.lock().ok()?;
         while let Some(i) = idle.pop_back() {
-            if !i.send.is_closed() && i.since.elapsed() < idle_timeout {
-                return Some(i.send);
+            if i.since.elapsed() < idle_timeout {
+                let mut conn = i.conn;
+                conn.reused = true;
+                return Some(conn);
             }
         }
         None
     }
 
     /// Returns a connection whose last exchange completed cleanly.
-    pub fn put_idle(&self, send: SendRequest<ReqBody>, settings: &Settings) {
-        if send.is_closed() {
-            return;
-        }
-        let Ok(mut idle) = self.idle.lock() else {
-            return;
-        };
+    pub fn put_idle(&self, conn: UpConn, settings: &Settings) {
+        let Ok(mut idle) = self.idle.lock() else { return };
         while idle.front().is_some_and(|i| i.since.elapsed() >= settings.idle_timeout) {
             idle.pop_front();
         }
         if idle.len() < settings.max_idle {
-            idle.push_back(Idle { send, since: Instant::now() });
+            idle.push_back(Idle { conn, since: Instant::now() });
         }
     }
 
-    /// Opens a TCP connection and an HTTP/1.1 client on it; the connection is driven by its
-    /// own task. `upgrades` keeps it usable for a protocol switch (WebSocket).
-    pub async fn open(&self, connect_timeout: Duration, upgrades: bool) -> std::io::Result<SendRequest<ReqBody>> {
+    /// Opens a TCP connection.
+    pub async fn open(&self, connect_timeout: Duration) -> std::io::Result<UpConn> {
         let stream = tokio::time::timeout(connect_timeout, self.connect())
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-        let (send, conn) = hyper::client::conn::http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(std::io::Error::other)?;
-        if upgrades {
-            tokio::spawn(async move {
-                let _ = conn.with_upgrades().await;
-            });
-        } else {
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-        }
-        Ok(send)
+        Ok(UpConn::new(stream))
     }
-
     async fn connect(&self) -> std::io::Result<TcpStream> {
         let addrs: Vec<SocketAddr> = match self.ip {
             Some(ip) => vec![SocketAddr::new(ip, self.port)],
