@@ -5,6 +5,7 @@
 //! - [`GatewayProcess`]: the real binary, for signals, exit codes and memory;
 //! - [`MockUpstream`]: a backend that records what it received, parsed and as raw bytes, so
 //!   a test can assert that an attack never reached it;
+//! - [`ScriptedUpstream`]: a raw TCP backend that misbehaves on cue;
 //! - [`client`]: HTTP/1.1, HTTP/2 and TLS requests, and a raw TCP client;
 //! - [`Pki`]: a CA, a server certificate and client certificates made with rcgen.
 
@@ -14,10 +15,12 @@
 pub mod client;
 mod gateway;
 mod pki;
+mod scripted;
 mod upstream;
 
 pub use gateway::{GatewayProcess, TestGateway, free_port};
 pub use pki::Pki;
+pub use scripted::{ScriptedUpstream, Step};
 pub use upstream::{MockUpstream, Recorded, Reply};
 
 /// Polls `check` every 10 ms until it is true or `timeout` passes; returns the last result.
