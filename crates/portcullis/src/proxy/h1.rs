@@ -33,6 +33,8 @@ const MAX_INTERIM: usize = 8;
 pub struct UpConn {
     pub(crate) io: TcpStream,
     pub(crate) buf: BytesMut,
+    /// Reused for every request head written on this connection.
+    wbuf: Vec<u8>,
     /// It served a request before (came from the pool).
     pub reused: bool,
 }
@@ -40,7 +42,7 @@ pub struct UpConn {
 impl UpConn {
     /// A fresh connection.
     pub fn new(io: TcpStream) -> UpConn {
-        UpConn { io, buf: BytesMut::with_capacity(8 * 1024), reused: false }
+        UpConn { io, buf: BytesMut::with_capacity(8 * 1024), wbuf: Vec::with_capacity(512), reused: false }
     }
 
     /// Checks, without blocking, that the peer has not closed an idle connection or sent
@@ -156,7 +158,8 @@ pub async fn send(
     mut body: ReqBody,
 ) -> Result<(UpConn, Head), SendError> {
     let framing = request_framing(method, &body);
-    let mut out = Vec::with_capacity(512);
+    let mut out = std::mem::take(&mut conn.wbuf);
+    out.clear();
     encode_head(method, target, headers, &framing, &mut out);
     let in_memory = match &mut body {
         ReqBody::Empty => true,
@@ -168,7 +171,11 @@ pub async fn send(
         }
         ReqBody::Stream(_) => false,
     };
-    if let Err(e) = conn.io.write_all(&out).await {
+    let written = conn.io.write_all(&out).await;
+    if out.capacity() <= 64 * 1024 {
+        conn.wbuf = out; // keep the buffer for the next request (not a large body's)
+    }
+    if let Err(e) = written {
         return Err(SendError::Stale { body: Some(body), error: e });
     }
     if in_memory {
@@ -270,7 +277,9 @@ async fn read_head_from<R: tokio::io::AsyncRead + Unpin>(
         if buf.len() >= MAX_HEAD {
             return Err(SendError::BadResponse("response head too large"));
         }
-        buf.reserve(8 * 1024);
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(8 * 1024);
+        }
         match rd.read_buf(buf).await {
             Ok(0) if !seen_any => {
                 return Err(SendError::Stale { body: None, error: io::ErrorKind::UnexpectedEof.into() });
