@@ -342,6 +342,7 @@ fn routes(
                 limit: limit_rt(throttle, "route", prev_limit),
                 max_body_bytes,
                 log_sample,
+                metrics: std::sync::OnceLock::new(),
             }));
         }
         parsed.push((template, hosts, methods));

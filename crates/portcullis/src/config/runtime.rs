@@ -129,6 +129,8 @@ pub struct RouteRt {
     pub max_body_bytes: u64,
     /// Share of successful requests logged.
     pub log_sample: f64,
+    /// Metric handles, made on the route's first request.
+    pub metrics: std::sync::OnceLock<crate::observe::metrics::RouteHandles>,
 }
 
 /// Access-log destination.

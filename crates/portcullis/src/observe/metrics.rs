@@ -51,6 +51,13 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 18))
 }
 
+/// A route's `requests_total{status="200"}` and duration histogram.
+#[derive(Debug, Clone)]
+pub struct RouteHandles {
+    ok: Counter,
+    duration: Histogram,
+}
+
 /// All metrics of one gateway process.
 pub struct Metrics {
     registry: Registry,
@@ -147,11 +154,38 @@ impl Metrics {
     }
 
     /// One finished request.
-    pub fn request(&self, route: &Arc<str>, status: u16, took: Duration, reason: Option<&'static str>) {
-        self.requests.get_or_create(&RouteStatus { route: route.clone(), status }).inc();
-        self.request_duration.get_or_create(&RouteLabel { route: route.clone() }).observe(took.as_secs_f64());
+    pub fn request(
+        &self,
+        route: &Arc<str>,
+        cached: Option<&RouteHandles>,
+        status: u16,
+        took: Duration,
+        reason: Option<&'static str>,
+    ) {
+        match cached {
+            Some(h) => {
+                if status == 200 {
+                    h.ok.inc();
+                } else {
+                    self.requests.get_or_create(&RouteStatus { route: route.clone(), status }).inc();
+                }
+                h.duration.observe(took.as_secs_f64());
+            }
+            None => {
+                self.requests.get_or_create(&RouteStatus { route: route.clone(), status }).inc();
+                self.request_duration.get_or_create(&RouteLabel { route: route.clone() }).observe(took.as_secs_f64());
+            }
+        }
         if let Some(reason) = reason {
             self.rejections.get_or_create(&RouteReason { route: route.clone(), reason }).inc();
+        }
+    }
+
+    /// Handles for a route's most frequent series, so most requests skip the label lookups.
+    pub fn route_handles(&self, route: &Arc<str>) -> RouteHandles {
+        RouteHandles {
+            ok: self.requests.get_or_create_owned(&RouteStatus { route: route.clone(), status: 200 }),
+            duration: self.request_duration.get_or_create_owned(&RouteLabel { route: route.clone() }),
         }
     }
 

@@ -43,6 +43,7 @@ struct LogOnFinish {
     gw: Arc<crate::state::Gateway>,
     record: Option<Record>,
     route_label: Arc<str>,
+    route: Option<Arc<crate::config::runtime::RouteRt>>,
     status: u16,
     reason: Option<&'static str>,
     started: Instant,
@@ -52,7 +53,9 @@ struct LogOnFinish {
 impl Completion for LogOnFinish {
     fn finish(self: Box<Self>, _complete: bool, bytes: u64, error: Option<&'static str>) {
         let took = self.started.elapsed();
-        self.gw.metrics.request(&self.route_label, self.status, took, self.reason);
+        let metrics = &self.gw.metrics;
+        let cached = self.route.as_ref().map(|r| r.metrics.get_or_init(|| metrics.route_handles(&r.name)));
+        metrics.request(&self.route_label, cached, self.status, took, self.reason);
         let Some(mut record) = self.record else { return };
         record.bytes_out = bytes;
         record.duration_ms = millis(took);
@@ -105,6 +108,7 @@ pub fn attach(ctx: &mut RequestCtx, resp: &mut http::Response<RespBody>, error: 
         gw: ctx.gw.clone(),
         record,
         route_label: route.map_or_else(|| ctx.gw.metrics.no_route.clone(), |r| r.name.clone()),
+        route: ctx.route.clone(),
         status,
         reason,
         started: ctx.started,

@@ -323,89 +323,103 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, S
     let head_bytes: Bytes = buf.split_to(len).freeze();
     // Room for what the response phase adds (request id, RateLimit fields) without regrowing.
     let mut headers = HeaderMap::with_capacity(spans.len() + 4);
+    let mut facts = Facts::default();
     for (name, start, end) in spans {
         let value = HeaderValue::from_maybe_shared(head_bytes.slice(start..end))
             .map_err(|_| SendError::BadResponse("invalid header value"))?;
+        facts.observe(&name, value.as_bytes())?;
         headers.append(name, value);
     }
-    let (framing, mut keep_alive) = framing(&headers, status, version, method)?;
-    let connection_says = |token: &str| {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| v.to_str().unwrap_or("").split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    };
-    keep_alive &= match version {
-        Version::HTTP_11 => !connection_says("close"),
-        _ => connection_says("keep-alive") && !connection_says("close"),
-    };
+    let (framing, keep_alive) = facts.framing(status, version, method)?;
     Ok(Some(Head { status, version, headers, framing, keep_alive }))
 }
 
-/// RFC 9112 §6.3, strictly.
-fn framing(
-    headers: &HeaderMap,
-    status: StatusCode,
-    version: Version,
-    method: &Method,
-) -> Result<(Framing, bool), SendError> {
-    if status == StatusCode::SWITCHING_PROTOCOLS {
-        return Ok((Framing::Upgrade, false));
-    }
-    let te: Vec<&HeaderValue> = headers.get_all(header::TRANSFER_ENCODING).iter().collect();
-    let cl = content_length(headers)?;
-    if !te.is_empty() && cl.is_some() {
-        return Err(SendError::BadResponse("both Content-Length and Transfer-Encoding"));
-    }
-    if *method == Method::HEAD
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        return Ok((Framing::Empty, true));
-    }
-    if !te.is_empty() {
-        if version != Version::HTTP_11 {
-            return Err(SendError::BadResponse("Transfer-Encoding in an HTTP/1.0 response"));
-        }
-        let last = te.last().and_then(|v| v.to_str().ok()).and_then(|v| v.rsplit(',').next()).map(str::trim);
-        return match last {
-            Some(t) if t.eq_ignore_ascii_case("chunked") => {
-                let codings = te.iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(','));
-                if codings.filter(|t| t.trim().eq_ignore_ascii_case("chunked")).count() > 1 {
-                    return Err(SendError::BadResponse("chunked applied twice"));
+/// What the framing and connection headers said, gathered while the head is read (one pass,
+/// no map lookups).
+#[derive(Debug, Default)]
+struct Facts {
+    content_length: Option<u64>,
+    transfer_encoding: bool,
+    /// The last transfer-coding seen is `chunked`.
+    chunked_last: bool,
+    chunked_count: u32,
+    close: bool,
+    keep_alive: bool,
+}
+
+fn trimmed(part: &[u8]) -> &[u8] {
+    part.trim_ascii()
+}
+
+impl Facts {
+    fn observe(&mut self, name: &HeaderName, value: &[u8]) -> Result<(), SendError> {
+        if *name == header::CONTENT_LENGTH {
+            // Every value, and every element of a list, must be the same digits.
+            for part in value.split(|b| *b == b',').map(trimmed) {
+                if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                    return Err(SendError::BadResponse("malformed Content-Length"));
                 }
-                Ok((Framing::Chunked, true))
+                let n = part.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
+                if self.content_length.is_some_and(|f| f != n) {
+                    return Err(SendError::BadResponse("conflicting Content-Length"));
+                }
+                self.content_length = Some(n);
             }
-            // Not chunked last: the body runs until close (RFC 9112 §6.3 item 4).
-            _ => Ok((Framing::Close, false)),
-        };
+        } else if *name == header::TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+            for coding in value.split(|b| *b == b',').map(trimmed) {
+                let chunked = coding.eq_ignore_ascii_case(b"chunked");
+                self.chunked_count += u32::from(chunked);
+                self.chunked_last = chunked;
+            }
+        } else if *name == header::CONNECTION {
+            for token in value.split(|b| *b == b',').map(trimmed) {
+                self.close |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+        Ok(())
     }
-    match cl {
-        Some(n) => Ok((if n == 0 { Framing::Empty } else { Framing::Length(n) }, true)),
-        None => Ok((Framing::Close, false)),
-    }
-}
 
-/// Every `Content-Length` value (and every element of a list) must be the same digits.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, SendError> {
-    let mut found: Option<u64> = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|b| *b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                return Err(SendError::BadResponse("malformed Content-Length"));
+    /// RFC 9112 §6.3, strictly; and whether the connection may be reused.
+    fn framing(&self, status: StatusCode, version: Version, method: &Method) -> Result<(Framing, bool), SendError> {
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Ok((Framing::Upgrade, false));
+        }
+        if self.transfer_encoding && self.content_length.is_some() {
+            return Err(SendError::BadResponse("both Content-Length and Transfer-Encoding"));
+        }
+        let reusable = match version {
+            Version::HTTP_11 => !self.close,
+            _ => self.keep_alive && !self.close,
+        };
+        if *method == Method::HEAD
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            return Ok((Framing::Empty, reusable));
+        }
+        if self.transfer_encoding {
+            if version != Version::HTTP_11 {
+                return Err(SendError::BadResponse("Transfer-Encoding in an HTTP/1.0 response"));
             }
-            let n = part.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
-            if found.is_some_and(|f| f != n) {
-                return Err(SendError::BadResponse("conflicting Content-Length"));
+            if !self.chunked_last {
+                // Not chunked last: the body runs until close (RFC 9112 §6.3 item 4).
+                return Ok((Framing::Close, false));
             }
-            found = Some(n);
+            if self.chunked_count > 1 {
+                return Err(SendError::BadResponse("chunked applied twice"));
+            }
+            return Ok((Framing::Chunked, reusable));
+        }
+        match self.content_length {
+            Some(0) => Ok((Framing::Empty, reusable)),
+            Some(n) => Ok((Framing::Length(n), reusable)),
+            None => Ok((Framing::Close, false)),
         }
     }
-    Ok(found)
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
