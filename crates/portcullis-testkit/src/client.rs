@@ -183,3 +183,19 @@ pub fn statuses(bytes: &[u8]) -> Vec<u16> {
     let text = String::from_utf8_lossy(bytes);
     text.match_indices("HTTP/1.1 ").filter_map(|(i, _)| text.get(i + 9..i + 12).and_then(|s| s.parse().ok())).collect()
 }
+
+/// GETs `path` every 30 ms until it answers `status` or `timeout` passes (for changes that
+/// take effect asynchronously, like a reload). True when it did.
+pub async fn until_status(addr: SocketAddr, path: &str, status: u16, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let r = send(addr, &Opts::default(), req("GET", path).body(empty()).expect("request")).await;
+        if r.is_ok_and(|r| r.status == status) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}

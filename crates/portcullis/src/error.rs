@@ -55,6 +55,29 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, for documentation checks and exhaustive tests.
+    pub const ALL: [ErrorKind; 16] = {
+        use ErrorKind::*;
+        [
+            BadRequest,
+            BadPath,
+            BadHost,
+            HeadersTooLarge,
+            UriTooLong,
+            TooLarge,
+            BodyTimeout,
+            RouteNotFound,
+            MethodNotAllowed,
+            RouteLimit,
+            GlobalLimit,
+            UpstreamUnavailable,
+            UpstreamBadResponse,
+            UpstreamSaturated,
+            UpstreamTimeout,
+            Internal,
+        ]
+    };
+
     /// HTTP status.
     pub fn status(self) -> StatusCode {
         use ErrorKind::*;
@@ -259,32 +282,14 @@ mod tests {
 
     #[test]
     fn every_problem_body_is_valid_json() {
-        use ErrorKind::*;
-        for kind in [
-            BadRequest,
-            BadPath,
-            BadHost,
-            HeadersTooLarge,
-            UriTooLong,
-            TooLarge,
-            BodyTimeout,
-            RouteNotFound,
-            MethodNotAllowed,
-            RouteLimit,
-            GlobalLimit,
-            UpstreamUnavailable,
-            UpstreamBadResponse,
-            UpstreamSaturated,
-            UpstreamTimeout,
-            Internal,
-        ] {
+        for kind in ErrorKind::ALL {
             let v: serde_json::Value = serde_json::from_slice(&problem_body(kind, "id-1")).unwrap();
             assert_eq!(v["code"], kind.code());
             assert_eq!(v["status"], kind.status().as_u16());
             assert_eq!(v["title"], kind.title());
             assert_eq!(v["request_id"], "id-1");
         }
-        let v: serde_json::Value = serde_json::from_slice(&problem_body(BadRequest, "evil\"id")).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&problem_body(ErrorKind::BadRequest, "evil\"id")).unwrap();
         assert_eq!(v["request_id"], "", "an id that would need escaping is left out");
     }
 

@@ -94,3 +94,13 @@ fn version_is_printed() {
     assert_eq!(code, 0);
     assert!(out.starts_with("portcullis "), "{out}");
 }
+
+#[test]
+fn every_error_code_is_documented() {
+    let api =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/api.md")).unwrap();
+    for kind in portcullis::error::ErrorKind::ALL {
+        let row = format!("| {} | `{}` |", kind.status().as_u16(), kind.code());
+        assert!(api.contains(&row), "docs/api.md lacks the row {row}");
+    }
+}

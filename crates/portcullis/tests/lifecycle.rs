@@ -125,15 +125,7 @@ async fn config_file_changes_are_picked_up() {
     assert_eq!(client::get(gw.addr(), "/new").await.status, 200);
     gw.write_config(&config("127.0.0.1:0", &up.url(), "  - { name: only, match: { path: /only }, upstream: up }", ""));
     let addr = gw.addr();
-    let mut reloaded = false;
-    for _ in 0..100 {
-        if client::get(addr, "/new").await.status == 404 {
-            reloaded = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(reloaded, "the file change was picked up");
+    assert!(client::until_status(addr, "/new", 404, Duration::from_secs(5)).await, "the file change was picked up");
     assert_eq!(client::get(addr, "/only").await.status, 200);
 }
 
@@ -156,20 +148,11 @@ async fn sighup_reloads_and_sigterm_drains_the_binary() {
     )
     .unwrap();
     proc.signal("HUP");
-    let mut switched = false;
-    for _ in 0..100 {
-        if client::get(addr, "/a").await.status == 404 {
-            switched = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
-    assert!(switched, "SIGHUP reloaded the config");
+    assert!(client::until_status(addr, "/a", 404, Duration::from_secs(5)).await, "SIGHUP reloaded the config");
 
     std::fs::write(proc.dir.path().join("gateway.yaml"), config(&bind, &up.url(), ALL, "")).unwrap();
     proc.signal("HUP");
-    assert!(eventually(Duration::from_secs(5), || true).await);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(client::until_status(addr, "/slow", 200, Duration::from_secs(5)).await, "reloaded back");
     let slow = tokio::spawn(async move { client::get(addr, "/slow").await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     proc.signal("TERM");
