@@ -161,3 +161,56 @@ async fn close_delimited_and_head_responses() {
     let r = c.send(req("GET", "/c").body(empty()).unwrap()).await.unwrap();
     assert_eq!(r.text(), "until close");
 }
+
+#[tokio::test]
+async fn an_upload_longer_than_the_upstream_timeout_is_not_cut() {
+    let up = portcullis_testkit::MockUpstream::start().await;
+    let gw = TestGateway::start(&format!(
+        r#"
+listeners: [{{ name: public, bind: "127.0.0.1:0" }}]
+log: {{ access: off }}
+limits: {{ body_timeout: 10s }}
+upstreams: {{ up: {{ targets: ["{}"], timeout: 300ms }} }}
+routes: [{{ name: all, match: {{ path: "/*" }}, upstream: up }}]
+"#,
+        up.url()
+    ))
+    .await;
+    // ~1.2 s of upload against a 300 ms upstream timeout: the timeout is for the answer.
+    let body = generated(10 * 1024, 1024, Some(Duration::from_millis(120)));
+    let r = client::send(gw.addr(), &Opts::default(), req("POST", "/slow-upload").body(body).unwrap()).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(up.requests()[0].body_len, 10 * 1024);
+}
+
+#[tokio::test]
+async fn an_upstream_that_stops_reading_and_never_answers_times_out() {
+    // Never reads the body, never answers.
+    let up = ScriptedUpstream::start(|_, _| Step { reply: Vec::new(), close: false, early: true }).await;
+    let gw = TestGateway::start(&format!(
+        r#"
+listeners: [{{ name: public, bind: "127.0.0.1:0" }}]
+log: {{ access: off }}
+limits: {{ max_body_bytes: 200MiB, body_timeout: 60s }}
+upstreams: {{ up: {{ targets: ["{}"], timeout: 500ms }} }}
+routes: [{{ name: all, match: {{ path: "/*" }}, upstream: up }}]
+"#,
+        up.url()
+    ))
+    .await;
+    let started = std::time::Instant::now();
+    let r = client::send(
+        gw.addr(),
+        &Opts::default(),
+        req("POST", "/stuck").body(generated(100 << 20, 64 << 10, None)).unwrap(),
+    )
+    .await;
+    if let Ok(r) = r {
+        assert_eq!(r.status, 504);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "bounded by the upstream timeout, took {:?}",
+        started.elapsed()
+    );
+}

@@ -194,7 +194,9 @@ pub struct Throttle {
 pub struct Upstream {
     /// `http://host:port[/base]` URLs, used round-robin.
     pub targets: Vec<String>,
-    /// Time for the upstream to start its response, and the longest pause while it streams.
+    /// Time for the response head once the request was sent (from the last byte of a streamed
+    /// body), the longest a body write may stall, and the longest pause while the response
+    /// streams.
     #[serde(default)]
     pub timeout: Option<Dur>,
     /// Time to open a TCP connection.

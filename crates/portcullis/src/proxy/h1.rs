@@ -18,6 +18,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, head
 use http_body::Body;
 use http_body_util::BodyExt;
 use std::io;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -101,6 +102,8 @@ pub enum SendError {
     BadResponse(&'static str),
     /// The client's body failed (too large, too slow, aborted).
     Body(BodyErrorKind),
+    /// No answer (or no progress writing the body) within the upstream's `timeout`.
+    Timeout,
 }
 
 /// How the request body is framed on the wire.
@@ -156,6 +159,7 @@ pub async fn send(
     target: &[u8],
     headers: &HeaderMap,
     mut body: ReqBody,
+    timeout: Duration,
 ) -> Result<(UpConn, Head), SendError> {
     let framing = request_framing(method, &body);
     let mut out = std::mem::take(&mut conn.wbuf);
@@ -171,40 +175,59 @@ pub async fn send(
         }
         ReqBody::Stream(_) => false,
     };
-    let written = conn.io.write_all(&out).await;
-    if out.capacity() <= 64 * 1024 {
-        conn.wbuf = out; // keep the buffer for the next request (not a large body's)
-    }
-    if let Err(e) = written {
-        return Err(SendError::Stale { body: Some(body), error: e });
-    }
     if in_memory {
-        let head = read_head(&mut conn, method).await;
-        return match head {
-            Err(SendError::Stale { error, .. }) => Err(SendError::Stale { body: Some(body), error }),
-            other => other.map(|h| (conn, h)),
+        // The whole exchange up to the response head must fit in `timeout`.
+        let exchange = async {
+            if let Err(error) = conn.io.write_all(&out).await {
+                return Err(SendError::Stale { body: None, error });
+            }
+            read_head(&mut conn, method).await
         };
+        let result = tokio::time::timeout(timeout, exchange).await;
+        if out.capacity() <= 64 * 1024 {
+            conn.wbuf = out; // keep the buffer for the next request (not a large body's)
+        }
+        return match result {
+            Err(_) => Err(SendError::Timeout),
+            Ok(Ok(head)) => Ok((conn, head)),
+            Ok(Err(SendError::Stale { error, .. })) => Err(SendError::Stale { body: Some(body), error }),
+            Ok(Err(e)) => Err(e),
+        };
+    }
+    match tokio::time::timeout(timeout, conn.io.write_all(&out)).await {
+        Err(_) => return Err(SendError::Timeout),
+        Ok(Err(error)) => return Err(SendError::Stale { body: Some(body), error }),
+        Ok(Ok(())) => {}
     }
     // A streamed body: upload it while watching for an early response (an upstream may
     // answer 413 and stop reading; waiting for the upload to finish would then deadlock).
+    // The upload takes as long as the client takes (bounded by `limits.body_timeout`); each
+    // write to the upstream must progress within `timeout`, and the answer must come within
+    // `timeout` of the last byte.
     let chunked = matches!(framing, ReqFraming::Chunked);
     let (result, uploaded) = {
         let UpConn { io, buf, .. } = &mut conn;
         let (mut rd, mut wr) = io.split();
-        let upload = write_body(&mut wr, &mut body, chunked);
+        let upload = write_body(&mut wr, &mut body, chunked, timeout);
         let head = read_head_from(&mut rd, buf, method);
-        tokio::pin!(upload, head);
+        let answer_deadline = tokio::time::sleep(timeout);
+        tokio::pin!(upload, head, answer_deadline);
         let mut uploaded = false;
         let result = loop {
             tokio::select! {
                 biased;
                 h = &mut head => break h,
-                w = &mut upload, if !uploaded => match w {
-                    Ok(()) => uploaded = true,
-                    Err(SendError::Body(kind)) => return Err(SendError::Body(kind)),
-                    // The upstream stopped reading: it may still answer, so keep reading.
-                    Err(_) => uploaded = true,
-                },
+                w = &mut upload, if !uploaded => {
+                    match w {
+                        Ok(()) => {}
+                        Err(e @ (SendError::Body(_) | SendError::Timeout)) => return Err(e),
+                        // The upstream stopped reading: it may still answer, so keep reading.
+                        Err(_) => {}
+                    }
+                    uploaded = true;
+                    answer_deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
+                }
+                _ = &mut answer_deadline, if uploaded => return Err(SendError::Timeout),
             }
         };
         (result, uploaded)
@@ -225,7 +248,20 @@ async fn write_body<W: tokio::io::AsyncWrite + Unpin>(
     wr: &mut W,
     body: &mut ReqBody,
     chunked: bool,
+    timeout: Duration,
 ) -> Result<(), SendError> {
+    // Every write must make progress within `timeout`: an upstream that stopped reading and
+    // never answers cannot hold the request forever.
+    async fn put<W: tokio::io::AsyncWrite + Unpin>(
+        wr: &mut W,
+        bytes: &[u8],
+        timeout: Duration,
+    ) -> Result<(), SendError> {
+        match tokio::time::timeout(timeout, wr.write_all(bytes)).await {
+            Err(_) => Err(SendError::Timeout),
+            Ok(r) => r.map_err(SendError::Io),
+        }
+    }
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e: BodyError| SendError::Body(e.kind))?;
         let Ok(data) = frame.into_data() else { continue };
@@ -233,21 +269,18 @@ async fn write_body<W: tokio::io::AsyncWrite + Unpin>(
             continue;
         }
         if chunked {
-            let mut size = Vec::with_capacity(20);
-            size.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-            wr.write_all(&size).await.map_err(SendError::Io)?;
-            wr.write_all(&data).await.map_err(SendError::Io)?;
-            wr.write_all(b"\r\n").await.map_err(SendError::Io)?;
+            put(wr, format!("{:x}\r\n", data.len()).as_bytes(), timeout).await?;
+            put(wr, &data, timeout).await?;
+            put(wr, b"\r\n", timeout).await?;
         } else {
-            wr.write_all(&data).await.map_err(SendError::Io)?;
+            put(wr, &data, timeout).await?;
         }
     }
     if chunked {
-        wr.write_all(b"0\r\n\r\n").await.map_err(SendError::Io)?;
+        put(wr, b"0\r\n\r\n", timeout).await?;
     }
     Ok(())
 }
-
 async fn read_head(conn: &mut UpConn, method: &Method) -> Result<Head, SendError> {
     let UpConn { io, buf, .. } = conn;
     read_head_from(io, buf, method).await

@@ -95,24 +95,20 @@ pub async fn forward(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
         };
 
         let sent_at = Instant::now();
-        let exchange = h1::send(conn, &method, path, &ctx.parts.headers, body);
-        let (conn, head) = match tokio::time::timeout(settings.timeout, exchange).await {
-            Err(_) => {
-                up.record_failure(ti);
-                return Err(GatewayError::new(ErrorKind::UpstreamTimeout));
-            }
-            Ok(Ok(done)) => done,
-            Ok(Err(SendError::Stale { body: Some(b), error })) if reused && retry_connect => {
+        let (conn, head) = match h1::send(conn, &method, path, &ctx.parts.headers, body, settings.timeout).await {
+            Ok(done) => done,
+            Err(SendError::Stale { body: Some(b), error }) if reused && retry_connect => {
                 // The pooled connection had been closed by the upstream: nothing was
                 // processed, send again on a fresh one.
                 tracing::debug!(upstream = %up.name, "stale pooled connection ({error}), retrying");
                 body = b;
                 continue;
             }
-            Ok(Err(SendError::Body(kind))) => return Err(body_error(kind)),
-            Ok(Err(e)) => {
+            Err(SendError::Body(kind)) => return Err(body_error(kind)),
+            Err(e) => {
                 up.record_failure(ti);
                 let (kind, detail) = match e {
+                    SendError::Timeout => (ErrorKind::UpstreamTimeout, String::new()),
                     SendError::BadResponse(why) => (ErrorKind::UpstreamBadResponse, why.to_string()),
                     SendError::Stale { error, .. } | SendError::Io(error) => {
                         (ErrorKind::UpstreamUnavailable, error.to_string())
