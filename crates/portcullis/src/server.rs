@@ -268,6 +268,9 @@ impl Conn {
                 let mut b = hyper::server::conn::http1::Builder::new();
                 b.timer(TokioTimer::new())
                     .header_read_timeout(l.header_timeout)
+                    // Head and small bodies in one flat buffer: fewer instructions than queuing
+                    // iovecs, and still one write per response (measured with strace).
+                    .writev(false)
                     .max_headers(l.max_headers)
                     .max_header_size(l.max_header_bytes + l.max_uri_bytes + 1024);
                 drive!(b.serve_connection(io, service).with_upgrades(), self.stop.clone())
