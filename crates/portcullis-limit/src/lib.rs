@@ -144,6 +144,11 @@ impl Bucket {
         Duration::from_nanos(needed.saturating_sub(self.capacity))
     }
 
+    /// Nanoseconds between two tokens.
+    pub fn interval_nanos(&self) -> u64 {
+        self.interval
+    }
+
     /// Copies the fill level of `other` into this bucket (used when a configuration reload
     /// keeps a bucket whose rate did not change, so a reload never refills anyone's budget).
     pub fn inherit(&self, other: &Bucket) {
@@ -151,10 +156,13 @@ impl Bucket {
     }
 }
 
-/// A monotonic nanosecond clock with its origin at creation.
-#[derive(Debug, Clone, Copy)]
+/// A monotonic nanosecond clock with its origin at creation. It can be moved forward
+/// ([`Clock::advance`]) so that tests can cross rate windows and quota periods without
+/// waiting; it never goes backwards.
+#[derive(Debug)]
 pub struct Clock {
     origin: Instant,
+    skew: AtomicU64,
 }
 
 impl Default for Clock {
@@ -166,16 +174,27 @@ impl Default for Clock {
 impl Clock {
     /// A clock starting at zero now.
     pub fn new() -> Clock {
-        Clock { origin: Instant::now() }
+        Clock { origin: Instant::now(), skew: AtomicU64::new(0) }
     }
 
-    /// Nanoseconds since the clock was made. Starts at one second so that a fresh bucket
-    /// (theoretical arrival time 0) is full from the first call.
+    /// Nanoseconds since the clock was made (plus any advance). Starts at one second so that
+    /// a fresh bucket (theoretical arrival time 0) is full from the first call.
     pub fn now(&self) -> u64 {
-        let elapsed = self.origin.elapsed().as_nanos();
-        u64::try_from(elapsed).unwrap_or(u64::MAX).saturating_add(1_000_000_000)
+        let elapsed = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        elapsed.saturating_add(1_000_000_000).saturating_add(self.skew.load(Ordering::Relaxed))
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        self.skew.fetch_add(u64::try_from(by.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 }
+
+mod keyed;
+mod window;
+
+pub use keyed::{KeyedLimiter, hash_key};
+pub use window::{WindowCounter, WindowState};
 
 #[cfg(test)]
 mod tests {
