@@ -42,6 +42,8 @@ pub enum ErrorKind {
     RouteLimit,
     /// The global ceiling is reached.
     GlobalLimit,
+    /// The client IP is over a rate-based IP rule (403 by default, 429 if the rule says so).
+    IpBlocked,
     /// Could not connect to, or lost the connection to, every tried target.
     UpstreamUnavailable,
     /// The upstream answered something that is not valid HTTP.
@@ -56,7 +58,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for documentation checks and exhaustive tests.
-    pub const ALL: [ErrorKind; 16] = {
+    pub const ALL: [ErrorKind; 17] = {
         use ErrorKind::*;
         [
             BadRequest,
@@ -70,6 +72,7 @@ impl ErrorKind {
             MethodNotAllowed,
             RouteLimit,
             GlobalLimit,
+            IpBlocked,
             UpstreamUnavailable,
             UpstreamBadResponse,
             UpstreamSaturated,
@@ -90,6 +93,7 @@ impl ErrorKind {
             RouteNotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             RouteLimit | GlobalLimit => StatusCode::TOO_MANY_REQUESTS,
+            IpBlocked => StatusCode::FORBIDDEN,
             UpstreamUnavailable | UpstreamBadResponse => StatusCode::BAD_GATEWAY,
             UpstreamSaturated => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -112,6 +116,7 @@ impl ErrorKind {
             MethodNotAllowed => "route.method_not_allowed",
             RouteLimit => "throttle.route_limit",
             GlobalLimit => "throttle.global_limit",
+            IpBlocked => "throttle.ip_blocked",
             UpstreamUnavailable => "upstream.unavailable",
             UpstreamBadResponse => "upstream.bad_response",
             UpstreamSaturated => "upstream.saturated",
@@ -135,6 +140,7 @@ impl ErrorKind {
             MethodNotAllowed => "Method not allowed on this route",
             RouteLimit => "Route rate limit exceeded",
             GlobalLimit => "Gateway rate limit exceeded",
+            IpBlocked => "Too many requests from this address",
             UpstreamUnavailable => "Upstream unavailable",
             UpstreamBadResponse => "Upstream sent an invalid response",
             UpstreamSaturated => "Upstream at capacity",
@@ -165,12 +171,14 @@ pub struct GatewayError {
     pub allow: Vec<Method>,
     /// For 429: when to retry.
     pub retry_after: Option<Duration>,
+    /// A status other than the kind's usual one (an IP rule configured to answer 429).
+    pub status: Option<StatusCode>,
 }
 
 impl GatewayError {
     /// An error of this kind.
     pub fn new(kind: ErrorKind) -> GatewayError {
-        GatewayError { kind, detail: None, allow: Vec::new(), retry_after: None }
+        GatewayError { kind, detail: None, allow: Vec::new(), retry_after: None, status: None }
     }
 
     /// An internal error with a log detail.
@@ -190,6 +198,17 @@ impl GatewayError {
         self
     }
 
+    /// Answers with `status` instead of the kind's usual one.
+    pub fn with_status(mut self, status: StatusCode) -> GatewayError {
+        self.status = Some(status);
+        self
+    }
+
+    /// The status sent.
+    pub fn status(&self) -> StatusCode {
+        self.status.unwrap_or(self.kind.status())
+    }
+
     /// Sets `Retry-After` for a 429.
     pub fn with_retry_after(mut self, after: Duration) -> GatewayError {
         self.retry_after = Some(after);
@@ -198,14 +217,14 @@ impl GatewayError {
 
     /// The problem+json body.
     pub fn body(&self, request_id: &HeaderValue) -> Bytes {
-        problem_body(self.kind, request_id.to_str().unwrap_or_default())
+        problem_body_with(self.kind, self.status(), request_id.to_str().unwrap_or_default())
     }
 
     /// Status and headers for the problem response (body from [`GatewayError::body`]; the
     /// response phase adds `x-request-id`).
     pub fn head(&self) -> http::response::Parts {
         let (mut parts, ()) = http::Response::new(()).into_parts();
-        parts.status = self.kind.status();
+        parts.status = self.status();
         let h = &mut parts.headers;
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -235,8 +254,12 @@ pub fn retry_after_secs(d: Duration) -> u64 {
 /// around the id, not a serialized document. Titles and codes are ASCII without quotes or
 /// backslashes (checked by a test), and request ids are `[A-Za-z0-9._:-]`.
 pub fn problem_body(kind: ErrorKind, request_id: &str) -> Bytes {
+    problem_body_with(kind, kind.status(), request_id)
+}
+
+/// [`problem_body`] with a status other than the kind's usual one.
+pub fn problem_body_with(kind: ErrorKind, status: StatusCode, request_id: &str) -> Bytes {
     let code = kind.code();
-    let status = kind.status();
     let mut b = Vec::with_capacity(160 + request_id.len());
     b.extend_from_slice(b"{\"type\":\"urn:portcullis:problem:");
     b.extend_from_slice(code.as_bytes());

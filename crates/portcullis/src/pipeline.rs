@@ -1,14 +1,14 @@
 //! The request pipeline: the one place that lists the phases in order (DESIGN §3).
 //!
 //! Cheap, identity-free checks run first so that floods are shed at the lowest cost:
-//! hygiene (framing, limits, path) → route → throttle → validate (body limits) → build the
-//! upstream request → forward. The response phase and logging always run, for errors too.
+//! hygiene (framing, limits, path) → per-IP rules → route → throttle → validate (body
+//! limits) → build the upstream request → forward. The response phase and logging always run, for errors too.
 
 use crate::config::Runtime;
 use crate::config::runtime::{LimitRt, RouteRt};
 use crate::error::GatewayError;
 use crate::headers;
-use crate::phases::{hygiene, response, route, throttle, upstream_request, validate};
+use crate::phases::{hygiene, ip_rules, response, route, throttle, upstream_request, validate};
 use crate::proxy::{self, body::ReqBody, body::RespBody};
 use crate::server::ConnInfo;
 use crate::state::Gateway;
@@ -35,9 +35,11 @@ pub enum Flow {
 pub enum Phase {
     /// Request id, client IP, limits, Host, path normalization.
     EarlyRequest,
+    /// Per-IP rate rules not scoped to routes: shed floods before any route work.
+    PreRouteGuard,
     /// Host → path → method.
     Route,
-    /// Route bucket, then the global ceiling.
+    /// Route-scoped IP rules, the route's bucket, then the global ceiling.
     Throttle,
     /// Body size limit and receive deadline.
     Validate,
@@ -48,8 +50,15 @@ pub enum Phase {
 }
 
 /// The order. Reading this list is reading the gateway.
-pub const PHASES: &[Phase] =
-    &[Phase::EarlyRequest, Phase::Route, Phase::Throttle, Phase::Validate, Phase::UpstreamRequest, Phase::Upstream];
+pub const PHASES: &[Phase] = &[
+    Phase::EarlyRequest,
+    Phase::PreRouteGuard,
+    Phase::Route,
+    Phase::Throttle,
+    Phase::Validate,
+    Phase::UpstreamRequest,
+    Phase::Upstream,
+];
 
 /// The rate-limit state reported in `RateLimit` headers: the tightest layer seen.
 #[derive(Debug, Clone)]
@@ -132,6 +141,7 @@ async fn run(ctx: &mut RequestCtx) -> Result<http::Response<RespBody>, GatewayEr
     for phase in PHASES {
         let flow = match phase {
             Phase::EarlyRequest => hygiene::early_request(ctx)?,
+            Phase::PreRouteGuard => ip_rules::pre_route(ctx)?,
             Phase::Route => route::route(ctx)?,
             Phase::Throttle => throttle::throttle(ctx)?,
             Phase::Validate => validate::validate(ctx)?,

@@ -28,6 +28,8 @@ pub struct Gateway {
     pub config_path: PathBuf,
     /// Set once shutdown starts (readiness goes to 503).
     pub shutting_down: AtomicBool,
+    /// Wall-clock time at a known `clock` reading, to show clock times to people.
+    wall_origin: (std::time::SystemTime, u64),
     reload_lock: tokio::sync::Mutex<()>,
 }
 
@@ -37,16 +39,29 @@ impl Gateway {
         let metrics = Metrics::new();
         let access_log = AccessLog::start(runtime.access_log.clone(), metrics.access_log_dropped.clone())?;
         metrics.config_generation.set(i64::try_from(runtime.generation).unwrap_or(i64::MAX));
+        let clock = Clock::new();
+        let wall_origin = (std::time::SystemTime::now(), clock.now());
         Ok(Arc::new(Gateway {
+            wall_origin,
             config_path: runtime.loaded.path.clone(),
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
             access_log,
-            clock: Clock::new(),
+            clock,
             conns: Arc::new(ConnLimiter::default()),
             shutting_down: AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
         }))
+    }
+
+    /// The wall-clock time of a `clock` reading.
+    pub fn wall_time(&self, clock_nanos: u64) -> std::time::SystemTime {
+        let (wall, at) = self.wall_origin;
+        if clock_nanos >= at {
+            wall + std::time::Duration::from_nanos(clock_nanos - at)
+        } else {
+            wall - std::time::Duration::from_nanos(at - clock_nanos)
+        }
     }
 
     /// Re-reads the config file. An invalid file changes nothing: the error (with
@@ -116,13 +131,7 @@ pub struct ConnGuard {
 }
 
 fn conn_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-        }
-        v4 => v4,
-    }
+    crate::phases::ip_rules::aggregate(ip, 64)
 }
 
 impl ConnLimiter {

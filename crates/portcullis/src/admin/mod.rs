@@ -32,6 +32,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/config", get(config_summary))
+        .route("/api/v1/blocked-ips", get(blocked_ips))
+        .route("/api/v1/blocked-ips/{ip}", axum::routing::delete(unblock_ip))
         .with_state(gw)
 }
 
@@ -97,6 +99,56 @@ async fn reload(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response 
                 .into_response()
         }
     }
+}
+
+/// IPs over an IP rule's limit now: address as counted (IPv6 prefixes shown as CIDR), rule,
+/// since when, and the current estimated count in the rule's window.
+async fn blocked_ips(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    if let Some(r) = refuse(&gw, &headers) {
+        return r;
+    }
+    let rt = gw.runtime.load();
+    let now = gw.clock.now();
+    let mut out = Vec::new();
+    for rule in &rt.ip_rules {
+        for (ip, since, rate) in rule.over(now) {
+            let shown = match ip {
+                std::net::IpAddr::V6(_) if rule.ipv6_prefix < 128 => format!("{ip}/{}", rule.ipv6_prefix),
+                _ => ip.to_string(),
+            };
+            out.push(serde_json::json!({
+                "ip": shown,
+                "rule": &*rule.name,
+                "action": match rule.action { crate::config::model::IpRuleAction::Block => "block", crate::config::model::IpRuleAction::Count => "count" },
+                "since": crate::observe::access_log::rfc3339(gw.wall_time(since)),
+                "rate": rate,
+                "limit": rule.limit(),
+                "window_seconds": rule.window().as_secs(),
+            }));
+        }
+    }
+    axum::Json(serde_json::json!({ "blocked": out })).into_response()
+}
+
+/// Lets an IP in again at once, in every rule.
+async fn unblock_ip(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    axum::extract::Path(ip): axum::extract::Path<String>,
+) -> Response {
+    if let Some(r) = refuse(&gw, &headers) {
+        return r;
+    }
+    let Ok(addr) = ip.trim().parse::<std::net::IpAddr>() else {
+        return problem(StatusCode::BAD_REQUEST, "admin.bad_ip", "Not an IP address");
+    };
+    let rt = gw.runtime.load();
+    let rules: Vec<&str> = rt.ip_rules.iter().filter(|r| r.forget(addr)).map(|r| &*r.name).collect();
+    if rules.is_empty() {
+        return problem(StatusCode::NOT_FOUND, "admin.ip_not_tracked", "No rule tracks this address");
+    }
+    tracing::info!(ip = %addr, ?rules, "IP unblocked through the admin API");
+    axum::Json(serde_json::json!({ "unblocked": addr.to_string(), "rules": rules })).into_response()
 }
 
 async fn config_summary(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {

@@ -8,23 +8,24 @@ use super::runtime::*;
 use crate::phases::route::{RouteEntry, Router, Template};
 use crate::proxy::upstream::Upstream;
 use crate::tls::{self, TlsFiles};
-use http::{HeaderValue, Method};
-use portcullis_limit::{Bucket, Rate};
+use http::Method;
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Route bucket when neither the route nor `defaults.throttle` sets one.
-pub const DEFAULT_ROUTE_THROTTLE: Throttle = Throttle { rate: 1000.0, burst: 2000 };
+pub use super::compile_limits::DEFAULT_ROUTE_THROTTLE;
+use super::compile_limits::{checked_throttle, ip_rules, limit_rt, warn_routes_at_ceiling};
 
-struct Ctx<'a> {
+/// Collects errors while compiling.
+pub(super) struct Ctx<'a> {
     loaded: &'a Loaded,
     errors: Vec<ConfigError>,
 }
 
 impl Ctx<'_> {
-    fn err(&mut self, path: &str, msg: impl Into<String>) {
+    /// An error at a config path.
+    pub(super) fn err(&mut self, path: &str, msg: impl Into<String>) {
         let e = self.loaded.error_at(path, msg);
         self.errors.push(e);
     }
@@ -39,14 +40,25 @@ pub fn compile(loaded: Loaded, previous: Option<&Runtime>) -> Result<Runtime, Co
     let admin = admin(&mut cx, cfg.admin.as_ref());
     let upstreams = upstreams(&mut cx, cfg, previous);
     let default_throttle = match &cfg.defaults.throttle {
-        Some(t) => checked_throttle(&mut cx, "defaults.throttle", t),
+        Some(t) => checked_throttle(&mut cx, "defaults.throttle", t, true),
         None => DEFAULT_ROUTE_THROTTLE,
     };
     let global = cfg.global.throttle.as_ref().map(|t| {
-        let t = checked_throttle(&mut cx, "global.throttle", t);
-        limit_rt(t, "global", previous.and_then(|p| p.global.as_ref()))
+        let t = checked_throttle(&mut cx, "global.throttle", t, false);
+        limit_rt(t, "global", limits.max_rate_keys, previous.and_then(|p| p.global.as_ref()))
     });
-    let (routes, router) = routes(&mut cx, cfg, &upstreams, default_throttle, limits.max_body_bytes, previous);
+    let route_names: HashSet<&str> = cfg.routes.iter().map(|r| r.name.as_str()).collect();
+    let ip_rules = ip_rules(
+        &mut cx,
+        &cfg.ip_rules,
+        &route_names,
+        limits.max_rate_keys,
+        previous.map_or(&[][..], |p| &p.ip_rules[..]),
+    );
+    let scoped: HashSet<&str> =
+        cfg.ip_rules.iter().flat_map(|r| r.scope.iter().flat_map(|s| s.routes.iter().map(String::as_str))).collect();
+    let defaults = RouteDefaults { throttle: &default_throttle, limits: &limits, ip_scoped: &scoped };
+    let (routes, router) = routes(&mut cx, cfg, &upstreams, &defaults, previous);
     let access_log = access_target(&mut cx, cfg.log.access.as_deref());
     if let AccessTarget::File(p) = &access_log {
         watched.retain(|w| w != p);
@@ -57,6 +69,7 @@ pub fn compile(loaded: Loaded, previous: Option<&Runtime>) -> Result<Runtime, Co
         return Err(ConfigErrors(errors));
     }
     watched.insert(0, loaded.path.clone());
+    warn_routes_at_ceiling(&routes, global.as_ref());
     Ok(Runtime {
         generation: previous.map_or(1, |p| p.generation + 1),
         listeners,
@@ -68,6 +81,7 @@ pub fn compile(loaded: Loaded, previous: Option<&Runtime>) -> Result<Runtime, Co
         routes,
         upstreams,
         global,
+        ip_rules,
         access_log,
         watched_files: watched,
         loaded,
@@ -87,6 +101,7 @@ fn limits(cx: &mut Ctx, l: &model::Limits) -> Limits {
         h2_max_concurrent_streams: l.h2_max_concurrent_streams.unwrap_or(100),
         h2_max_pending_resets: l.h2_max_pending_resets.map_or(20, |n| n as usize),
         shutdown_timeout: l.shutdown_timeout.map_or(Duration::from_secs(30), |d| d.0),
+        max_rate_keys: l.max_rate_keys.map_or(1 << 20, |n| n as usize),
     };
     let checks: [(&str, bool, &str); 9] = [
         ("limits.max_header_bytes", (1024..=1 << 20).contains(&out.max_header_bytes), "must be between 1KiB and 1MiB"),
@@ -224,28 +239,6 @@ fn upstreams(cx: &mut Ctx, cfg: &model::Config, previous: Option<&Runtime>) -> B
     out
 }
 
-fn checked_throttle(cx: &mut Ctx, path: &str, t: &Throttle) -> Throttle {
-    if let Err(e) = Rate::new(t.rate, t.burst) {
-        cx.err(path, format!("{path}: {e}"));
-    }
-    *t
-}
-
-/// `q` tokens per `w` seconds with whole numbers, for the RateLimit-Policy header.
-fn policy_value(name: &str, t: &Throttle) -> HeaderValue {
-    let w = (1..=3600u32).find(|w| (t.rate * f64::from(*w)).fract().abs() < 1e-9).unwrap_or(1);
-    let q = (t.rate * f64::from(w)).floor().max(1.0) as u64;
-    HeaderValue::from_str(&format!("\"{name}\";q={q};w={w}")).unwrap_or(HeaderValue::from_static("\"route\""))
-}
-
-fn limit_rt(t: Throttle, name: &'static str, previous: Option<&Arc<LimitRt>>) -> Arc<LimitRt> {
-    let bucket = match previous {
-        Some(p) if p.throttle == t => p.bucket.clone(),
-        _ => Arc::new(Bucket::new(Rate { per_second: t.rate, burst: t.burst.max(1) })),
-    };
-    Arc::new(LimitRt { throttle: t, bucket, policy: policy_value(name, &t), policy_name: name })
-}
-
 fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
@@ -257,12 +250,19 @@ fn valid_host(h: &str) -> bool {
         && name.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
 }
 
+/// What a route inherits when it does not say otherwise.
+struct RouteDefaults<'a> {
+    throttle: &'a Throttle,
+    limits: &'a Limits,
+    /// Routes some IP rule is scoped to.
+    ip_scoped: &'a HashSet<&'a str>,
+}
+
 fn routes(
     cx: &mut Ctx,
     cfg: &model::Config,
     upstreams: &BTreeMap<String, Arc<Upstream>>,
-    default_throttle: Throttle,
-    default_body: u64,
+    defaults: &RouteDefaults<'_>,
     previous: Option<&Runtime>,
 ) -> (Vec<Arc<RouteRt>>, Router) {
     let mut names = HashSet::new();
@@ -325,10 +325,11 @@ fn routes(
             }
         };
         let throttle = match &r.throttle {
-            Some(t) => checked_throttle(cx, &format!("{p}.throttle"), t),
-            None => default_throttle,
+            Some(t) => checked_throttle(cx, &format!("{p}.throttle"), t, true),
+            None => defaults.throttle.clone(),
         };
-        let max_body_bytes = r.limits.as_ref().and_then(|l| l.max_body_bytes).map_or(default_body, |s| s.0);
+        let max_body_bytes =
+            r.limits.as_ref().and_then(|l| l.max_body_bytes).map_or(defaults.limits.max_body_bytes, |s| s.0);
         let log_sample = r.log.as_ref().map_or(1.0, |l| l.sample);
         if !(0.0..=1.0).contains(&log_sample) {
             cx.err(&format!("{p}.log.sample"), "log.sample must be between 0.0 and 1.0");
@@ -339,9 +340,11 @@ fn routes(
                 name: Arc::from(r.name.as_str()),
                 upstream,
                 strip_prefix: r.strip_prefix.clone(),
-                limit: limit_rt(throttle, "route", prev_limit),
+                limit: limit_rt(throttle, "route", defaults.limits.max_rate_keys, prev_limit),
                 max_body_bytes,
                 log_sample,
+                hide_headers: r.hide_headers.unwrap_or(false),
+                has_ip_rules: defaults.ip_scoped.contains(r.name.as_str()),
                 metrics: std::sync::OnceLock::new(),
             }));
         }

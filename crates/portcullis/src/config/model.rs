@@ -39,6 +39,9 @@ pub struct Config {
     /// Access log.
     #[serde(default)]
     pub log: Log,
+    /// Per-IP rate-based rules, checked before anything else about a request.
+    #[serde(default)]
+    pub ip_rules: Vec<IpRule>,
 }
 
 /// A client-facing listener.
@@ -158,6 +161,9 @@ pub struct Limits {
     pub h2_max_pending_resets: Option<u32>,
     /// Time in-flight requests get to finish on shutdown.
     pub shutdown_timeout: Option<Dur>,
+    /// Keys (client IPs, header values) each partitioned bucket and each IP rule tracks at
+    /// most; idle ones are evicted first.
+    pub max_rate_keys: Option<u32>,
 }
 
 /// The outer ceiling.
@@ -179,13 +185,119 @@ pub struct Defaults {
 }
 
 /// A token bucket: `rate` tokens per second, `burst` tokens at most.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Throttle {
     /// Tokens per second (fractional allowed).
     pub rate: f64,
     /// Bucket size.
     pub burst: u32,
+    /// How a route's bucket is partitioned: `route` (one bucket, the default), `ip` (one per
+    /// client IP, IPv6 per /64), or `header:<name>` (one per value of that header). Not
+    /// allowed on `global`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per: Option<Partition>,
+}
+
+/// What a partitioned bucket is keyed by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Partition {
+    /// One bucket for the route.
+    Route,
+    /// One bucket per client IP (IPv6 per /64).
+    Ip,
+    /// One bucket per value of a request header (requests without it share one).
+    Header(String),
+}
+
+impl std::str::FromStr for Partition {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Partition, String> {
+        match s {
+            "route" => Ok(Partition::Route),
+            "ip" => Ok(Partition::Ip),
+            "key" => {
+                Err("per: key needs API keys, which this version does not have yet; use ip or header:x-api-key".into())
+            }
+            _ => match s.strip_prefix("header:") {
+                Some(name) if http::HeaderName::from_bytes(name.as_bytes()).is_ok() => {
+                    Ok(Partition::Header(name.to_ascii_lowercase()))
+                }
+                _ => Err(format!("per must be route, ip or header:<name>, not {s:?}")),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Partition::Route => f.write_str("route"),
+            Partition::Ip => f.write_str("ip"),
+            Partition::Header(h) => write!(f, "header:{h}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Partition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Partition, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Partition {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A rate-based rule on client IPs (like AWS WAF's): more than `limit` requests from one IP
+/// within `window` and the IP is refused until its rate falls back under the limit.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IpRule {
+    /// Unique name, in logs, metrics and the admin API.
+    pub name: String,
+    /// Requests allowed per window per IP.
+    pub limit: u64,
+    /// `1m`, `2m`, `5m` or `10m`.
+    pub window: Dur,
+    /// `block` (refuse) or `count` (log and count only).
+    #[serde(default)]
+    pub action: IpRuleAction,
+    /// Status of a refusal: 403 (default) or 429.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Which requests the rule counts; all when absent.
+    #[serde(default)]
+    pub scope: Option<IpRuleScope>,
+    /// IPv6 clients are counted per this prefix length (default 64).
+    #[serde(default)]
+    pub ipv6_prefix: Option<u8>,
+}
+
+/// What an IP rule does to an IP over its limit.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum IpRuleAction {
+    /// Refuse its requests.
+    #[default]
+    Block,
+    /// Log and count only (to try a rule before enforcing it).
+    Count,
+}
+
+/// The requests an IP rule counts.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IpRuleScope {
+    /// Only requests to these routes.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// Only requests whose normalized path starts with this (whole segments).
+    #[serde(default)]
+    pub path_prefix: Option<String>,
 }
 
 /// A named backend.
@@ -261,6 +373,9 @@ pub struct Route {
     /// Access-log sampling.
     #[serde(default)]
     pub log: Option<RouteLog>,
+    /// Leave the `RateLimit` and `RateLimit-Policy` fields out of this route's responses.
+    #[serde(default)]
+    pub hide_headers: Option<bool>,
 }
 
 /// Request matching.

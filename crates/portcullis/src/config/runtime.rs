@@ -7,7 +7,7 @@ use crate::phases::route::Router;
 use crate::proxy::upstream::Upstream;
 use http::HeaderValue;
 use ipnet::IpNet;
-use portcullis_limit::Bucket;
+use portcullis_limit::{Bucket, KeyedLimiter};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -39,6 +39,8 @@ pub struct Runtime {
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
     /// The global ceiling, if configured.
     pub global: Option<Arc<LimitRt>>,
+    /// Per-IP rate-based rules, in config order.
+    pub ip_rules: Vec<Arc<crate::phases::ip_rules::IpRuleRt>>,
     /// Where access-log lines go.
     pub access_log: AccessTarget,
     /// Files whose change triggers a reload (the config and the TLS files it names).
@@ -99,15 +101,29 @@ pub struct Limits {
     pub h2_max_pending_resets: usize,
     /// Grace period for in-flight requests on shutdown.
     pub shutdown_timeout: Duration,
+    /// Keys each partitioned bucket and IP rule tracks at most.
+    pub max_rate_keys: usize,
 }
 
-/// A token bucket with the numbers it was made from and its `RateLimit-Policy` value.
+/// The bucket or buckets behind a limit.
+#[derive(Debug, Clone)]
+pub enum Buckets {
+    /// One bucket.
+    One(Arc<Bucket>),
+    /// One bucket per client IP (IPv6 per /64).
+    PerIp(Arc<KeyedLimiter>),
+    /// One bucket per value of a header.
+    PerHeader(http::HeaderName, Arc<KeyedLimiter>),
+}
+
+/// A token bucket (or a partitioned set of them) with the numbers it was made from and its
+/// `RateLimit-Policy` value.
 #[derive(Debug)]
 pub struct LimitRt {
     /// The numbers.
     pub throttle: Throttle,
-    /// The bucket (shared across reloads while the numbers stay the same).
-    pub bucket: Arc<Bucket>,
+    /// The state (shared across reloads while the numbers stay the same).
+    pub buckets: Buckets,
     /// `"route";q=100;w=1` style policy for response headers.
     pub policy: HeaderValue,
     /// The policy name in headers (`route` or `global`).
@@ -129,6 +145,10 @@ pub struct RouteRt {
     pub max_body_bytes: u64,
     /// Share of successful requests logged.
     pub log_sample: f64,
+    /// No `RateLimit` fields in responses.
+    pub hide_headers: bool,
+    /// Some IP rule is scoped to this route.
+    pub has_ip_rules: bool,
     /// Metric handles, made on the route's first request.
     pub metrics: std::sync::OnceLock<crate::observe::metrics::RouteHandles>,
 }

@@ -42,6 +42,12 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleAction {
+    rule: Arc<str>,
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -68,6 +74,7 @@ pub struct Metrics {
     connections: Family<ListenerLabel, Gauge>,
     connections_refused: Family<ReasonLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
+    ip_rule_matches: Family<RuleAction, Counter>,
     /// Config generation now serving.
     pub config_generation: Gauge,
     /// Access-log lines dropped because the writer fell behind.
@@ -103,6 +110,7 @@ impl Metrics {
             connections: Family::default(),
             connections_refused: Family::default(),
             reloads: Family::default(),
+            ip_rule_matches: Family::default(),
             config_generation: Gauge::default(),
             access_log_dropped: Counter::default(),
             no_route: Arc::from(NO_ROUTE),
@@ -131,6 +139,11 @@ impl Metrics {
             m.connections_refused.clone(),
         );
         registry.register("config_reloads", "Configuration reloads, by result", m.reloads.clone());
+        registry.register(
+            "ip_rule_matches",
+            "Requests from an IP over an IP rule's limit, by rule and action",
+            m.ip_rule_matches.clone(),
+        );
         registry.register(
             "config_generation",
             "Generation of the configuration now serving",
@@ -202,6 +215,11 @@ impl Metrics {
     /// A connection closed at accept (`per_ip_limit`, `total_limit`, `tls_handshake`).
     pub fn connection_refused(&self, reason: &'static str) {
         self.connections_refused.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// A request from an IP over an IP rule (`block` or `count`).
+    pub fn ip_rule_match(&self, rule: &Arc<str>, action: &'static str) {
+        self.ip_rule_matches.get_or_create(&RuleAction { rule: rule.clone(), action }).inc();
     }
 
     /// A reload attempt (`ok`, `invalid`).

@@ -1,6 +1,7 @@
 //! The request phases, one module each, in the order `pipeline.rs` lists them.
 
 pub mod hygiene;
+pub mod ip_rules;
 pub mod path;
 pub mod response;
 pub mod route;
