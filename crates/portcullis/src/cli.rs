@@ -32,4 +32,45 @@ pub enum Command {
     },
     /// Start a demo backend and the gateway with examples/demo.yaml, and print curl lines.
     Demo,
+    /// Manage API keys in the store the config names.
+    Keys {
+        /// Config file (its `state.store` is used).
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+        /// What to do.
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+/// `portcullis keys` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysAction {
+    /// Create a key (printed once) for a client on a plan.
+    Create {
+        /// Plan name.
+        #[arg(long)]
+        plan: String,
+        /// Who the key is for.
+        #[arg(long)]
+        name: String,
+    },
+    /// List keys (ids, plans, states; never the keys).
+    List,
+    /// Move a key to another plan, or disable / enable / revoke it.
+    Update {
+        /// Key id.
+        id: String,
+        /// New plan.
+        #[arg(long)]
+        plan: Option<String>,
+        /// active, disabled or revoked.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Revoke a key for good.
+    Revoke {
+        /// Key id.
+        id: String,
+    },
 }

@@ -44,6 +44,14 @@ pub enum ErrorKind {
     GlobalLimit,
     /// The client IP is over a rate-based IP rule (403 by default, 429 if the rule says so).
     IpBlocked,
+    /// The key's plan limit (over all routes, or for this route) is reached.
+    PlanLimit,
+    /// The key's quota for the period is used up.
+    QuotaExceeded,
+    /// The route requires an API key and none was sent.
+    AuthMissing,
+    /// The API key is unknown, revoked or disabled (one code: no hint which).
+    InvalidKey,
     /// Could not connect to, or lost the connection to, every tried target.
     UpstreamUnavailable,
     /// The upstream answered something that is not valid HTTP.
@@ -58,7 +66,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for documentation checks and exhaustive tests.
-    pub const ALL: [ErrorKind; 17] = {
+    pub const ALL: [ErrorKind; 21] = {
         use ErrorKind::*;
         [
             BadRequest,
@@ -73,6 +81,10 @@ impl ErrorKind {
             RouteLimit,
             GlobalLimit,
             IpBlocked,
+            PlanLimit,
+            QuotaExceeded,
+            AuthMissing,
+            InvalidKey,
             UpstreamUnavailable,
             UpstreamBadResponse,
             UpstreamSaturated,
@@ -93,7 +105,9 @@ impl ErrorKind {
             RouteNotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             RouteLimit | GlobalLimit => StatusCode::TOO_MANY_REQUESTS,
-            IpBlocked => StatusCode::FORBIDDEN,
+            IpBlocked | InvalidKey => StatusCode::FORBIDDEN,
+            PlanLimit | QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
+            AuthMissing => StatusCode::UNAUTHORIZED,
             UpstreamUnavailable | UpstreamBadResponse => StatusCode::BAD_GATEWAY,
             UpstreamSaturated => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -117,6 +131,10 @@ impl ErrorKind {
             RouteLimit => "throttle.route_limit",
             GlobalLimit => "throttle.global_limit",
             IpBlocked => "throttle.ip_blocked",
+            PlanLimit => "throttle.plan_limit",
+            QuotaExceeded => "throttle.quota_exceeded",
+            AuthMissing => "auth.missing",
+            InvalidKey => "auth.invalid_key",
             UpstreamUnavailable => "upstream.unavailable",
             UpstreamBadResponse => "upstream.bad_response",
             UpstreamSaturated => "upstream.saturated",
@@ -141,6 +159,10 @@ impl ErrorKind {
             RouteLimit => "Route rate limit exceeded",
             GlobalLimit => "Gateway rate limit exceeded",
             IpBlocked => "Too many requests from this address",
+            PlanLimit => "Plan rate limit exceeded",
+            QuotaExceeded => "Quota exceeded",
+            AuthMissing => "Credentials required",
+            InvalidKey => "API key not accepted",
             UpstreamUnavailable => "Upstream unavailable",
             UpstreamBadResponse => "Upstream sent an invalid response",
             UpstreamSaturated => "Upstream at capacity",

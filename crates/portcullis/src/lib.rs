@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod headers;
+pub mod keys;
 pub mod observe;
 pub mod phases;
 pub mod pipeline;
@@ -18,6 +19,7 @@ pub mod proxy;
 pub mod reload;
 pub mod server;
 pub mod state;
+pub mod store;
 pub mod tls;
 
 use std::path::Path;
@@ -43,6 +45,9 @@ pub async fn start(
     let gw = state::Gateway::new(rt)?;
     let running = server::Running::start(gw.clone()).await?;
     let mut tasks = Vec::new();
+    if let Some(keys) = gw.keys.clone() {
+        tasks.push(keys::spawn_sync(gw.clone(), keys));
+    }
     if watch {
         match reload::watch_files(gw) {
             Ok(t) => tasks.push(t),

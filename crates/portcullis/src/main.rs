@@ -10,6 +10,30 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 
+    if let Command::Keys { config, action } = &cli.command {
+        use portcullis::cli::KeysAction;
+        use portcullis::keys::cli::{KeysCmd, run};
+        let Some(config) = config else {
+            eprintln!("portcullis keys needs -c FILE (the config whose state.store holds the keys)");
+            return ExitCode::from(2);
+        };
+        let cmd = match action.clone() {
+            KeysAction::Create { plan, name } => KeysCmd::Create { name, plan },
+            KeysAction::List => KeysCmd::List,
+            KeysAction::Update { id, plan, status } => KeysCmd::Update { id, plan, status },
+            KeysAction::Revoke { id } => KeysCmd::Revoke { id },
+        };
+        return match run(config, cmd) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Command::Validate { config } = &cli.command {
         return match portcullis::config::load_runtime(config, None) {
             Ok(_) => {
@@ -35,7 +59,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config, no_watch } => run(&config, !no_watch).await,
             Command::Demo => portcullis::demo::run().await.map_err(anyhow::Error::from),
-            Command::Validate { .. } => Ok(()),
+            Command::Validate { .. } | Command::Keys { .. } => Ok(()),
         }
     });
     match result {

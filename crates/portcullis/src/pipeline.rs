@@ -5,10 +5,10 @@
 //! limits) → build the upstream request → forward. The response phase and logging always run, for errors too.
 
 use crate::config::Runtime;
-use crate::config::runtime::{LimitRt, RouteRt};
+use crate::config::runtime::RouteRt;
 use crate::error::GatewayError;
 use crate::headers;
-use crate::phases::{hygiene, ip_rules, response, route, throttle, upstream_request, validate};
+use crate::phases::{auth, hygiene, ip_rules, response, route, throttle, upstream_request, validate};
 use crate::proxy::{self, body::ReqBody, body::RespBody};
 use crate::server::ConnInfo;
 use crate::state::Gateway;
@@ -39,6 +39,8 @@ pub enum Phase {
     PreRouteGuard,
     /// Host → path → method.
     Route,
+    /// API key (the route may require one) → the caller's plan.
+    Authenticate,
     /// Route-scoped IP rules, the route's bucket, then the global ceiling.
     Throttle,
     /// Body size limit and receive deadline.
@@ -54,6 +56,7 @@ pub const PHASES: &[Phase] = &[
     Phase::EarlyRequest,
     Phase::PreRouteGuard,
     Phase::Route,
+    Phase::Authenticate,
     Phase::Throttle,
     Phase::Validate,
     Phase::UpstreamRequest,
@@ -63,8 +66,10 @@ pub const PHASES: &[Phase] = &[
 /// The rate-limit state reported in `RateLimit` headers: the tightest layer seen.
 #[derive(Debug, Clone)]
 pub struct RateReport {
-    /// The layer.
-    pub limit: Arc<LimitRt>,
+    /// `RateLimit-Policy` of the layer.
+    pub policy: http::HeaderValue,
+    /// Its name in the `RateLimit` field.
+    pub name: &'static str,
     /// Tokens left.
     pub remaining: u32,
     /// Seconds until a token is available (0 when some are left).
@@ -101,6 +106,10 @@ pub struct RequestCtx {
     pub upstream_path: bytes::Bytes,
     /// The matched route.
     pub route: Option<Arc<RouteRt>>,
+    /// The caller's API key, once verified.
+    pub key: Option<Arc<crate::keys::KeyEntry>>,
+    /// The key's plan.
+    pub plan: Option<Arc<crate::keys::plans::PlanRt>>,
     /// Path parameters of the matched route.
     pub params: Vec<(String, String)>,
     /// For `RateLimit` headers.
@@ -129,6 +138,8 @@ impl RequestCtx {
             path: String::new(),
             upstream_path: bytes::Bytes::new(),
             route: None,
+            key: None,
+            plan: None,
             params: Vec::new(),
             rate: None,
             upgrade: false,
@@ -143,6 +154,7 @@ async fn run(ctx: &mut RequestCtx) -> Result<http::Response<RespBody>, GatewayEr
             Phase::EarlyRequest => hygiene::early_request(ctx)?,
             Phase::PreRouteGuard => ip_rules::pre_route(ctx)?,
             Phase::Route => route::route(ctx)?,
+            Phase::Authenticate => auth::authenticate(ctx)?,
             Phase::Throttle => throttle::throttle(ctx)?,
             Phase::Validate => validate::validate(ctx)?,
             Phase::UpstreamRequest => upstream_request::prepare(ctx)?,

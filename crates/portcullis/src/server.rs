@@ -136,6 +136,13 @@ impl Running {
         }
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
+        if let Some(keys) = self.gateway.keys.clone() {
+            match tokio::task::spawn_blocking(move || crate::keys::flush_quotas(&keys)).await {
+                Ok(Err(e)) => tracing::error!("final quota flush failed: {e}"),
+                Err(e) => tracing::error!("final quota flush failed: {e}"),
+                Ok(Ok(_)) => {}
+            }
+        }
         tracing::info!("stopped");
     }
 }

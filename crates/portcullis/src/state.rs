@@ -24,6 +24,8 @@ pub struct Gateway {
     pub clock: Clock,
     /// Open-connection counts.
     pub conns: Arc<ConnLimiter>,
+    /// API keys and plans, when a store is configured.
+    pub keys: Option<Arc<crate::keys::Keys>>,
     /// The config file, re-read on reload.
     pub config_path: PathBuf,
     /// Set once shutdown starts (readiness goes to 503).
@@ -36,6 +38,14 @@ pub struct Gateway {
 impl Gateway {
     /// State for a compiled config.
     pub fn new(runtime: Runtime) -> std::io::Result<Arc<Gateway>> {
+        let keys = match &runtime.store_url {
+            Some(url) => {
+                let base = runtime.loaded.path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+                let store = crate::store::open(url, &base).map_err(std::io::Error::other)?;
+                Some(Arc::new(crate::keys::Keys::load(store, &runtime).map_err(std::io::Error::other)?))
+            }
+            None => None,
+        };
         let metrics = Metrics::new();
         let access_log = AccessLog::start(runtime.access_log.clone(), metrics.access_log_dropped.clone())?;
         metrics.config_generation.set(i64::try_from(runtime.generation).unwrap_or(i64::MAX));
@@ -49,6 +59,7 @@ impl Gateway {
             access_log,
             clock,
             conns: Arc::new(ConnLimiter::default()),
+            keys,
             shutting_down: AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
         }))
@@ -85,7 +96,15 @@ impl Gateway {
                     self.access_log.reopen(next.access_log.clone());
                 }
                 let generation = next.generation;
-                self.runtime.store(Arc::new(next));
+                let next = Arc::new(next);
+                self.runtime.store(next.clone());
+                if let Some(keys) = self.keys.clone() {
+                    // Plans come partly from the config: rebuild them (and pick up store changes).
+                    let refreshed = tokio::task::spawn_blocking(move || keys.refresh(&next)).await;
+                    if let Ok(Err(e)) = refreshed {
+                        tracing::error!("plans not rebuilt after the reload: {e}");
+                    }
+                }
                 self.metrics.config_generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
                 self.metrics.reload("ok");
                 tracing::info!(generation, "configuration reloaded");
@@ -112,6 +131,9 @@ fn warn_static_changes(old: &Runtime, new: &Runtime) {
     }
     if old.admin.as_ref().map(|a| a.bind) != new.admin.as_ref().map(|a| a.bind) {
         tracing::warn!("admin.bind changed in the config: restart to apply");
+    }
+    if old.store_url != new.store_url {
+        tracing::warn!("state.store changed in the config: restart to apply");
     }
 }
 

@@ -218,7 +218,7 @@ fn misplaced_partitions_and_bad_rules_are_config_errors() {
     )
     .unwrap();
     let err = portcullis::config::load_runtime(&path, None).unwrap_err().to_string();
-    assert!(err.contains("c.yaml:5:") && err.contains("per: key needs API keys"), "{err}");
+    assert!(err.contains("c.yaml:5:") && err.contains("per: key needs the route to require a key"), "{err}");
     let path2 = dir.path().join("d.yaml");
     std::fs::write(
         &path2,

@@ -13,6 +13,8 @@ use std::sync::atomic::Ordering;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+mod keys;
+
 /// Serves until `stop` turns true.
 pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
     let app = router(gw);
@@ -34,6 +36,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/api/v1/config", get(config_summary))
         .route("/api/v1/blocked-ips", get(blocked_ips))
         .route("/api/v1/blocked-ips/{ip}", axum::routing::delete(unblock_ip))
+        .merge(keys::routes())
         .with_state(gw)
 }
 
@@ -50,7 +53,7 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
         .into_response()
 }
 
-fn problem(status: StatusCode, code: &'static str, title: &'static str) -> Response {
+pub(crate) fn problem(status: StatusCode, code: &'static str, title: &'static str) -> Response {
     let body = serde_json::json!({
         "type": format!("urn:portcullis:problem:{code}"),
         "title": title,
@@ -62,7 +65,7 @@ fn problem(status: StatusCode, code: &'static str, title: &'static str) -> Respo
 
 /// Checks `Authorization: Bearer <token>` against the configured SHA-256, in constant time.
 /// Returns the refusal to send, if any.
-fn refuse(gw: &Gateway, headers: &HeaderMap) -> Option<Response> {
+pub(crate) fn refuse(gw: &Gateway, headers: &HeaderMap) -> Option<Response> {
     use sha2::Digest;
     use subtle::ConstantTimeEq;
     let rt = gw.runtime.load();

@@ -59,6 +59,7 @@ pub fn compile(loaded: Loaded, previous: Option<&Runtime>) -> Result<Runtime, Co
         cfg.ip_rules.iter().flat_map(|r| r.scope.iter().flat_map(|s| s.routes.iter().map(String::as_str))).collect();
     let defaults = RouteDefaults { throttle: &default_throttle, limits: &limits, ip_scoped: &scoped };
     let (routes, router) = routes(&mut cx, cfg, &upstreams, &defaults, previous);
+    let (key_header, store_url) = keys_and_plans(&mut cx, cfg, &route_names);
     let access_log = access_target(&mut cx, cfg.log.access.as_deref());
     if let AccessTarget::File(p) = &access_log {
         watched.retain(|w| w != p);
@@ -82,6 +83,8 @@ pub fn compile(loaded: Loaded, previous: Option<&Runtime>) -> Result<Runtime, Co
         upstreams,
         global,
         ip_rules,
+        key_header,
+        store_url,
         access_log,
         watched_files: watched,
         loaded,
@@ -344,6 +347,7 @@ fn routes(
                 max_body_bytes,
                 log_sample,
                 hide_headers: r.hide_headers.unwrap_or(false),
+                requires_key: r.auth.as_ref().and_then(|a| a.api_key).unwrap_or(false),
                 has_ip_rules: defaults.ip_scoped.contains(r.name.as_str()),
                 metrics: std::sync::OnceLock::new(),
             }));
@@ -364,6 +368,52 @@ fn routes(
         }
     };
     (out, router)
+}
+
+/// The API key header, the store URL (defaulting to `sqlite:portcullis.db` next to the
+/// config when keys or plans are used), and every problem in `plans` and key-related route
+/// settings.
+fn keys_and_plans(
+    cx: &mut Ctx,
+    cfg: &model::Config,
+    route_names: &HashSet<&str>,
+) -> (http::HeaderName, Option<String>) {
+    let header = cfg.api_keys.header.as_deref().unwrap_or("x-api-key");
+    let key_header = http::HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()).unwrap_or_else(|_| {
+        cx.err("api_keys.header", format!("{header:?} is not a header name"));
+        http::HeaderName::from_static("x-api-key")
+    });
+    let uses_keys = cfg.routes.iter().any(|r| r.auth.as_ref().and_then(|a| a.api_key).unwrap_or(false));
+    for (i, r) in cfg.routes.iter().enumerate() {
+        let keyed = r.auth.as_ref().and_then(|a| a.api_key).unwrap_or(false);
+        let per_key = |t: &Option<Throttle>| t.as_ref().and_then(|t| t.per.as_ref()) == Some(&model::Partition::Key);
+        if !keyed && (per_key(&r.throttle) || (r.throttle.is_none() && per_key(&cfg.defaults.throttle))) {
+            cx.err(
+                &format!("routes[{i}].throttle.per"),
+                "per: key needs the route to require a key (auth: { api_key: true })",
+            );
+        }
+    }
+    for (name, plan) in &cfg.plans {
+        if !valid_name(name) {
+            cx.err(&format!("plans.{name}"), format!("plan name {name:?} must be letters, digits, '-', '_' or '.'"));
+        }
+        for (path, msg) in crate::keys::plans::plan_problems(plan, route_names) {
+            cx.err(&format!("plans.{name}.{path}"), format!("plans.{name}.{path}: {msg}"));
+        }
+    }
+    let store_url = match &cfg.state {
+        Some(s) => {
+            let ok = s.store == "memory" || s.store.strip_prefix("sqlite:").is_some_and(|p| !p.is_empty());
+            if !ok {
+                cx.err("state.store", format!("state.store {:?}: use sqlite:PATH or memory", s.store));
+            }
+            Some(s.store.clone())
+        }
+        None if uses_keys || !cfg.plans.is_empty() => Some("sqlite:portcullis.db".to_string()),
+        None => None,
+    };
+    (key_header, store_url)
 }
 
 fn access_target(cx: &mut Ctx, v: Option<&str>) -> AccessTarget {

@@ -34,7 +34,7 @@ fn policy_value(name: &str, t: &Throttle) -> HeaderValue {
 }
 
 /// A limit; its state comes from `previous` when the numbers (and partition) are the same.
-pub(super) fn limit_rt(
+pub(crate) fn limit_rt(
     t: Throttle,
     name: &'static str,
     max_keys: usize,
@@ -46,6 +46,7 @@ pub(super) fn limit_rt(
         _ => match &t.per {
             None | Some(Partition::Route) => Buckets::One(Arc::new(Bucket::new(rate))),
             Some(Partition::Ip) => Buckets::PerIp(Arc::new(KeyedLimiter::new(rate, max_keys))),
+            Some(Partition::Key) => Buckets::PerKey(Arc::new(KeyedLimiter::new(rate, max_keys))),
             Some(Partition::Header(h)) => match http::HeaderName::from_bytes(h.as_bytes()) {
                 Ok(name) => Buckets::PerHeader(name, Arc::new(KeyedLimiter::new(rate, max_keys))),
                 Err(_) => Buckets::One(Arc::new(Bucket::new(rate))),

@@ -1,7 +1,7 @@
 //! Configuration: file → model (`load`) → validated, immutable snapshot (`compile`).
 
 pub mod compile;
-mod compile_limits;
+pub(crate) mod compile_limits;
 pub mod load;
 pub mod locate;
 pub mod model;

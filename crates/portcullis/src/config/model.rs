@@ -42,6 +42,69 @@ pub struct Config {
     /// Per-IP rate-based rules, checked before anything else about a request.
     #[serde(default)]
     pub ip_rules: Vec<IpRule>,
+    /// Durable state (keys, plans, quota counts). Static.
+    #[serde(default)]
+    pub state: Option<State>,
+    /// Where API keys are read from.
+    #[serde(default)]
+    pub api_keys: ApiKeys,
+    /// Usage plans by name.
+    #[serde(default)]
+    pub plans: BTreeMap<String, Plan>,
+}
+
+/// Durable state.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// `sqlite:PATH` (relative to the config file) or `memory`.
+    pub store: String,
+}
+
+/// API key settings.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeys {
+    /// Request header carrying the key (default `x-api-key`). It is removed before forwarding.
+    #[serde(default)]
+    pub header: Option<String>,
+}
+
+/// A usage plan.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// Each key's limit over all routes.
+    #[serde(default)]
+    pub throttle: Option<Throttle>,
+    /// Each key's quota.
+    #[serde(default)]
+    pub quota: Option<Quota>,
+    /// Each key's limit on a given route (checked before the plan's `throttle`).
+    #[serde(default)]
+    pub routes: BTreeMap<String, Throttle>,
+}
+
+/// Requests per period per key.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    /// Requests per period.
+    pub limit: u64,
+    /// `day`, `week` (from Monday) or `month`, in UTC.
+    pub period: crate::keys::quota::Period,
+    /// Shift of the period start after 00:00 UTC (e.g. `2h`).
+    #[serde(default)]
+    pub offset: Option<Dur>,
+}
+
+/// What a route requires of a caller.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteAuth {
+    /// A valid API key is required (it selects the caller's plan).
+    #[serde(default)]
+    pub api_key: Option<bool>,
 }
 
 /// A client-facing listener.
@@ -206,6 +269,8 @@ pub enum Partition {
     Route,
     /// One bucket per client IP (IPv6 per /64).
     Ip,
+    /// One bucket per API key (the route must require one).
+    Key,
     /// One bucket per value of a request header (requests without it share one).
     Header(String),
 }
@@ -216,14 +281,12 @@ impl std::str::FromStr for Partition {
         match s {
             "route" => Ok(Partition::Route),
             "ip" => Ok(Partition::Ip),
-            "key" => {
-                Err("per: key needs API keys, which this version does not have yet; use ip or header:x-api-key".into())
-            }
+            "key" => Ok(Partition::Key),
             _ => match s.strip_prefix("header:") {
                 Some(name) if http::HeaderName::from_bytes(name.as_bytes()).is_ok() => {
                     Ok(Partition::Header(name.to_ascii_lowercase()))
                 }
-                _ => Err(format!("per must be route, ip or header:<name>, not {s:?}")),
+                _ => Err(format!("per must be route, ip, key or header:<name>, not {s:?}")),
             },
         }
     }
@@ -234,6 +297,7 @@ impl std::fmt::Display for Partition {
         match self {
             Partition::Route => f.write_str("route"),
             Partition::Ip => f.write_str("ip"),
+            Partition::Key => f.write_str("key"),
             Partition::Header(h) => write!(f, "header:{h}"),
         }
     }
@@ -376,6 +440,9 @@ pub struct Route {
     /// Leave the `RateLimit` and `RateLimit-Policy` fields out of this route's responses.
     #[serde(default)]
     pub hide_headers: Option<bool>,
+    /// What callers must present.
+    #[serde(default)]
+    pub auth: Option<RouteAuth>,
 }
 
 /// Request matching.

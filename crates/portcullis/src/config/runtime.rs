@@ -41,6 +41,10 @@ pub struct Runtime {
     pub global: Option<Arc<LimitRt>>,
     /// Per-IP rate-based rules, in config order.
     pub ip_rules: Vec<Arc<crate::phases::ip_rules::IpRuleRt>>,
+    /// Header carrying API keys.
+    pub key_header: http::HeaderName,
+    /// `state.store` (static).
+    pub store_url: Option<String>,
     /// Where access-log lines go.
     pub access_log: AccessTarget,
     /// Files whose change triggers a reload (the config and the TLS files it names).
@@ -114,6 +118,8 @@ pub enum Buckets {
     PerIp(Arc<KeyedLimiter>),
     /// One bucket per value of a header.
     PerHeader(http::HeaderName, Arc<KeyedLimiter>),
+    /// One bucket per API key.
+    PerKey(Arc<KeyedLimiter>),
 }
 
 /// A token bucket (or a partitioned set of them) with the numbers it was made from and its
@@ -149,6 +155,8 @@ pub struct RouteRt {
     pub hide_headers: bool,
     /// Some IP rule is scoped to this route.
     pub has_ip_rules: bool,
+    /// Callers must present a valid API key.
+    pub requires_key: bool,
     /// Metric handles, made on the route's first request.
     pub metrics: std::sync::OnceLock<crate::observe::metrics::RouteHandles>,
 }

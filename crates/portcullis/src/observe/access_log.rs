@@ -52,6 +52,8 @@ pub struct Record {
     pub decision: &'static str,
     /// Stable code of what ended or cut the request short.
     pub reason: Option<&'static str>,
+    /// Public id of the caller's API key.
+    pub key_id: Option<Arc<str>>,
     /// Listener name.
     pub listener: Arc<str>,
     /// Upstream name.
@@ -94,7 +96,7 @@ impl Record {
             duration_ms: self.duration_ms,
             upstream_ms: self.upstream_ms,
             principal: None,
-            key_id: None,
+            key_id: self.key_id.as_deref(),
             decision: self.decision,
             reason: self.reason,
             waf_rules: [],
@@ -269,6 +271,7 @@ mod tests {
                 upstream_ms: None,
                 decision: "allow",
                 reason: None,
+                key_id: None,
                 listener: Arc::from("l"),
                 upstream: None,
             });

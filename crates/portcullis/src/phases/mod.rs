@@ -1,5 +1,6 @@
 //! The request phases, one module each, in the order `pipeline.rs` lists them.
 
+pub mod auth;
 pub mod hygiene;
 pub mod ip_rules;
 pub mod path;

@@ -26,8 +26,8 @@ pub fn finish(ctx: &mut RequestCtx, resp: &mut http::Response<RespBody>, error: 
     headers.insert(h::X_REQUEST_ID, ctx.request_id.clone());
     let hidden = ctx.route.as_ref().is_some_and(|r| r.hide_headers);
     if let Some(rate) = ctx.rate.as_ref().filter(|_| !hidden) {
-        headers.insert(h::RATELIMIT_POLICY, rate.limit.policy.clone());
-        if let Some(v) = ratelimit_value(rate.limit.policy_name, rate.remaining, rate.reset_secs) {
+        headers.insert(h::RATELIMIT_POLICY, rate.policy.clone());
+        if let Some(v) = ratelimit_value(rate.name, rate.remaining, rate.reset_secs) {
             headers.insert(h::RATELIMIT, v);
         }
     }

@@ -1,27 +1,36 @@
-//! Phase `throttle`: route-scoped IP rules, the route's own bucket, then the global ceiling.
+//! Phase `throttle`, in AWS API Gateway's order: route-scoped IP rules, the route's own
+//! bucket, the key's limit on this route (`plans.<p>.routes`), the key's plan limit, the
+//! global ceiling, then the key's quota.
 //!
 //! Every route has its own bucket (from `defaults.throttle` unless it sets one), optionally
-//! partitioned per client IP or per header value, so a flood on one route — or from one
-//! client, with `per` — cannot drain another's budget. The global ceiling is an outer limit
-//! checked after the route bucket.
+//! partitioned per client IP, API key or header value, so a flood on one route — or from one
+//! client — cannot drain another's budget. The global ceiling is an outer limit only.
 //!
-//! What a refused request takes: a request refused by an IP rule takes no token anywhere (it
-//! was counted by the rule, which is how a flooding IP stays blocked). A request the route
-//! refuses takes nothing from the global bucket. A request the global ceiling refuses has
-//! already taken its route token: the route budget measures what reached the route, and a
-//! refund would let a client retry in a tight loop against a saturated gateway for free.
+//! What a refused request takes: a layer that refuses a request stops the check, so the
+//! layers after it take nothing. The layers before it have taken their token: each bucket
+//! measures what reached its layer, and refunding would let a client retry in a tight loop
+//! against a saturated layer for free. The quota is last so that it counts only requests
+//! that every limit admitted; a request it refuses is not counted. A request refused by an IP
+//! rule takes no token anywhere (the rule counted it: that is how a flooding IP stays blocked).
 
 use super::ip_rules;
 use crate::config::runtime::{Buckets, LimitRt};
 use crate::error::{ErrorKind, GatewayError};
+use crate::keys::quota;
 use crate::pipeline::{Flow, RateReport, RequestCtx};
 use portcullis_limit::{Decision, hash_key};
 use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
 
 fn decide(ctx: &RequestCtx, limit: &LimitRt, now: u64) -> Decision {
     match &limit.buckets {
         Buckets::One(b) => b.check(now),
         Buckets::PerIp(k) => k.check(hash_key(&ip_rules::aggregate(ctx.client_ip, 64)), now),
+        Buckets::PerKey(k) => match &ctx.key {
+            Some(key) => k.check(key.bucket_key, now),
+            // Only routes that require a key can be partitioned per key (checked at load).
+            None => k.check(hash_key(&ip_rules::aggregate(ctx.client_ip, 64)), now),
+        },
         Buckets::PerHeader(name, k) => {
             let value = ctx.parts.headers.get(name).map_or(&[][..], |v| v.as_bytes());
             k.check(hash_key(value), now)
@@ -29,18 +38,40 @@ fn decide(ctx: &RequestCtx, limit: &LimitRt, now: u64) -> Decision {
     }
 }
 
+fn report(ctx: &mut RequestCtx, policy: &http::HeaderValue, name: &'static str, remaining: u64, reset_secs: u64) {
+    let remaining = u32::try_from(remaining).unwrap_or(u32::MAX);
+    if reset_secs > 0 || ctx.rate.as_ref().is_none_or(|r| remaining < r.remaining) {
+        ctx.rate = Some(RateReport { policy: policy.clone(), name, remaining, reset_secs });
+    }
+}
+
 fn check(ctx: &mut RequestCtx, limit: &Arc<LimitRt>, kind: ErrorKind, now: u64) -> Result<(), GatewayError> {
     match decide(ctx, limit, now) {
         Decision::Allowed { remaining } => {
-            if ctx.rate.as_ref().is_none_or(|r| remaining < r.remaining) {
-                ctx.rate = Some(RateReport { limit: limit.clone(), remaining, reset_secs: 0 });
-            }
+            report(ctx, &limit.policy, limit.policy_name, u64::from(remaining), 0);
             Ok(())
         }
         Decision::Denied { retry_after } => {
-            let secs = crate::error::retry_after_secs(retry_after);
-            ctx.rate = Some(RateReport { limit: limit.clone(), remaining: 0, reset_secs: secs });
+            report(ctx, &limit.policy, limit.policy_name, 0, crate::error::retry_after_secs(retry_after));
             Err(GatewayError::new(kind).with_retry_after(retry_after))
+        }
+    }
+}
+
+fn take_quota(ctx: &mut RequestCtx, now: u64) -> Result<(), GatewayError> {
+    let (Some(key), Some(plan)) = (ctx.key.clone(), ctx.plan.clone()) else { return Ok(()) };
+    let Some(q) = &plan.quota else { return Ok(()) };
+    let unix = ctx.gw.wall_time(now).duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+    let (start, end) = quota::bounds(unix, q.period, q.offset);
+    match key.quota.try_take(start, q.limit) {
+        Some(left) => {
+            report(ctx, &q.policy, "quota", left, 0);
+            Ok(())
+        }
+        None => {
+            let wait = Duration::from_secs(u64::try_from(end - unix).unwrap_or(1));
+            report(ctx, &q.policy, "quota", 0, crate::error::retry_after_secs(wait));
+            Err(GatewayError::new(ErrorKind::QuotaExceeded).with_retry_after(wait))
         }
     }
 }
@@ -51,8 +82,17 @@ pub fn throttle(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
     ip_rules::on_route(ctx)?;
     let now = ctx.gw.clock.now();
     check(ctx, &route.limit, ErrorKind::RouteLimit, now)?;
+    if let Some(plan) = ctx.plan.clone() {
+        if let Some(limit) = plan.routes.get(&*route.name) {
+            check(ctx, limit, ErrorKind::PlanLimit, now)?;
+        }
+        if let Some(limit) = &plan.throttle {
+            check(ctx, limit, ErrorKind::PlanLimit, now)?;
+        }
+    }
     if let Some(global) = ctx.rt.global.clone() {
         check(ctx, &global, ErrorKind::GlobalLimit, now)?;
     }
+    take_quota(ctx, now)?;
     Ok(Flow::Continue)
 }

@@ -1,0 +1,51 @@
+//! Once a second: quota counts that changed go to the store (so a crash, even `kill -9`,
+//! loses at most about a second of counting), and the caches are rebuilt if the store
+//! changed (a key made with `portcullis keys create`, or by another gateway process).
+
+use super::Keys;
+use crate::state::Gateway;
+use crate::store::StoreError;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often counts are flushed and the store polled.
+pub const INTERVAL: Duration = Duration::from_secs(1);
+
+/// Writes every changed quota count to the store.
+pub fn flush_quotas(keys: &Keys) -> Result<usize, StoreError> {
+    let index = keys.index.load();
+    let rows: Vec<(String, i64, u64)> = index
+        .entries()
+        .filter_map(|e| e.quota.take_dirty().map(|(start, used)| (e.id.to_string(), start, used)))
+        .collect();
+    keys.store.save_quota_usage(&rows)?;
+    Ok(rows.len())
+}
+
+fn once(gw: &Gateway, keys: &Keys) {
+    if let Err(e) = flush_quotas(keys) {
+        tracing::error!("quota counts not saved: {e}");
+    }
+    match keys.stale() {
+        Ok(true) => {
+            if let Err(e) = keys.refresh(&gw.runtime.load()) {
+                tracing::error!("keys not reloaded from the store: {e}");
+            }
+        }
+        Ok(false) => {}
+        Err(e) => tracing::error!("store not reachable: {e}"),
+    }
+}
+
+/// Runs the sync loop until the returned task is aborted.
+pub fn spawn_sync(gw: Arc<Gateway>, keys: Arc<Keys>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let (gw, keys) = (gw.clone(), keys.clone());
+            let _ = tokio::task::spawn_blocking(move || once(&gw, &keys)).await;
+        }
+    })
+}

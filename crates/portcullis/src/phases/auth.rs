@@ -1,0 +1,46 @@
+//! Phase `authenticate`: for routes that require one, the caller's API key, and with it the
+//! plan whose limits and quota apply.
+//!
+//! No key: 401 `auth.missing`. A key that is malformed, unknown, revoked or disabled, sent
+//! twice, or on a plan that no longer exists: 403 `auth.invalid_key` — one code, so a caller
+//! learns nothing about which. The key header is removed before forwarding: the backend gets
+//! the request, never the key. (API keys identify a client for its plan; JWT, mTLS and
+//! external authorizers come with the authentication issue.)
+
+use crate::error::{ErrorKind, GatewayError};
+use crate::pipeline::{Flow, RequestCtx};
+use crate::store::KeyStatus;
+
+/// The phase.
+pub fn authenticate(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
+    let Some(route) = ctx.route.clone() else { return Ok(Flow::Continue) };
+    if !route.requires_key {
+        return Ok(Flow::Continue);
+    }
+    let Some(keys) = ctx.gw.keys.clone() else {
+        return Err(GatewayError::internal("a route requires API keys but no store is open"));
+    };
+    let header = ctx.rt.key_header.clone();
+    let sent = ctx.parts.headers.get_all(&header).iter().count();
+    let Some(value) = ctx.parts.headers.remove(&header) else {
+        return Err(GatewayError::new(ErrorKind::AuthMissing));
+    };
+    let invalid = |why: &str| GatewayError::new(ErrorKind::InvalidKey).with_detail(why.to_string());
+    if sent > 1 {
+        return Err(invalid("key header sent more than once"));
+    }
+    let presented = value.to_str().map_err(|_| invalid("malformed key"))?.trim();
+    let entry = keys.index.load().verify(presented).ok_or_else(|| invalid("unknown key"))?;
+    if entry.status != KeyStatus::Active {
+        return Err(invalid(&format!("key {} is {}", entry.id, entry.status.as_str())));
+    }
+    let plan = keys
+        .plans
+        .load()
+        .get(&entry.plan)
+        .cloned()
+        .ok_or_else(|| invalid(&format!("plan {} of key {} does not exist", entry.plan, entry.id)))?;
+    ctx.key = Some(entry);
+    ctx.plan = Some(plan);
+    Ok(Flow::Continue)
+}

@@ -1,0 +1,109 @@
+//! Durable state: API keys, API-managed plans, quota counts. One trait, so the cluster issue
+//! can add Redis beside the embedded SQLite store.
+//!
+//! The request path never waits on the store: keys live in an in-memory index that is
+//! rebuilt when the store's change counter moves, and quota counts are kept in memory and
+//! flushed every second.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A key's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStatus {
+    /// Accepted.
+    Active,
+    /// Refused until enabled again.
+    Disabled,
+    /// Refused for good.
+    Revoked,
+}
+
+impl KeyStatus {
+    /// As stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "active",
+            KeyStatus::Disabled => "disabled",
+            KeyStatus::Revoked => "revoked",
+        }
+    }
+
+    /// Parses a stored or requested status.
+    pub fn parse(s: &str) -> Option<KeyStatus> {
+        match s {
+            "active" => Some(KeyStatus::Active),
+            "disabled" => Some(KeyStatus::Disabled),
+            "revoked" => Some(KeyStatus::Revoked),
+            _ => None,
+        }
+    }
+}
+
+/// A stored API key: never the key itself, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// Public id (in logs and the admin API).
+    pub id: String,
+    /// SHA-256 of the whole key.
+    pub hash: [u8; 32],
+    /// Who it is for.
+    pub name: String,
+    /// Plan name.
+    pub plan: String,
+    /// State.
+    pub status: KeyStatus,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("store: {0}")]
+    Db(String),
+    /// The `state.store` URL is not understood.
+    #[error("state.store {0:?}: use sqlite:PATH or memory")]
+    BadUrl(String),
+}
+
+/// What every store provides.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// A counter that changes whenever keys or plans change (polled to refresh the caches).
+    fn version(&self) -> Result<u64, StoreError>;
+    /// Every key.
+    fn keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
+    /// Adds a key.
+    fn insert_key(&self, key: &KeyRecord) -> Result<(), StoreError>;
+    /// Changes a key's plan and/or status; false when no such key.
+    fn update_key(&self, id: &str, plan: Option<&str>, status: Option<KeyStatus>) -> Result<bool, StoreError>;
+    /// API-managed plans: name and JSON definition.
+    fn plans(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// Creates or replaces an API-managed plan.
+    fn put_plan(&self, name: &str, json: &str) -> Result<(), StoreError>;
+    /// Deletes an API-managed plan; false when no such plan.
+    fn delete_plan(&self, name: &str) -> Result<bool, StoreError>;
+    /// Quota usage: key id, period start (unix seconds), requests counted.
+    fn quota_usage(&self) -> Result<Vec<(String, i64, u64)>, StoreError>;
+    /// Saves quota usage (absolute counts; replaces what is stored for those keys).
+    fn save_quota_usage(&self, rows: &[(String, i64, u64)]) -> Result<(), StoreError>;
+}
+
+/// Opens `state.store`: `sqlite:PATH` (relative to `base`) or `memory`.
+pub fn open(url: &str, base: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    if url == "memory" {
+        return Ok(Arc::new(SqliteStore::memory()?));
+    }
+    match url.strip_prefix("sqlite:") {
+        Some(p) if !p.is_empty() => {
+            let path = Path::new(p);
+            let path = if path.is_absolute() { path.to_path_buf() } else { base.join(path) };
+            Ok(Arc::new(SqliteStore::open(&path)?))
+        }
+        _ => Err(StoreError::BadUrl(url.to_string())),
+    }
+}
