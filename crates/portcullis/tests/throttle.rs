@@ -230,3 +230,27 @@ fn misplaced_partitions_and_bad_rules_are_config_errors() {
     assert!(err.contains("d.yaml:7:") && err.contains("window must be 1m, 2m, 5m or 10m"), "{err}");
     assert!(err.contains("d.yaml:8:") && err.contains("route \"nope\" is not defined"), "{err}");
 }
+
+/// Issue 3 item 8: spellings of one resource cannot multiply its limit. The path is
+/// normalized before routing, so they all reach one route and one bucket; `/API/x` is a
+/// different resource to a case-sensitive route and does not match it at all.
+#[tokio::test]
+async fn spellings_of_one_resource_share_one_bucket() {
+    let up = MockUpstream::start().await;
+    let gw = TestGateway::start(&format!(
+        r#"
+listeners: [{{ name: public, bind: "127.0.0.1:0" }}]
+log: {{ access: off }}
+upstreams: {{ up: {{ targets: ["{}"] }} }}
+routes: [{{ name: x, match: {{ path: /api/x }}, upstream: up, throttle: {{ rate: 0.001, burst: 4 }} }}]
+"#,
+        up.url()
+    ))
+    .await;
+    let mut codes = Vec::new();
+    for path in ["/api/x", "/api/x/", "/api//x", "/api/./x", "/%61pi/x", "/api/y/../x", "/API/x"] {
+        codes.push(client::get(gw.addr(), path).await.status);
+    }
+    assert_eq!(codes, vec![200, 200, 200, 200, 429, 429, 404]);
+    assert_eq!(up.count(), 4);
+}
