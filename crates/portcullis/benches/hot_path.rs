@@ -58,8 +58,12 @@ fn misc(c: &mut Criterion) {
     // API key check: parse, look up by id, SHA-256 (hardware-accelerated where the CPU has
     // SHA extensions), constant-time compare.
     let keys: Vec<_> = (0..10_000).map(|i| portcullis::keys::generate(&format!("k{i}"), "free", 0)).collect();
-    let index =
-        portcullis::keys::KeyIndex::build(keys.iter().map(|k| k.record.clone()).collect(), &Default::default(), None);
+    let index = portcullis::keys::KeyIndex::build(
+        keys.iter().map(|k| k.record.clone()).collect(),
+        &Default::default(),
+        None,
+        &Default::default(),
+    );
     let presented = keys[5_000].key.clone();
     c.bench_function("api_key_verify_10k_keys", |b| b.iter(|| black_box(index.verify(black_box(&presented)))));
     c.bench_function("sha256_80_bytes", |b| b.iter(|| black_box(portcullis::keys::hash(black_box(&presented)))));

@@ -212,6 +212,10 @@ async fn plans_managed_through_the_api() {
     assert_eq!(call(&gw, "/orders/1", Some(&key)).await.status, 200);
     assert_eq!(call(&gw, "/orders/1", Some(&key)).await.status, 200);
     assert_eq!(call(&gw, "/orders/1", Some(&key)).await.status, 429);
+    // A changed plan applies to the keys already on it, at once.
+    let roomier = serde_json::json!({"throttle": {"rate": 0.001, "burst": 5}});
+    assert_eq!(admin(&gw, "PUT", "/api/v1/plans/gold", Some(roomier)).await.status, 200);
+    assert_eq!(call(&gw, "/orders/1", Some(&key)).await.status, 200, "the new plan's bucket");
     let r = admin(&gw, "PUT", "/api/v1/plans/free", Some(serde_json::json!({}))).await;
     assert_eq!((r.status, r.json()["code"].as_str()), (409, Some("admin.plan_in_config")));
     let r =

@@ -17,7 +17,7 @@ mod sync;
 
 use crate::store::{KeyRecord, KeyStatus, Store, StoreError};
 use arc_swap::ArcSwap;
-use plans::PlanTable;
+use plans::{PlanRt, PlanTable};
 use quota::QuotaCell;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -88,6 +88,9 @@ pub struct KeyEntry {
     pub name: String,
     /// Plan name.
     pub plan: Arc<str>,
+    /// The plan itself, resolved when the index is built (`None`: the plan does not exist,
+    /// and the key is refused).
+    pub plan_rt: Option<Arc<PlanRt>>,
     /// State.
     pub status: KeyStatus,
     /// Unix seconds.
@@ -109,6 +112,7 @@ impl KeyIndex {
         records: Vec<KeyRecord>,
         usage: &HashMap<String, (i64, u64)>,
         previous: Option<&KeyIndex>,
+        plans: &PlanTable,
     ) -> KeyIndex {
         let by_id = records
             .into_iter()
@@ -123,6 +127,7 @@ impl KeyIndex {
                     id: id.clone(),
                     hash: r.hash,
                     name: r.name,
+                    plan_rt: plans.get(&r.plan).cloned(),
                     plan: Arc::from(r.plan.as_str()),
                     status: r.status,
                     created_at: r.created_at,
@@ -176,8 +181,8 @@ impl Keys {
         let version = store.version()?;
         let usage: HashMap<String, (i64, u64)> =
             store.quota_usage()?.into_iter().map(|(id, start, used)| (id, (start, used))).collect();
-        let index = KeyIndex::build(store.keys()?, &usage, None);
         let plans = PlanTable::build(rt, &store.plans()?, None);
+        let index = KeyIndex::build(store.keys()?, &usage, None, &plans);
         Ok(Keys {
             store,
             index: ArcSwap::from_pointee(index),
@@ -190,10 +195,11 @@ impl Keys {
     /// seen by polling, or a config reload that may have changed plans).
     pub fn refresh(&self, rt: &crate::config::Runtime) -> Result<(), StoreError> {
         let version = self.store.version()?;
-        let index = KeyIndex::build(self.store.keys()?, &HashMap::new(), Some(&self.index.load()));
+        // Plans first: the key index resolves each key's plan from this table.
+        let plans = Arc::new(PlanTable::build(rt, &self.store.plans()?, Some(&self.plans.load())));
+        let index = KeyIndex::build(self.store.keys()?, &HashMap::new(), Some(&self.index.load()), &plans);
+        self.plans.store(plans);
         self.index.store(Arc::new(index));
-        let plans = PlanTable::build(rt, &self.store.plans()?, Some(&self.plans.load()));
-        self.plans.store(Arc::new(plans));
         self.version.store(version, std::sync::atomic::Ordering::Release);
         Ok(())
     }
@@ -216,7 +222,7 @@ mod tests {
         assert_eq!(key_id(&a.key), Some(a.record.id.as_str()));
         assert_eq!(a.key.len(), 3 + 12 + 1 + 64);
         assert!(!format!("{:?}", a.record).contains(&a.key[16..]), "the record holds no secret");
-        let index = KeyIndex::build(vec![a.record.clone()], &HashMap::new(), None);
+        let index = KeyIndex::build(vec![a.record.clone()], &HashMap::new(), None, &PlanTable::default());
         assert!(index.verify(&a.key).is_some());
         assert!(index.verify(&b.key).is_none(), "unknown id");
         let forged = format!("pc_{}_{}", a.record.id, "0".repeat(64));
@@ -229,12 +235,12 @@ mod tests {
     #[test]
     fn rebuilding_keeps_live_quota_counts() {
         let a = generate("acme", "free", 1);
-        let first = KeyIndex::build(vec![a.record.clone()], &HashMap::new(), None);
+        let first = KeyIndex::build(vec![a.record.clone()], &HashMap::new(), None, &PlanTable::default());
         first.get(&a.record.id).unwrap().quota.try_take(60, 10);
-        let second = KeyIndex::build(vec![a.record.clone()], &HashMap::new(), Some(&first));
+        let second = KeyIndex::build(vec![a.record.clone()], &HashMap::new(), Some(&first), &PlanTable::default());
         assert_eq!(second.get(&a.record.id).unwrap().quota.used(60), 1);
         let usage = HashMap::from([(a.record.id.clone(), (60, 7))]);
-        let restored = KeyIndex::build(vec![a.record], &usage, None);
+        let restored = KeyIndex::build(vec![a.record], &usage, None, &PlanTable::default());
         assert_eq!(restored.entries().next().unwrap().quota.used(60), 7);
     }
 }

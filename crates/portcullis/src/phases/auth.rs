@@ -20,25 +20,25 @@ pub fn authenticate(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
     let Some(keys) = ctx.gw.keys.clone() else {
         return Err(GatewayError::internal("a route requires API keys but no store is open"));
     };
-    let header = ctx.rt.key_header.clone();
-    let sent = ctx.parts.headers.get_all(&header).iter().count();
-    let Some(value) = ctx.parts.headers.remove(&header) else {
+    // One pass over the header map: take every value of the key header out, keep the first.
+    let http::header::Entry::Occupied(found) = ctx.parts.headers.entry(&ctx.rt.key_header) else {
         return Err(GatewayError::new(ErrorKind::AuthMissing));
     };
+    let (_, mut values) = found.remove_entry_mult();
     let invalid = |why: &str| GatewayError::new(ErrorKind::InvalidKey).with_detail(why.to_string());
-    if sent > 1 {
+    let Some(value) = values.next() else { return Err(GatewayError::new(ErrorKind::AuthMissing)) };
+    if values.next().is_some() {
         return Err(invalid("key header sent more than once"));
     }
+    drop(values);
     let presented = value.to_str().map_err(|_| invalid("malformed key"))?.trim();
     let entry = keys.index.load().verify(presented).ok_or_else(|| invalid("unknown key"))?;
     if entry.status != KeyStatus::Active {
         return Err(invalid(&format!("key {} is {}", entry.id, entry.status.as_str())));
     }
-    let plan = keys
-        .plans
-        .load()
-        .get(&entry.plan)
-        .cloned()
+    let plan = entry
+        .plan_rt
+        .clone()
         .ok_or_else(|| invalid(&format!("plan {} of key {} does not exist", entry.plan, entry.id)))?;
     ctx.key = Some(entry);
     ctx.plan = Some(plan);
