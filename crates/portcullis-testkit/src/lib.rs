@@ -7,7 +7,8 @@
 //!   a test can assert that an attack never reached it;
 //! - [`ScriptedUpstream`]: a raw TCP backend that misbehaves on cue;
 //! - [`client`]: HTTP/1.1, HTTP/2 and TLS requests, and a raw TCP client;
-//! - [`Pki`]: a CA, a server certificate and client certificates made with rcgen.
+//! - [`Pki`]: a CA, a server certificate and client certificates made with rcgen;
+//! - [`tokens`]: JWT signing keys (EC, Ed25519, RSA, HMAC), JWKS documents, tokens.
 
 // Test support: a failed expectation here is a failed test, so panicking is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
@@ -16,6 +17,7 @@ pub mod client;
 mod gateway;
 mod pki;
 mod scripted;
+pub mod tokens;
 mod upstream;
 
 pub use gateway::{GatewayProcess, TestGateway, free_port};

@@ -52,6 +52,14 @@ pub enum ErrorKind {
     AuthMissing,
     /// The API key is unknown, revoked or disabled (one code: no hint which).
     InvalidKey,
+    /// The bearer token is malformed, wrongly signed, or not for this gateway.
+    AuthInvalidToken,
+    /// The bearer token is past its `exp`.
+    AuthExpired,
+    /// Authenticated, but without the route's required scopes or claims.
+    AuthForbidden,
+    /// A resource policy refuses the client address.
+    PolicyDenied,
     /// Could not connect to, or lost the connection to, every tried target.
     UpstreamUnavailable,
     /// The upstream answered something that is not valid HTTP.
@@ -66,7 +74,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for documentation checks and exhaustive tests.
-    pub const ALL: [ErrorKind; 21] = {
+    pub const ALL: [ErrorKind; 25] = {
         use ErrorKind::*;
         [
             BadRequest,
@@ -85,6 +93,10 @@ impl ErrorKind {
             QuotaExceeded,
             AuthMissing,
             InvalidKey,
+            AuthInvalidToken,
+            AuthExpired,
+            AuthForbidden,
+            PolicyDenied,
             UpstreamUnavailable,
             UpstreamBadResponse,
             UpstreamSaturated,
@@ -105,9 +117,9 @@ impl ErrorKind {
             RouteNotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             RouteLimit | GlobalLimit => StatusCode::TOO_MANY_REQUESTS,
-            IpBlocked | InvalidKey => StatusCode::FORBIDDEN,
+            IpBlocked | InvalidKey | AuthForbidden | PolicyDenied => StatusCode::FORBIDDEN,
             PlanLimit | QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
-            AuthMissing => StatusCode::UNAUTHORIZED,
+            AuthMissing | AuthInvalidToken | AuthExpired => StatusCode::UNAUTHORIZED,
             UpstreamUnavailable | UpstreamBadResponse => StatusCode::BAD_GATEWAY,
             UpstreamSaturated => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -135,6 +147,10 @@ impl ErrorKind {
             QuotaExceeded => "throttle.quota_exceeded",
             AuthMissing => "auth.missing",
             InvalidKey => "auth.invalid_key",
+            AuthInvalidToken => "auth.invalid_token",
+            AuthExpired => "auth.expired",
+            AuthForbidden => "auth.forbidden",
+            PolicyDenied => "policy.denied",
             UpstreamUnavailable => "upstream.unavailable",
             UpstreamBadResponse => "upstream.bad_response",
             UpstreamSaturated => "upstream.saturated",
@@ -163,6 +179,10 @@ impl ErrorKind {
             QuotaExceeded => "Quota exceeded",
             AuthMissing => "Credentials required",
             InvalidKey => "API key not accepted",
+            AuthInvalidToken => "Credentials not accepted",
+            AuthExpired => "Credentials expired",
+            AuthForbidden => "Not allowed",
+            PolicyDenied => "Not allowed from this address",
             UpstreamUnavailable => "Upstream unavailable",
             UpstreamBadResponse => "Upstream sent an invalid response",
             UpstreamSaturated => "Upstream at capacity",
@@ -195,12 +215,14 @@ pub struct GatewayError {
     pub retry_after: Option<Duration>,
     /// A status other than the kind's usual one (an IP rule configured to answer 429).
     pub status: Option<StatusCode>,
+    /// `WWW-Authenticate` for a 401 or 403.
+    pub challenge: Option<HeaderValue>,
 }
 
 impl GatewayError {
     /// An error of this kind.
     pub fn new(kind: ErrorKind) -> GatewayError {
-        GatewayError { kind, detail: None, allow: Vec::new(), retry_after: None, status: None }
+        GatewayError { kind, detail: None, allow: Vec::new(), retry_after: None, status: None, challenge: None }
     }
 
     /// An internal error with a log detail.
@@ -223,6 +245,12 @@ impl GatewayError {
     /// Answers with `status` instead of the kind's usual one.
     pub fn with_status(mut self, status: StatusCode) -> GatewayError {
         self.status = Some(status);
+        self
+    }
+
+    /// Sets `WWW-Authenticate`.
+    pub fn with_challenge(mut self, challenge: HeaderValue) -> GatewayError {
+        self.challenge = Some(challenge);
         self
     }
 
@@ -255,6 +283,9 @@ impl GatewayError {
             if let Ok(v) = HeaderValue::from_str(&allow.join(", ")) {
                 h.insert(header::ALLOW, v);
             }
+        }
+        if let Some(c) = &self.challenge {
+            h.insert(header::WWW_AUTHENTICATE, c.clone());
         }
         if let Some(after) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(after)));

@@ -13,6 +13,7 @@ pub mod error;
 pub mod headers;
 pub mod keys;
 pub mod observe;
+pub mod outbound;
 pub mod phases;
 pub mod pipeline;
 pub mod proxy;

@@ -1,14 +1,15 @@
 //! The request pipeline: the one place that lists the phases in order (DESIGN §3).
 //!
 //! Cheap, identity-free checks run first so that floods are shed at the lowest cost:
-//! hygiene (framing, limits, path) → per-IP rules → route → throttle → validate (body
-//! limits) → build the upstream request → forward. The response phase and logging always run, for errors too.
+//! hygiene (framing, limits, path) → per-IP rules → route → resource policy → authenticate
+//! → throttle → validate (body limits) → build the upstream request (identity headers
+//! included) → forward. The response phase and logging always run, for errors too.
 
 use crate::config::Runtime;
 use crate::config::runtime::RouteRt;
 use crate::error::GatewayError;
 use crate::headers;
-use crate::phases::{auth, hygiene, ip_rules, response, route, throttle, upstream_request, validate};
+use crate::phases::{auth, hygiene, ip_rules, policy, response, route, throttle, upstream_request, validate};
 use crate::proxy::{self, body::ReqBody, body::RespBody};
 use crate::server::ConnInfo;
 use crate::state::Gateway;
@@ -39,13 +40,15 @@ pub enum Phase {
     PreRouteGuard,
     /// Host → path → method.
     Route,
-    /// API key (the route may require one) → the caller's plan.
+    /// Global and route resource policies on the client IP.
+    Policy,
+    /// The route's methods (mTLS, API key, JWT), scopes and claims → principal and plan.
     Authenticate,
     /// Route-scoped IP rules, the route's bucket, then the global ceiling.
     Throttle,
     /// Body size limit and receive deadline.
     Validate,
-    /// Hop-by-hop headers out, forwarding headers in.
+    /// Hop-by-hop and spoofable identity headers out; forwarding and identity headers in.
     UpstreamRequest,
     /// Pick a target, send, get the response head.
     Upstream,
@@ -56,6 +59,7 @@ pub const PHASES: &[Phase] = &[
     Phase::EarlyRequest,
     Phase::PreRouteGuard,
     Phase::Route,
+    Phase::Policy,
     Phase::Authenticate,
     Phase::Throttle,
     Phase::Validate,
@@ -110,6 +114,8 @@ pub struct RequestCtx {
     pub key: Option<Arc<crate::keys::KeyEntry>>,
     /// The key's plan.
     pub plan: Option<Arc<crate::keys::plans::PlanRt>>,
+    /// Who the caller is, once authenticated.
+    pub principal: Option<auth::Principal>,
     /// Path parameters of the matched route.
     pub params: Vec<(String, String)>,
     /// For `RateLimit` headers.
@@ -140,6 +146,7 @@ impl RequestCtx {
             route: None,
             key: None,
             plan: None,
+            principal: None,
             params: Vec::new(),
             rate: None,
             upgrade: false,
@@ -154,7 +161,8 @@ async fn run(ctx: &mut RequestCtx) -> Result<http::Response<RespBody>, GatewayEr
             Phase::EarlyRequest => hygiene::early_request(ctx)?,
             Phase::PreRouteGuard => ip_rules::pre_route(ctx)?,
             Phase::Route => route::route(ctx)?,
-            Phase::Authenticate => auth::authenticate(ctx)?,
+            Phase::Policy => policy::policy(ctx)?,
+            Phase::Authenticate => auth::authenticate(ctx).await?,
             Phase::Throttle => throttle::throttle(ctx)?,
             Phase::Validate => validate::validate(ctx)?,
             Phase::UpstreamRequest => upstream_request::prepare(ctx)?,

@@ -80,6 +80,7 @@ impl Running {
     /// Binds every listener and the admin API and starts serving.
     pub async fn start(gateway: Arc<Gateway>) -> std::io::Result<Running> {
         let rt = gateway.runtime.load_full();
+        gateway.warm_auth();
         let (stop, _) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut listeners = Vec::new();

@@ -65,6 +65,14 @@ impl Gateway {
         }))
     }
 
+    /// Starts fetching the JWKS of providers that have none yet (or are due a refresh), so
+    /// the first tokens do not wait for it.
+    pub fn warm_auth(self: &Arc<Self>) {
+        for provider in self.runtime.load().auth.jwt.values() {
+            provider.warm(self);
+        }
+    }
+
     /// The wall-clock time of a `clock` reading.
     pub fn wall_time(&self, clock_nanos: u64) -> std::time::SystemTime {
         let (wall, at) = self.wall_origin;
@@ -98,6 +106,7 @@ impl Gateway {
                 let generation = next.generation;
                 let next = Arc::new(next);
                 self.runtime.store(next.clone());
+                self.warm_auth();
                 if let Some(keys) = self.keys.clone() {
                     // Plans come partly from the config: rebuild them (and pick up store changes).
                     let refreshed = tokio::task::spawn_blocking(move || keys.refresh(&next)).await;

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::compile_auth;
 pub use super::compile_limits::DEFAULT_ROUTE_THROTTLE;
 use super::compile_limits::{checked_throttle, ip_rules, limit_rt, warn_routes_at_ceiling};
 
@@ -28,6 +29,16 @@ impl Ctx<'_> {
     pub(super) fn err(&mut self, path: &str, msg: impl Into<String>) {
         let e = self.loaded.error_at(path, msg);
         self.errors.push(e);
+    }
+
+    /// Errors so far.
+    pub(super) fn error_count(&self) -> usize {
+        self.errors.len()
+    }
+
+    /// A path from the config, relative to the config file's directory.
+    pub(super) fn resolve(&self, p: &std::path::Path) -> std::path::PathBuf {
+        self.loaded.resolve(p)
     }
 }
 
@@ -57,7 +68,9 @@ pub fn compile(loaded: Loaded, previous: Option<&Runtime>) -> Result<Runtime, Co
     );
     let scoped: HashSet<&str> =
         cfg.ip_rules.iter().flat_map(|r| r.scope.iter().flat_map(|s| s.routes.iter().map(String::as_str))).collect();
-    let defaults = RouteDefaults { throttle: &default_throttle, limits: &limits, ip_scoped: &scoped };
+    let (auth, identity) = compile_auth::auth(&mut cx, cfg, previous);
+    let policy = compile_auth::policy(&mut cx, "policy", "global", cfg.policy.as_ref());
+    let defaults = RouteDefaults { throttle: &default_throttle, limits: &limits, ip_scoped: &scoped, auth: &auth };
     let (routes, router) = routes(&mut cx, cfg, &upstreams, &defaults, previous);
     let (key_header, store_url) = keys_and_plans(&mut cx, cfg, &route_names);
     let access_log = access_target(&mut cx, cfg.log.access.as_deref());
@@ -83,6 +96,9 @@ pub fn compile(loaded: Loaded, previous: Option<&Runtime>) -> Result<Runtime, Co
         upstreams,
         global,
         ip_rules,
+        auth,
+        identity,
+        policy,
         key_header,
         store_url,
         access_log,
@@ -259,6 +275,8 @@ struct RouteDefaults<'a> {
     limits: &'a Limits,
     /// Routes some IP rule is scoped to.
     ip_scoped: &'a HashSet<&'a str>,
+    /// Compiled providers routes refer to.
+    auth: &'a compile_auth::AuthRt,
 }
 
 fn routes(
@@ -337,6 +355,9 @@ fn routes(
         if !(0.0..=1.0).contains(&log_sample) {
             cx.err(&format!("{p}.log.sample"), "log.sample must be between 0.0 and 1.0");
         }
+        let (route_auth, strip_headers) =
+            compile_auth::route_auth(cx, &p, r.auth.as_ref(), &defaults.auth.jwt, &cfg.auth.jwt);
+        let policy = compile_auth::policy(cx, &format!("{p}.policy"), &r.name, r.policy.as_ref());
         let prev_limit = previous.and_then(|pr| pr.routes.iter().find(|x| *x.name == *r.name)).map(|x| &x.limit);
         if let Some(upstream) = upstream {
             out.push(Arc::new(RouteRt {
@@ -347,7 +368,9 @@ fn routes(
                 max_body_bytes,
                 log_sample,
                 hide_headers: r.hide_headers.unwrap_or(false),
-                requires_key: r.auth.as_ref().and_then(|a| a.api_key).unwrap_or(false),
+                auth: route_auth,
+                strip_headers,
+                policy,
                 has_ip_rules: defaults.ip_scoped.contains(r.name.as_str()),
                 metrics: std::sync::OnceLock::new(),
             }));
@@ -383,9 +406,10 @@ fn keys_and_plans(
         cx.err("api_keys.header", format!("{header:?} is not a header name"));
         http::HeaderName::from_static("x-api-key")
     });
-    let uses_keys = cfg.routes.iter().any(|r| r.auth.as_ref().and_then(|a| a.api_key).unwrap_or(false));
+    let keyed = |r: &model::Route| r.auth.as_ref().and_then(|a| a.required()).and_then(|a| a.api_key).unwrap_or(false);
+    let uses_keys = cfg.routes.iter().any(keyed);
     for (i, r) in cfg.routes.iter().enumerate() {
-        let keyed = r.auth.as_ref().and_then(|a| a.api_key).unwrap_or(false);
+        let keyed = keyed(r);
         let per_key = |t: &Option<Throttle>| t.as_ref().and_then(|t| t.per.as_ref()) == Some(&model::Partition::Key);
         if !keyed && (per_key(&r.throttle) || (r.throttle.is_none() && per_key(&cfg.defaults.throttle))) {
             cx.err(

@@ -1,10 +1,12 @@
 //! Configuration: file → model (`load`) → validated, immutable snapshot (`compile`).
 
 pub mod compile;
+pub(crate) mod compile_auth;
 pub(crate) mod compile_limits;
 pub mod load;
 pub mod locate;
 pub mod model;
+pub mod model_auth;
 pub mod runtime;
 pub mod units;
 

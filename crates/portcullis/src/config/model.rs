@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub use super::model_auth::*;
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -51,6 +53,12 @@ pub struct Config {
     /// Usage plans by name.
     #[serde(default)]
     pub plans: BTreeMap<String, Plan>,
+    /// Authentication providers.
+    #[serde(default)]
+    pub auth: AuthProviders,
+    /// Resource policy applied to every route (routes may add their own).
+    #[serde(default)]
+    pub policy: Option<Policy>,
 }
 
 /// Durable state.
@@ -96,15 +104,6 @@ pub struct Quota {
     /// Shift of the period start after 00:00 UTC (e.g. `2h`).
     #[serde(default)]
     pub offset: Option<Dur>,
-}
-
-/// What a route requires of a caller.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RouteAuth {
-    /// A valid API key is required (it selects the caller's plan).
-    #[serde(default)]
-    pub api_key: Option<bool>,
 }
 
 /// A client-facing listener.
@@ -440,9 +439,12 @@ pub struct Route {
     /// Leave the `RateLimit` and `RateLimit-Policy` fields out of this route's responses.
     #[serde(default)]
     pub hide_headers: Option<bool>,
-    /// What callers must present.
+    /// What callers must present (`none`, or methods and requirements).
     #[serde(default)]
-    pub auth: Option<RouteAuth>,
+    pub auth: Option<RouteAuthSpec>,
+    /// This route's resource policy, checked after the global one.
+    #[serde(default)]
+    pub policy: Option<Policy>,
 }
 
 /// Request matching.

@@ -41,6 +41,12 @@ pub struct Runtime {
     pub global: Option<Arc<LimitRt>>,
     /// Per-IP rate-based rules, in config order.
     pub ip_rules: Vec<Arc<crate::phases::ip_rules::IpRuleRt>>,
+    /// JWT providers.
+    pub auth: super::compile_auth::AuthRt,
+    /// Identity header names sent to backends (and stripped from clients).
+    pub identity: crate::phases::identity::IdentityNames,
+    /// The global resource policy.
+    pub policy: Option<crate::phases::policy::PolicyRt>,
     /// Header carrying API keys.
     pub key_header: http::HeaderName,
     /// `state.store` (static).
@@ -155,8 +161,12 @@ pub struct RouteRt {
     pub hide_headers: bool,
     /// Some IP rule is scoped to this route.
     pub has_ip_rules: bool,
-    /// Callers must present a valid API key.
-    pub requires_key: bool,
+    /// What callers must present; `None` for open routes.
+    pub auth: Option<crate::phases::auth::RouteAuthRt>,
+    /// More headers stripped from requests (lowercase, `-` spelling).
+    pub strip_headers: Vec<String>,
+    /// The route's resource policy.
+    pub policy: Option<crate::phases::policy::PolicyRt>,
     /// Metric handles, made on the route's first request.
     pub metrics: std::sync::OnceLock<crate::observe::metrics::RouteHandles>,
 }

@@ -52,6 +52,8 @@ pub struct Record {
     pub decision: &'static str,
     /// Stable code of what ended or cut the request short.
     pub reason: Option<&'static str>,
+    /// The authenticated principal.
+    pub principal: Option<String>,
     /// Public id of the caller's API key.
     pub key_id: Option<Arc<str>>,
     /// Listener name.
@@ -95,7 +97,7 @@ impl Record {
             bytes_out: self.bytes_out,
             duration_ms: self.duration_ms,
             upstream_ms: self.upstream_ms,
-            principal: None,
+            principal: self.principal.as_deref(),
             key_id: self.key_id.as_deref(),
             decision: self.decision,
             reason: self.reason,
@@ -271,6 +273,7 @@ mod tests {
                 upstream_ms: None,
                 decision: "allow",
                 reason: None,
+                principal: None,
                 key_id: None,
                 listener: Arc::from("l"),
                 upstream: None,

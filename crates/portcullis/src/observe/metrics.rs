@@ -48,6 +48,18 @@ struct RuleAction {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyAction {
+    policy: Arc<str>,
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderResult {
+    provider: Arc<str>,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -75,6 +87,8 @@ pub struct Metrics {
     connections_refused: Family<ReasonLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
     ip_rule_matches: Family<RuleAction, Counter>,
+    policy_matches: Family<PolicyAction, Counter>,
+    jwks_fetches: Family<ProviderResult, Counter>,
     /// Config generation now serving.
     pub config_generation: Gauge,
     /// Access-log lines dropped because the writer fell behind.
@@ -111,6 +125,8 @@ impl Metrics {
             connections_refused: Family::default(),
             reloads: Family::default(),
             ip_rule_matches: Family::default(),
+            policy_matches: Family::default(),
+            jwks_fetches: Family::default(),
             config_generation: Gauge::default(),
             access_log_dropped: Counter::default(),
             no_route: Arc::from(NO_ROUTE),
@@ -144,6 +160,12 @@ impl Metrics {
             "Requests from an IP over an IP rule's limit, by rule and action",
             m.ip_rule_matches.clone(),
         );
+        registry.register(
+            "policy_matches",
+            "Requests a resource policy refused (action deny) or would have refused (dry_run)",
+            m.policy_matches.clone(),
+        );
+        registry.register("jwks_fetches", "JWKS fetches, by provider and result", m.jwks_fetches.clone());
         registry.register(
             "config_generation",
             "Generation of the configuration now serving",
@@ -220,6 +242,16 @@ impl Metrics {
     /// A request from an IP over an IP rule (`block` or `count`).
     pub fn ip_rule_match(&self, rule: &Arc<str>, action: &'static str) {
         self.ip_rule_matches.get_or_create(&RuleAction { rule: rule.clone(), action }).inc();
+    }
+
+    /// A request a resource policy refused (`deny`) or would have refused (`dry_run`).
+    pub fn policy_match(&self, policy: &Arc<str>, action: &'static str) {
+        self.policy_matches.get_or_create(&PolicyAction { policy: policy.clone(), action }).inc();
+    }
+
+    /// A JWKS fetch (`ok`, `error`).
+    pub fn jwks_fetch(&self, provider: &Arc<str>, result: &'static str) {
+        self.jwks_fetches.get_or_create(&ProviderResult { provider: provider.clone(), result }).inc();
     }
 
     /// A reload attempt (`ok`, `invalid`).

@@ -2,8 +2,10 @@
 
 pub mod auth;
 pub mod hygiene;
+pub mod identity;
 pub mod ip_rules;
 pub mod path;
+pub mod policy;
 pub mod response;
 pub mod route;
 pub mod throttle;

@@ -28,7 +28,8 @@ fn decide(ctx: &RequestCtx, limit: &LimitRt, now: u64) -> Decision {
         Buckets::PerIp(k) => k.check(hash_key(&ip_rules::aggregate(ctx.client_ip, 64)), now),
         Buckets::PerKey(k) => match &ctx.key {
             Some(key) => k.check(key.bucket_key, now),
-            // Only routes that require a key can be partitioned per key (checked at load).
+            // Only routes that take keys can be partitioned per key (checked at load); with
+            // `require: any` a caller may pass on another method and is then bucketed per /64.
             None => k.check(hash_key(&ip_rules::aggregate(ctx.client_ip, 64)), now),
         },
         Buckets::PerHeader(name, k) => {

@@ -5,6 +5,7 @@
 //! - forwarding headers from untrusted peers are removed and replaced with ours; a trusted
 //!   proxy's `X-Forwarded-For` is extended with its address;
 //! - `Expect` is answered by the gateway itself and not forwarded;
+//! - identity headers a client sent are removed and the verified ones set (`identity.rs`);
 //! - the path sent is the normalized one, minus `strip_prefix`.
 
 use crate::error::GatewayError;
@@ -123,6 +124,7 @@ pub fn prepare(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
         headers.insert(header::HOST, host.clone());
     }
     headers.insert(h::X_REQUEST_ID, ctx.request_id.clone());
+    crate::phases::identity::apply(ctx);
 
     let path = match ctx.route.as_ref().and_then(|r| r.strip_prefix.as_deref()) {
         Some(prefix) => match ctx.path.strip_prefix(prefix) {

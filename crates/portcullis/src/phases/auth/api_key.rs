@@ -1,22 +1,18 @@
-//! Phase `authenticate`: for routes that require one, the caller's API key, and with it the
-//! plan whose limits and quota apply.
+//! The `api_key` method: the caller's key, and with it the plan whose limits and quota apply.
 //!
 //! No key: 401 `auth.missing`. A key that is malformed, unknown, revoked or disabled, sent
 //! twice, or on a plan that no longer exists: 403 `auth.invalid_key` — one code, so a caller
 //! learns nothing about which. The key header is removed before forwarding: the backend gets
-//! the request, never the key. (API keys identify a client for its plan; JWT, mTLS and
-//! external authorizers come with the authentication issue.)
+//! the request, never the key. Keys identify a client for its plan; they are not proof of
+//! who is calling (that is what JWT, mTLS and authorizers are for).
 
+use super::Principal;
 use crate::error::{ErrorKind, GatewayError};
-use crate::pipeline::{Flow, RequestCtx};
+use crate::pipeline::RequestCtx;
 use crate::store::KeyStatus;
 
-/// The phase.
-pub fn authenticate(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
-    let Some(route) = ctx.route.clone() else { return Ok(Flow::Continue) };
-    if !route.requires_key {
-        return Ok(Flow::Continue);
-    }
+/// Verifies the key and sets `ctx.key` and `ctx.plan`.
+pub fn check(ctx: &mut RequestCtx) -> Result<Principal, GatewayError> {
     let Some(keys) = ctx.gw.keys.clone() else {
         return Err(GatewayError::internal("a route requires API keys but no store is open"));
     };
@@ -40,7 +36,8 @@ pub fn authenticate(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
         .plan_rt
         .clone()
         .ok_or_else(|| invalid(&format!("plan {} of key {} does not exist", entry.plan, entry.id)))?;
+    let principal = Principal { method: "api_key", subject: Some(entry.id.to_string()), ..Principal::default() };
     ctx.key = Some(entry);
     ctx.plan = Some(plan);
-    Ok(Flow::Continue)
+    Ok(principal)
 }

@@ -1,0 +1,275 @@
+//! Compiles `auth` (JWT providers, identity prefix), route `auth` and resource policies.
+//! Fetched JWKS keys survive a reload that keeps the provider's JWKS settings.
+
+use super::compile::Ctx;
+use super::model::{self, JwtProvider as JwtModel, Require, RouteAuthSpec};
+use super::runtime::Runtime;
+use crate::outbound::Target;
+use crate::phases::auth::RouteAuthRt;
+use crate::phases::auth::jwt::{Family, KeySet, Rules, family, parse_alg};
+use crate::phases::auth::keys::{Jwks, JwksSettings, from_pem, from_secret};
+use crate::phases::auth::provider::{JwtProvider, KeySource};
+use crate::phases::identity::IdentityNames;
+use crate::phases::policy::PolicyRt;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Compiled `auth` section.
+#[derive(Debug)]
+pub struct AuthRt {
+    /// JWT providers by name.
+    pub jwt: BTreeMap<String, Arc<JwtProvider>>,
+}
+
+/// The `auth` section and the identity header names.
+pub(super) fn auth(cx: &mut Ctx, cfg: &model::Config, previous: Option<&Runtime>) -> (AuthRt, IdentityNames) {
+    let mut jwt = BTreeMap::new();
+    for (name, p) in &cfg.auth.jwt {
+        let path = format!("auth.jwt.{name}");
+        let prev = previous.and_then(|r| r.auth.jwt.get(name));
+        if let Some(provider) = jwt_provider(cx, &path, name, p, prev) {
+            jwt.insert(name.clone(), Arc::new(provider));
+        }
+    }
+    let prefix = cfg.auth.identity_prefix.as_deref().unwrap_or("x-portcullis-").to_ascii_lowercase();
+    let identity = match IdentityNames::new(&prefix) {
+        Ok(n) if prefix.len() >= 3 => n,
+        _ => {
+            cx.err(
+                "auth.identity_prefix",
+                format!("auth.identity_prefix {prefix:?} must be a header-name prefix of at least 3 characters"),
+            );
+            IdentityNames::default()
+        }
+    };
+    (AuthRt { jwt }, identity)
+}
+
+fn dur(d: Option<super::units::Dur>, default: Duration) -> Duration {
+    d.map_or(default, |d| d.0)
+}
+
+fn jwt_provider(
+    cx: &mut Ctx,
+    path: &str,
+    name: &str,
+    p: &JwtModel,
+    prev: Option<&Arc<JwtProvider>>,
+) -> Option<JwtProvider> {
+    let errors_before = cx.error_count();
+    if p.issuer.is_empty() {
+        cx.err(&format!("{path}.issuer"), format!("{path}.issuer must not be empty"));
+    }
+    if p.audiences.is_empty() {
+        cx.err(
+            path,
+            format!("{path}.audiences must name at least one audience (tokens the issuer made for other services must not pass)"),
+        );
+    }
+    let mut algorithms = Vec::new();
+    for (i, a) in p.algorithms.iter().enumerate() {
+        match parse_alg(a) {
+            Some(alg) => algorithms.push(alg),
+            None if a.eq_ignore_ascii_case("none") => {
+                cx.err(&format!("{path}.algorithms[{i}]"), "alg none is never accepted: unsigned tokens prove nothing")
+            }
+            None => cx.err(
+                &format!("{path}.algorithms[{i}]"),
+                format!("{a:?} is not one of HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA"),
+            ),
+        }
+    }
+    if p.algorithms.is_empty() {
+        cx.err(path, format!("{path}.algorithms must list the accepted algorithms, e.g. [RS256]"));
+    }
+    let hmac = algorithms.iter().any(|a| family(*a) == Family::Hmac);
+    let asymmetric = algorithms.iter().any(|a| family(*a) != Family::Hmac);
+    if hmac && asymmetric {
+        cx.err(
+            &format!("{path}.algorithms"),
+            "HS* cannot be allowed together with RS/PS/ES/EdDSA: a public key could then be used as an HMAC secret",
+        );
+    }
+    let sources = [p.jwks_url.is_some(), p.public_key.is_some(), p.secret_file.is_some(), p.secret_env.is_some()];
+    if sources.iter().filter(|s| **s).count() != 1 {
+        cx.err(path, format!("{path} needs exactly one of jwks_url, public_key, secret_file, secret_env"));
+    }
+    if hmac && (p.jwks_url.is_some() || p.public_key.is_some()) {
+        cx.err(path, format!("{path}: HS* algorithms take their key from secret_file or secret_env"));
+    }
+    if asymmetric && (p.secret_file.is_some() || p.secret_env.is_some()) {
+        cx.err(path, format!("{path}: RS/PS/ES/EdDSA take their keys from jwks_url or public_key"));
+    }
+    let leeway = dur(p.leeway, Duration::from_secs(30));
+    if leeway > Duration::from_secs(300) {
+        cx.err(&format!("{path}.leeway"), "leeway must be at most 5m");
+    }
+    let max_token_bytes = p.max_token_bytes.map_or(8 * 1024, |s| s.as_usize());
+    if !(256..=64 * 1024).contains(&max_token_bytes) {
+        cx.err(&format!("{path}.max_token_bytes"), "max_token_bytes must be between 256 and 64KiB");
+    }
+    let rules = Rules {
+        issuer: p.issuer.clone(),
+        audiences: p.audiences.clone(),
+        algorithms: algorithms.clone(),
+        leeway_secs: leeway.as_secs(),
+        max_token_bytes,
+        principal_claim: p.principal_claim.clone().unwrap_or_else(|| "sub".into()),
+        tenant_claim: p.tenant_claim.clone().unwrap_or_else(|| "tenant".into()),
+    };
+    let source = key_source(cx, path, name, p, &algorithms, prev)?;
+    (cx.error_count() == errors_before).then(|| JwtProvider {
+        name: Arc::from(name),
+        method: Arc::from(format!("jwt:{name}")),
+        rules,
+        source,
+    })
+}
+
+fn key_source(
+    cx: &mut Ctx,
+    path: &str,
+    name: &str,
+    p: &JwtModel,
+    algorithms: &[jsonwebtoken::Algorithm],
+    prev: Option<&Arc<JwtProvider>>,
+) -> Option<KeySource> {
+    if let Some(url) = &p.jwks_url {
+        let target = Target::parse(url).map_err(|e| cx.err(&format!("{path}.jwks_url"), e)).ok()?;
+        let settings = JwksSettings {
+            url: url.clone(),
+            target,
+            ca: p.jwks_ca.as_ref().map(|c| cx.resolve(c)),
+            timeout: dur(p.jwks_timeout, Duration::from_secs(5)),
+            refresh: dur(p.jwks_refresh, Duration::from_secs(600)),
+            min_refetch: dur(p.jwks_min_refetch, Duration::from_secs(30)),
+        };
+        let checks = [
+            (
+                "jwks_timeout",
+                (Duration::from_millis(100)..=Duration::from_secs(60)).contains(&settings.timeout),
+                "between 100ms and 60s",
+            ),
+            ("jwks_refresh", settings.refresh >= Duration::from_secs(10), "at least 10s"),
+            ("jwks_min_refetch", settings.min_refetch >= Duration::from_secs(1), "at least 1s"),
+        ];
+        for (field, ok, msg) in checks {
+            if !ok {
+                cx.err(&format!("{path}.{field}"), format!("{field} must be {msg}"));
+            }
+        }
+        if let Some(KeySource::Jwks(old)) = prev.map(|p| &p.source)
+            && old.settings == settings
+        {
+            return Some(KeySource::Jwks(old.clone()));
+        }
+        return match Jwks::new(name, settings) {
+            Ok(j) => Some(KeySource::Jwks(Arc::new(j))),
+            Err(e) => {
+                cx.err(&format!("{path}.jwks_ca"), e);
+                None
+            }
+        };
+    }
+    let key = if let Some(file) = &p.public_key {
+        let file = cx.resolve(file);
+        let pem = std::fs::read(&file)
+            .map_err(|e| cx.err(&format!("{path}.public_key"), format!("cannot read {}: {e}", file.display())))
+            .ok()?;
+        from_pem(&pem, algorithms)
+            .map_err(|e| cx.err(&format!("{path}.public_key"), format!("{}: {e}", file.display())))
+            .ok()?
+    } else {
+        let secret = if let Some(file) = &p.secret_file {
+            let file = cx.resolve(file);
+            let mut bytes = std::fs::read(&file)
+                .map_err(|e| cx.err(&format!("{path}.secret_file"), format!("cannot read {}: {e}", file.display())))
+                .ok()?;
+            if bytes.last() == Some(&b'\n') {
+                bytes.pop();
+            }
+            bytes
+        } else {
+            let var = p.secret_env.as_deref().unwrap_or_default();
+            std::env::var_os(var)
+                .map(|v| v.into_encoded_bytes())
+                .ok_or_else(|| {
+                    cx.err(&format!("{path}.secret_env"), format!("environment variable {var:?} is not set"))
+                })
+                .ok()?
+        };
+        if secret.len() < 32 {
+            let field = if p.secret_file.is_some() { "secret_file" } else { "secret_env" };
+            cx.err(&format!("{path}.{field}"), "an HMAC secret must be at least 32 bytes (256 bits)");
+        }
+        from_secret(&secret)
+    };
+    Some(KeySource::Fixed(Arc::new(KeySet { keys: vec![key] })))
+}
+
+/// A route's `auth`: the compiled requirements (none for `auth: none` or no `auth`) and the
+/// extra headers to strip (lowercase, `-` spelling).
+pub(super) fn route_auth(
+    cx: &mut Ctx,
+    p: &str,
+    spec: Option<&RouteAuthSpec>,
+    providers: &BTreeMap<String, Arc<JwtProvider>>,
+    cfg_jwt: &BTreeMap<String, JwtModel>,
+) -> (Option<RouteAuthRt>, Vec<String>) {
+    let Some(a) = spec.and_then(RouteAuthSpec::required) else { return (None, Vec::new()) };
+    let mut strip = Vec::new();
+    for (i, h) in a.strip_headers.iter().enumerate() {
+        let n = h.to_ascii_lowercase().replace('_', "-");
+        if http::HeaderName::from_bytes(n.as_bytes()).is_err() {
+            cx.err(&format!("{p}.auth.strip_headers[{i}]"), format!("{h:?} is not a header name"));
+        }
+        strip.push(n);
+    }
+    let jwt = a.jwt.as_ref().and_then(|name| match providers.get(name) {
+        Some(p) => Some(p.clone()),
+        None => {
+            if !cfg_jwt.contains_key(name) {
+                cx.err(&format!("{p}.auth.jwt"), format!("JWT provider {name:?} is not defined under auth.jwt"));
+            }
+            None
+        }
+    });
+    let api_key = a.api_key.unwrap_or(false);
+    let mtls = a.mtls.unwrap_or(false);
+    if !api_key && !mtls && a.jwt.is_none() {
+        cx.err(
+            &format!("{p}.auth"),
+            "auth must name a method (api_key: true, jwt: <provider>, mtls: true) or be `none`",
+        );
+    }
+    if (!a.scopes.is_empty() || !a.claims.is_empty()) && a.jwt.is_none() {
+        cx.err(&format!("{p}.auth"), "scopes and claims come from a token: the route needs a jwt method");
+    }
+    if a.jwt.is_some() && jwt.is_none() {
+        return (None, strip);
+    }
+    let rt = RouteAuthRt {
+        api_key,
+        jwt,
+        mtls,
+        require: a.require.unwrap_or(Require::All),
+        scopes: a.scopes.clone(),
+        claims: a.claims.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    };
+    (Some(rt), strip)
+}
+
+/// A resource policy.
+pub(super) fn policy(cx: &mut Ctx, path: &str, name: &str, p: Option<&model::Policy>) -> Option<PolicyRt> {
+    let p = p?;
+    if p.allow_ips.is_empty() && p.deny_ips.is_empty() {
+        cx.err(path, format!("{path} lists neither allow_ips nor deny_ips"));
+    }
+    Some(PolicyRt {
+        name: Arc::from(name),
+        allow: p.allow_ips.clone(),
+        deny: p.deny_ips.clone(),
+        dry_run: p.dry_run.unwrap_or(false),
+    })
+}

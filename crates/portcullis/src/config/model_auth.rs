@@ -1,0 +1,178 @@
+//! Configuration of authentication (providers, what routes require) and resource policies.
+//! Like the rest of the model, every struct rejects unknown keys.
+
+use super::units::{Dur, Size};
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Authentication providers, referenced by name from routes.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthProviders {
+    /// JWT issuers by name (`auth: { jwt: <name> }` on a route).
+    #[serde(default)]
+    pub jwt: BTreeMap<String, JwtProvider>,
+    /// Prefix of the headers that carry the caller's identity to backends (default
+    /// `x-portcullis-`). Clients' headers with this prefix are removed in every spelling.
+    #[serde(default)]
+    pub identity_prefix: Option<String>,
+}
+
+/// One JWT issuer: where its keys come from and what its tokens must say.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtProvider {
+    /// Required `iss`, compared as an exact string.
+    pub issuer: String,
+    /// A token's `aud` must name at least one of these.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Accepted `alg` values: HS256/384/512, RS256/384/512, PS256/384/512, ES256, ES384, EdDSA.
+    /// Never `none`; never HS* together with an asymmetric algorithm.
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    /// JWKS document (https, or http to a loopback address).
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// PEM CA bundle trusted for `jwks_url` instead of the system roots.
+    #[serde(default)]
+    pub jwks_ca: Option<PathBuf>,
+    /// How often the JWKS is fetched again (default 10m).
+    #[serde(default)]
+    pub jwks_refresh: Option<Dur>,
+    /// A token with an unknown `kid` fetches the JWKS at most this often (default 30s).
+    #[serde(default)]
+    pub jwks_min_refetch: Option<Dur>,
+    /// Deadline of one JWKS fetch (default 5s).
+    #[serde(default)]
+    pub jwks_timeout: Option<Dur>,
+    /// PEM public key (RSA, EC or Ed25519).
+    #[serde(default)]
+    pub public_key: Option<PathBuf>,
+    /// HMAC secret: the file's bytes, one trailing newline trimmed.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// HMAC secret from an environment variable.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf` (default 30s).
+    #[serde(default)]
+    pub leeway: Option<Dur>,
+    /// Longer tokens are refused before any parsing (default 8KiB).
+    #[serde(default)]
+    pub max_token_bytes: Option<Size>,
+    /// Claim naming the principal (default `sub`).
+    #[serde(default)]
+    pub principal_claim: Option<String>,
+    /// Claim naming the tenant (default `tenant`).
+    #[serde(default)]
+    pub tenant_claim: Option<String>,
+}
+
+/// What a route requires of a caller: `none`, or a map of methods and requirements.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum RouteAuthSpec {
+    /// `auth: none`: explicitly open.
+    None(NoneMarker),
+    /// Methods and requirements.
+    Require(RouteAuth),
+}
+
+/// The literal `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoneMarker;
+
+impl Serialize for NoneMarker {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("none")
+    }
+}
+
+impl<'de> Deserialize<'de> for RouteAuthSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RouteAuthSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`none` or a map like { jwt: main, scopes: [...] }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RouteAuthSpec, E> {
+                if v == "none" {
+                    Ok(RouteAuthSpec::None(NoneMarker))
+                } else {
+                    Err(E::custom(format!("auth must be `none` or a map of methods, not {v:?}")))
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RouteAuthSpec, A::Error> {
+                RouteAuth::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(RouteAuthSpec::Require)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl RouteAuthSpec {
+    /// The requirements, unless the route is open.
+    pub fn required(&self) -> Option<&RouteAuth> {
+        match self {
+            RouteAuthSpec::None(_) => None,
+            RouteAuthSpec::Require(a) => Some(a),
+        }
+    }
+}
+
+/// Whether every listed method must pass, or one is enough.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Require {
+    /// Every method must pass (the default).
+    #[default]
+    All,
+    /// One method passing is enough.
+    Any,
+}
+
+/// Methods a route accepts and what the caller must hold.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteAuth {
+    /// A valid API key (it selects the caller's plan).
+    #[serde(default)]
+    pub api_key: Option<bool>,
+    /// A bearer token from this JWT provider.
+    #[serde(default)]
+    pub jwt: Option<String>,
+    /// A client certificate verified by the listener's `client_auth` CA.
+    #[serde(default)]
+    pub mtls: Option<bool>,
+    /// `all` (default) or `any` of the methods above.
+    #[serde(default)]
+    pub require: Option<Require>,
+    /// Scopes the caller must hold (from the token's `scope` or `scp`).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Claims the token must carry with these values (a list claim must contain the value).
+    #[serde(default)]
+    pub claims: BTreeMap<String, serde_json::Value>,
+    /// More request headers removed in every spelling, besides the identity prefix.
+    #[serde(default)]
+    pub strip_headers: Vec<String>,
+}
+
+/// A resource policy on the trusted client IP.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// When set, only these networks may call.
+    #[serde(default)]
+    pub allow_ips: Vec<IpNet>,
+    /// These networks may never call (checked before `allow_ips`).
+    #[serde(default)]
+    pub deny_ips: Vec<IpNet>,
+    /// Log and count what would be refused, and let it through.
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+}
