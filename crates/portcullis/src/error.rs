@@ -36,6 +36,8 @@ pub enum ErrorKind {
     BodyTimeout,
     /// No route for host and path.
     RouteNotFound,
+    /// TLS SNI and `Host` lead to different routes.
+    Misdirected,
     /// A route has the path but not the method.
     MethodNotAllowed,
     /// The route's own bucket is empty.
@@ -74,7 +76,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for documentation checks and exhaustive tests.
-    pub const ALL: [ErrorKind; 25] = {
+    pub const ALL: [ErrorKind; 26] = {
         use ErrorKind::*;
         [
             BadRequest,
@@ -85,6 +87,7 @@ impl ErrorKind {
             TooLarge,
             BodyTimeout,
             RouteNotFound,
+            Misdirected,
             MethodNotAllowed,
             RouteLimit,
             GlobalLimit,
@@ -115,6 +118,7 @@ impl ErrorKind {
             TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             RouteNotFound => StatusCode::NOT_FOUND,
+            Misdirected => StatusCode::MISDIRECTED_REQUEST,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             RouteLimit | GlobalLimit => StatusCode::TOO_MANY_REQUESTS,
             IpBlocked | InvalidKey | AuthForbidden | PolicyDenied => StatusCode::FORBIDDEN,
@@ -139,6 +143,7 @@ impl ErrorKind {
             TooLarge => "request.too_large",
             BodyTimeout => "request.timeout",
             RouteNotFound => "route.not_found",
+            Misdirected => "route.misdirected",
             MethodNotAllowed => "route.method_not_allowed",
             RouteLimit => "throttle.route_limit",
             GlobalLimit => "throttle.global_limit",
@@ -171,6 +176,7 @@ impl ErrorKind {
             TooLarge => "Request body too large",
             BodyTimeout => "Request body not received in time",
             RouteNotFound => "No route matches this request",
+            Misdirected => "Request sent on a connection for another host",
             MethodNotAllowed => "Method not allowed on this route",
             RouteLimit => "Route rate limit exceeded",
             GlobalLimit => "Gateway rate limit exceeded",

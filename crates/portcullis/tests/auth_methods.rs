@@ -28,6 +28,8 @@ routes:
   - {{ name: mtls, match: {{ path: /mtls }}, upstream: up, auth: {{ mtls: true }} }}
   - {{ name: either, match: {{ path: /either }}, upstream: up, auth: {{ mtls: true, jwt: main, require: any }} }}
   - {{ name: both, match: {{ path: /both }}, upstream: up, auth: {{ mtls: true, jwt: main }} }}
+  - {{ name: site, match: {{ hosts: [localhost], path: /site }}, upstream: up }}
+  - {{ name: admin-site, match: {{ hosts: [admin.example], path: /site }}, upstream: up, auth: {{ mtls: true }} }}
 "#,
         up = up.url()
     )
@@ -80,6 +82,30 @@ async fn mtls_identity_and_method_combinations() {
     let got = &up.requests()[before];
     assert_eq!(got.header("x-portcullis-principal").as_deref(), Some("user-1"), "the token names the principal");
     assert_eq!(got.header("x-portcullis-scopes").as_deref(), Some("a"));
+}
+
+#[tokio::test]
+async fn sni_and_host_must_lead_to_the_same_route() {
+    let pki = Pki::new();
+    let key = SigningKey::es256(None);
+    let up = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    pki.write(dir.path());
+    std::fs::write(dir.path().join("idp.pem"), &key.public_pem).unwrap();
+    let gw = TestGateway::start_in(dir, &tls_config(&up, key.alg), false).await.unwrap();
+    let cert = Opts { tls: Some(pki.client_config(Some(&pki.client), &[b"http/1.1"])), h2c: false };
+    // The client's TLS connection names `localhost` (SNI); Host names another site.
+    let with_host = |path: &str, host: &str| http::Request::get(path).header("host", host).body(empty()).unwrap();
+    let r = client::send(gw.listener("tls"), &cert, with_host("/site", "admin.example")).await.unwrap();
+    assert_eq!((r.status, r.json()["code"].as_str()), (421, Some("route.misdirected")));
+    assert_eq!(up.count(), 0);
+    let r = client::send(gw.listener("tls"), &cert, with_host("/site", "localhost")).await.unwrap();
+    assert_eq!(r.status, 200);
+    let r = client::send(gw.listener("tls"), &cert, with_host("/mtls", "other.example")).await.unwrap();
+    assert_eq!(r.status, 200, "a route for any host is the same route whatever the name");
+    // Plaintext has no SNI: Host alone routes.
+    let r = client::send(gw.listener("plain"), &Opts::default(), with_host("/site", "admin.example")).await.unwrap();
+    assert_eq!(r.status, 401, "routed to admin-site, which wants a certificate");
 }
 
 #[tokio::test]

@@ -281,10 +281,27 @@ fn build_table(exact: Pending, wild: Pending) -> Result<Table, (usize, String)> 
     Ok(table)
 }
 
+/// On TLS, the name the client asked for in SNI must lead to the same route as `Host`;
+/// otherwise a certificate (and a client certificate) presented for one host would carry
+/// requests to another. Clients that coalesce connections retry a 421 on a new connection
+/// (RFC 9110 §15.5.20).
+fn misdirected(ctx: &RequestCtx, id: usize) -> Result<(), GatewayError> {
+    let Some(sni) = ctx.conn.tls.as_ref().and_then(|t| t.sni.as_deref()) else { return Ok(()) };
+    if ctx.host.as_deref() == Some(sni.trim_end_matches('.')) {
+        return Ok(());
+    }
+    match ctx.rt.router.find(Some(sni.trim_end_matches('.')), &ctx.path, &ctx.parts.method) {
+        Lookup::Found(other, _) if other == id => Ok(()),
+        _ => Err(GatewayError::new(ErrorKind::Misdirected)
+            .with_detail(format!("SNI {sni:?} and Host {:?} lead to different routes", ctx.host))),
+    }
+}
+
 /// The phase: looks the request up and pins the route on the context.
 pub fn route(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
     match ctx.rt.router.find(ctx.host.as_deref(), &ctx.path, &ctx.parts.method) {
         Lookup::Found(id, params) => {
+            misdirected(ctx, id)?;
             ctx.route = ctx.rt.routes.get(id).cloned();
             ctx.params = params;
             match ctx.route {
