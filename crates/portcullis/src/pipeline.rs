@@ -9,7 +9,7 @@ use crate::config::Runtime;
 use crate::config::runtime::RouteRt;
 use crate::error::GatewayError;
 use crate::headers;
-use crate::phases::{auth, hygiene, ip_rules, policy, response, route, throttle, upstream_request, validate};
+use crate::phases::{auth, hygiene, ip_rules, policy, response, route, sign, throttle, upstream_request, validate};
 use crate::proxy::{self, body::ReqBody, body::RespBody};
 use crate::server::ConnInfo;
 use crate::state::Gateway;
@@ -50,6 +50,8 @@ pub enum Phase {
     Validate,
     /// Hop-by-hop and spoofable identity headers out; forwarding and identity headers in.
     UpstreamRequest,
+    /// HMAC signature for upstreams that verify the gateway sent the request.
+    Sign,
     /// Pick a target, send, get the response head.
     Upstream,
 }
@@ -64,6 +66,7 @@ pub const PHASES: &[Phase] = &[
     Phase::Throttle,
     Phase::Validate,
     Phase::UpstreamRequest,
+    Phase::Sign,
     Phase::Upstream,
 ];
 
@@ -166,6 +169,7 @@ async fn run(ctx: &mut RequestCtx) -> Result<http::Response<RespBody>, GatewayEr
             Phase::Throttle => throttle::throttle(ctx)?,
             Phase::Validate => validate::validate(ctx)?,
             Phase::UpstreamRequest => upstream_request::prepare(ctx)?,
+            Phase::Sign => sign::sign(ctx).await?,
             Phase::Upstream => proxy::forward(ctx).await?,
         };
         if let Flow::Respond(resp) = flow {

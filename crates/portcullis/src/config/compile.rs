@@ -69,8 +69,15 @@ pub fn compile(loaded: Loaded, previous: Option<&Runtime>) -> Result<Runtime, Co
     let scoped: HashSet<&str> =
         cfg.ip_rules.iter().flat_map(|r| r.scope.iter().flat_map(|s| s.routes.iter().map(String::as_str))).collect();
     let (auth, identity) = compile_auth::auth(&mut cx, cfg, previous);
+    let signers = compile_auth::signers(&mut cx, cfg);
     let policy = compile_auth::policy(&mut cx, "policy", "global", cfg.policy.as_ref());
-    let defaults = RouteDefaults { throttle: &default_throttle, limits: &limits, ip_scoped: &scoped, auth: &auth };
+    let defaults = RouteDefaults {
+        throttle: &default_throttle,
+        limits: &limits,
+        ip_scoped: &scoped,
+        auth: &auth,
+        signers: &signers,
+    };
     let (routes, router) = routes(&mut cx, cfg, &upstreams, &defaults, previous);
     let (key_header, store_url) = keys_and_plans(&mut cx, cfg, &route_names);
     let access_log = access_target(&mut cx, cfg.log.access.as_deref());
@@ -277,6 +284,8 @@ struct RouteDefaults<'a> {
     ip_scoped: &'a HashSet<&'a str>,
     /// Compiled providers routes refer to.
     auth: &'a compile_auth::AuthRt,
+    /// Request signers by upstream name.
+    signers: &'a BTreeMap<String, Arc<crate::phases::sign::SignRt>>,
 }
 
 fn routes(
@@ -369,6 +378,7 @@ fn routes(
                 log_sample,
                 hide_headers: r.hide_headers.unwrap_or(false),
                 auth: route_auth,
+                sign: defaults.signers.get(&r.upstream).cloned(),
                 strip_headers,
                 policy,
                 has_ip_rules: defaults.ip_scoped.contains(r.name.as_str()),

@@ -11,6 +11,7 @@ use crate::phases::auth::keys::{Jwks, JwksSettings, from_pem, from_secret};
 use crate::phases::auth::provider::{JwtProvider, KeySource};
 use crate::phases::identity::IdentityNames;
 use crate::phases::policy::PolicyRt;
+use crate::phases::sign::SignRt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -181,31 +182,62 @@ fn key_source(
             .map_err(|e| cx.err(&format!("{path}.public_key"), format!("{}: {e}", file.display())))
             .ok()?
     } else {
-        let secret = if let Some(file) = &p.secret_file {
-            let file = cx.resolve(file);
-            let mut bytes = std::fs::read(&file)
-                .map_err(|e| cx.err(&format!("{path}.secret_file"), format!("cannot read {}: {e}", file.display())))
-                .ok()?;
-            if bytes.last() == Some(&b'\n') {
-                bytes.pop();
-            }
-            bytes
-        } else {
-            let var = p.secret_env.as_deref().unwrap_or_default();
-            std::env::var_os(var)
-                .map(|v| v.into_encoded_bytes())
-                .ok_or_else(|| {
-                    cx.err(&format!("{path}.secret_env"), format!("environment variable {var:?} is not set"))
-                })
-                .ok()?
-        };
-        if secret.len() < 32 {
-            let field = if p.secret_file.is_some() { "secret_file" } else { "secret_env" };
-            cx.err(&format!("{path}.{field}"), "an HMAC secret must be at least 32 bytes (256 bits)");
-        }
-        from_secret(&secret)
+        from_secret(&read_secret(cx, path, p.secret_file.as_deref(), p.secret_env.as_deref())?)
     };
     Some(KeySource::Fixed(Arc::new(KeySet { keys: vec![key] })))
+}
+
+/// An HMAC secret from `secret_file` (one trailing newline trimmed) or `secret_env`; at least
+/// 32 bytes.
+fn read_secret(cx: &mut Ctx, path: &str, file: Option<&std::path::Path>, env: Option<&str>) -> Option<Vec<u8>> {
+    let (field, secret) = if let Some(file) = file {
+        let file = cx.resolve(file);
+        let mut bytes = std::fs::read(&file)
+            .map_err(|e| cx.err(&format!("{path}.secret_file"), format!("cannot read {}: {e}", file.display())))
+            .ok()?;
+        if bytes.last() == Some(&b'\n') {
+            bytes.pop();
+        }
+        ("secret_file", bytes)
+    } else {
+        let var = env.unwrap_or_default();
+        let bytes = std::env::var_os(var)
+            .map(|v| v.into_encoded_bytes())
+            .ok_or_else(|| cx.err(&format!("{path}.secret_env"), format!("environment variable {var:?} is not set")))
+            .ok()?;
+        ("secret_env", bytes)
+    };
+    if secret.len() < 32 {
+        cx.err(&format!("{path}.{field}"), "an HMAC secret must be at least 32 bytes (256 bits)");
+        return None;
+    }
+    Some(secret)
+}
+
+/// Request signers by upstream name. Secrets are read on every compile, so a reload
+/// rotates them.
+pub(super) fn signers(cx: &mut Ctx, cfg: &model::Config) -> BTreeMap<String, Arc<SignRt>> {
+    let mut out = BTreeMap::new();
+    for (name, u) in &cfg.upstreams {
+        let Some(s) = &u.sign else { continue };
+        let path = format!("upstreams.{name}.sign");
+        if usize::from(s.secret_file.is_some()) + usize::from(s.secret_env.is_some()) != 1 {
+            cx.err(&path, format!("{path} needs exactly one of secret_file, secret_env"));
+            continue;
+        }
+        let bases: Vec<String> = u
+            .targets
+            .iter()
+            .filter_map(|t| crate::proxy::upstream::parse_target(t).ok().map(|(_, _, base)| base))
+            .collect();
+        if bases.windows(2).any(|w| w.first() != w.last()) {
+            cx.err(&format!("upstreams.{name}.targets"), "signed upstreams need the same base path on every target");
+        }
+        let Some(secret) = read_secret(cx, &path, s.secret_file.as_deref(), s.secret_env.as_deref()) else { continue };
+        let hash_body = s.body.unwrap_or_default() == model::SignBody::Hash;
+        out.insert(name.clone(), Arc::new(SignRt::new(&secret, hash_body, bases.first().cloned().unwrap_or_default())));
+    }
+    out
 }
 
 /// A route's `auth`: the compiled requirements (none for `auth: none` or no `auth`) and the

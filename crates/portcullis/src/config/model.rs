@@ -389,6 +389,9 @@ pub struct Upstream {
     /// Idle keep-alive connections kept per target.
     #[serde(default)]
     pub pool: Option<Pool>,
+    /// Sign every request to this upstream so it can prove the gateway sent it.
+    #[serde(default)]
+    pub sign: Option<Sign>,
 }
 
 /// Passive ejection of failing targets.

@@ -176,3 +176,30 @@ pub struct Policy {
     #[serde(default)]
     pub dry_run: Option<bool>,
 }
+
+/// Request signing towards an upstream (HMAC-SHA256, see docs/backend-verification.md).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Sign {
+    /// The shared secret: the file's bytes, one trailing newline trimmed (re-read on reload).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// The shared secret from an environment variable.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// `hash` (default): the body is read whole (within the route's body limit) and its
+    /// SHA-256 signed; `unsigned`: bodies stream and are not covered.
+    #[serde(default)]
+    pub body: Option<SignBody>,
+}
+
+/// Whether the signature covers the body.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SignBody {
+    /// Read the body and sign its SHA-256.
+    #[default]
+    Hash,
+    /// Stream the body; sign `UNSIGNED-PAYLOAD` in its place.
+    Unsigned,
+}

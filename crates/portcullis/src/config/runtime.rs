@@ -163,6 +163,8 @@ pub struct RouteRt {
     pub has_ip_rules: bool,
     /// What callers must present; `None` for open routes.
     pub auth: Option<crate::phases::auth::RouteAuthRt>,
+    /// Signs requests to the upstream, when it says so.
+    pub sign: Option<Arc<crate::phases::sign::SignRt>>,
     /// More headers stripped from requests (lowercase, `-` spelling).
     pub strip_headers: Vec<String>,
     /// The route's resource policy.

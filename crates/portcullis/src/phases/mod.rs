@@ -8,6 +8,7 @@ pub mod path;
 pub mod policy;
 pub mod response;
 pub mod route;
+pub mod sign;
 pub mod throttle;
 pub mod upstream_request;
 pub mod validate;

@@ -304,6 +304,7 @@ mod tests {
                 duration: crate::config::units::Dur(Duration::from_secs(60)),
             }),
             pool: None,
+            sign: None,
         };
         Upstream::build("u", &spec, None).unwrap()
     }
