@@ -62,6 +62,8 @@ pub enum ErrorKind {
     AuthForbidden,
     /// A resource policy refuses the client address.
     PolicyDenied,
+    /// The external authorizer could not be asked (and fails closed).
+    AuthUnavailable,
     /// Could not connect to, or lost the connection to, every tried target.
     UpstreamUnavailable,
     /// The upstream answered something that is not valid HTTP.
@@ -76,7 +78,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for documentation checks and exhaustive tests.
-    pub const ALL: [ErrorKind; 26] = {
+    pub const ALL: [ErrorKind; 27] = {
         use ErrorKind::*;
         [
             BadRequest,
@@ -100,6 +102,7 @@ impl ErrorKind {
             AuthExpired,
             AuthForbidden,
             PolicyDenied,
+            AuthUnavailable,
             UpstreamUnavailable,
             UpstreamBadResponse,
             UpstreamSaturated,
@@ -125,7 +128,7 @@ impl ErrorKind {
             PlanLimit | QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             AuthMissing | AuthInvalidToken | AuthExpired => StatusCode::UNAUTHORIZED,
             UpstreamUnavailable | UpstreamBadResponse => StatusCode::BAD_GATEWAY,
-            UpstreamSaturated => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamSaturated | AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -156,6 +159,7 @@ impl ErrorKind {
             AuthExpired => "auth.expired",
             AuthForbidden => "auth.forbidden",
             PolicyDenied => "policy.denied",
+            AuthUnavailable => "auth.unavailable",
             UpstreamUnavailable => "upstream.unavailable",
             UpstreamBadResponse => "upstream.bad_response",
             UpstreamSaturated => "upstream.saturated",
@@ -189,6 +193,7 @@ impl ErrorKind {
             AuthExpired => "Credentials expired",
             AuthForbidden => "Not allowed",
             PolicyDenied => "Not allowed from this address",
+            AuthUnavailable => "Authorization service unavailable",
             UpstreamUnavailable => "Upstream unavailable",
             UpstreamBadResponse => "Upstream sent an invalid response",
             UpstreamSaturated => "Upstream at capacity",
@@ -201,7 +206,9 @@ impl ErrorKind {
     pub fn side(self) -> Side {
         use ErrorKind::*;
         match self {
-            UpstreamUnavailable | UpstreamBadResponse | UpstreamSaturated | UpstreamTimeout => Side::Upstream,
+            UpstreamUnavailable | UpstreamBadResponse | UpstreamSaturated | UpstreamTimeout | AuthUnavailable => {
+                Side::Upstream
+            }
             Internal => Side::Internal,
             _ => Side::Downstream,
         }

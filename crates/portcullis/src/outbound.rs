@@ -1,6 +1,6 @@
-//! A small HTTP/1.1 client for the gateway's own calls (JWKS documents): one connection per
-//! call, one deadline over connect, TLS handshake, request and the whole answer, and a cap
-//! on the answer's size. `https` uses rustls (ring) with the system roots or a configured CA
+//! A small HTTP/1.1 client for the gateway's own calls (JWKS documents, external
+//! authorizers): one connection per call, one deadline over connect, TLS handshake, request
+//! and the whole answer, and a cap on the answer's size. `https` uses rustls (ring) with the system roots or a configured CA
 //! bundle; plain `http` is accepted only for loopback addresses.
 
 use bytes::Bytes;
@@ -113,17 +113,43 @@ pub async fn get(
     deadline: Duration,
     max_bytes: usize,
 ) -> Result<Bytes, String> {
+    call(target, tls, http::Method::GET, None, deadline, max_bytes).await
+}
+
+/// Sends `POST` with a JSON body and returns the body of a 200 answer, like [`get`].
+pub async fn post_json(
+    target: &Target,
+    tls: &Arc<ClientConfig>,
+    body: Bytes,
+    deadline: Duration,
+    max_bytes: usize,
+) -> Result<Bytes, String> {
+    call(target, tls, http::Method::POST, Some(body), deadline, max_bytes).await
+}
+
+async fn call(
+    target: &Target,
+    tls: &Arc<ClientConfig>,
+    method: http::Method,
+    body: Option<Bytes>,
+    deadline: Duration,
+    max_bytes: usize,
+) -> Result<Bytes, String> {
     let call = async {
         let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
             .await
             .map_err(|e| format!("connect to {}: {e}", target.authority))?;
         let _ = tcp.set_nodelay(true);
-        let req = http::Request::get(target.path_and_query.as_str())
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(target.path_and_query.as_str())
             .header(http::header::HOST, target.authority.as_str())
             .header(http::header::ACCEPT, "application/json")
-            .header(http::header::USER_AGENT, concat!("portcullis/", env!("CARGO_PKG_VERSION")))
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| format!("request: {e}"))?;
+            .header(http::header::USER_AGENT, concat!("portcullis/", env!("CARGO_PKG_VERSION")));
+        if body.is_some() {
+            req = req.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        let req = req.body(Full::new(body.unwrap_or_default())).map_err(|e| format!("request: {e}"))?;
         if target.https {
             let name = ServerName::try_from(target.host.clone()).map_err(|e| format!("server name: {e}"))?;
             let tls = tokio_rustls::TlsConnector::from(tls.clone())

@@ -200,10 +200,11 @@ fn dangerous_providers_and_routes_are_refused_with_file_and_line() {
         assert!(err.contains(want), "{provider}: {err}");
         assert!(err.contains("g.yaml:4:"), "errors point at the provider's line: {err}");
     }
-    let routes: [(&str, &str); 5] = [
+    let routes: [(&str, &str); 6] = [
         ("auth: { jwt: nobody }", "not defined under auth.jwt"),
+        ("auth: { external: nobody }", "not defined under auth.external"),
         ("auth: {}", "must name a method"),
-        ("auth: { api_key: true, scopes: [a] }", "needs a jwt method"),
+        ("auth: { api_key: true, scopes: [a] }", "needs a jwt or external method"),
         ("auth: sometimes", "must be `none` or a map"),
         ("policy: { dry_run: true }", "neither allow_ips nor deny_ips"),
     ];

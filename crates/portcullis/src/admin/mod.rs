@@ -36,8 +36,37 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/api/v1/config", get(config_summary))
         .route("/api/v1/blocked-ips", get(blocked_ips))
         .route("/api/v1/blocked-ips/{ip}", axum::routing::delete(unblock_ip))
+        .route("/api/v1/auth-cache", axum::routing::delete(flush_auth_cache))
         .merge(keys::routes())
         .with_state(gw)
+}
+
+#[derive(serde::Deserialize)]
+struct FlushQuery {
+    principal: Option<String>,
+}
+
+/// Drops cached authorizer decisions: all of them, or (`?principal=`) one caller's. Takes
+/// effect for the next request.
+async fn flush_auth_cache(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<FlushQuery>,
+) -> Response {
+    if let Some(refusal) = refuse(&gw, &headers) {
+        return refusal;
+    }
+    let rt = gw.runtime.load();
+    for authorizer in rt.auth.external.values() {
+        authorizer.flush(q.principal.as_deref());
+    }
+    tracing::info!(principal = ?q.principal, "authorizer decision cache flushed");
+    let body = serde_json::json!({
+        "flushed": q.principal.as_deref().map_or("all", |_| "principal"),
+        "principal": q.principal,
+        "authorizers": rt.auth.external.keys().collect::<Vec<_>>(),
+    });
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
 async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {

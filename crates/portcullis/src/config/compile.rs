@@ -364,8 +364,7 @@ fn routes(
         if !(0.0..=1.0).contains(&log_sample) {
             cx.err(&format!("{p}.log.sample"), "log.sample must be between 0.0 and 1.0");
         }
-        let (route_auth, strip_headers) =
-            compile_auth::route_auth(cx, &p, r.auth.as_ref(), &defaults.auth.jwt, &cfg.auth.jwt);
+        let (route_auth, strip_headers) = compile_auth::route_auth(cx, &p, r.auth.as_ref(), defaults.auth, &cfg.auth);
         let policy = compile_auth::policy(cx, &format!("{p}.policy"), &r.name, r.policy.as_ref());
         let prev_limit = previous.and_then(|pr| pr.routes.iter().find(|x| *x.name == *r.name)).map(|x| &x.limit);
         if let Some(upstream) = upstream {

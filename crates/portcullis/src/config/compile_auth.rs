@@ -6,6 +6,7 @@ use super::model::{self, JwtProvider as JwtModel, Require, RouteAuthSpec};
 use super::runtime::Runtime;
 use crate::outbound::Target;
 use crate::phases::auth::RouteAuthRt;
+use crate::phases::auth::external::{Authorizer, ExternalSettings};
 use crate::phases::auth::jwt::{Family, KeySet, Rules, family, parse_alg};
 use crate::phases::auth::keys::{Jwks, JwksSettings, from_pem, from_secret};
 use crate::phases::auth::provider::{JwtProvider, KeySource};
@@ -21,6 +22,8 @@ use std::time::Duration;
 pub struct AuthRt {
     /// JWT providers by name.
     pub jwt: BTreeMap<String, Arc<JwtProvider>>,
+    /// External authorizers by name.
+    pub external: BTreeMap<String, Arc<Authorizer>>,
 }
 
 /// The `auth` section and the identity header names.
@@ -44,7 +47,14 @@ pub(super) fn auth(cx: &mut Ctx, cfg: &model::Config, previous: Option<&Runtime>
             IdentityNames::default()
         }
     };
-    (AuthRt { jwt }, identity)
+    let mut external = BTreeMap::new();
+    for (name, a) in &cfg.auth.external {
+        let prev = previous.and_then(|r| r.auth.external.get(name));
+        if let Some(authz) = authorizer(cx, &format!("auth.external.{name}"), name, a, prev) {
+            external.insert(name.clone(), authz);
+        }
+    }
+    (AuthRt { jwt, external }, identity)
 }
 
 fn dur(d: Option<super::units::Dur>, default: Duration) -> Duration {
@@ -187,6 +197,60 @@ fn key_source(
     Some(KeySource::Fixed(Arc::new(KeySet { keys: vec![key] })))
 }
 
+fn authorizer(
+    cx: &mut Ctx,
+    path: &str,
+    name: &str,
+    a: &model::ExternalAuthorizer,
+    prev: Option<&Arc<Authorizer>>,
+) -> Option<Arc<Authorizer>> {
+    let target = Target::parse(&a.url).map_err(|e| cx.err(&format!("{path}.url"), e)).ok()?;
+    let mut send_headers = Vec::new();
+    let names = if a.send_headers.is_empty() { vec!["authorization".to_string()] } else { a.send_headers.clone() };
+    for (i, h) in names.iter().enumerate() {
+        match http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()) {
+            Ok(n) => send_headers.push(n),
+            Err(_) => cx.err(&format!("{path}.send_headers[{i}]"), format!("{h:?} is not a header name")),
+        }
+    }
+    for (i, part) in a.send.iter().enumerate() {
+        if !["method", "path", "query", "client_ip"].contains(&part.as_str()) {
+            cx.err(&format!("{path}.send[{i}]"), format!("{part:?}: send lists method, path, query, client_ip"));
+        }
+    }
+    let sends = |p: &str| a.send.iter().any(|x| x == p);
+    let settings = ExternalSettings {
+        target,
+        ca: a.ca.as_ref().map(|c| cx.resolve(c)),
+        timeout: dur(a.timeout, Duration::from_millis(200)),
+        send_headers,
+        send_method: sends("method"),
+        send_path: sends("path"),
+        send_query: sends("query"),
+        send_client_ip: sends("client_ip"),
+        cache_ttl: dur(a.cache_ttl, Duration::from_secs(60)),
+        negative_ttl: dur(a.negative_ttl, Duration::from_secs(5)),
+        cache_entries: a.cache_entries.unwrap_or(100_000),
+        on_error: a.on_error.unwrap_or_default(),
+    };
+    let s = &settings;
+    let checks = [
+        ("timeout", (Duration::from_millis(1)..=Duration::from_secs(30)).contains(&s.timeout), "between 1ms and 30s"),
+        ("cache_ttl", s.cache_ttl <= Duration::from_secs(3600), "at most 1h"),
+        ("negative_ttl", s.negative_ttl <= s.cache_ttl || s.cache_ttl.is_zero(), "at most cache_ttl"),
+        ("cache_entries", s.cache_entries >= 1, "at least 1"),
+    ];
+    for (field, ok, msg) in checks {
+        if !ok {
+            cx.err(&format!("{path}.{field}"), format!("{field} must be {msg}"));
+        }
+    }
+    if let Some(p) = prev.filter(|p| p.settings == settings) {
+        return Some(p.clone());
+    }
+    Authorizer::new(name, settings).map(Arc::new).map_err(|e| cx.err(&format!("{path}.ca"), e)).ok()
+}
+
 /// An HMAC secret from `secret_file` (one trailing newline trimmed) or `secret_env`; at least
 /// 32 bytes.
 fn read_secret(cx: &mut Ctx, path: &str, file: Option<&std::path::Path>, env: Option<&str>) -> Option<Vec<u8>> {
@@ -246,8 +310,8 @@ pub(super) fn route_auth(
     cx: &mut Ctx,
     p: &str,
     spec: Option<&RouteAuthSpec>,
-    providers: &BTreeMap<String, Arc<JwtProvider>>,
-    cfg_jwt: &BTreeMap<String, JwtModel>,
+    auth: &AuthRt,
+    cfg: &model::AuthProviders,
 ) -> (Option<RouteAuthRt>, Vec<String>) {
     let Some(a) = spec.and_then(RouteAuthSpec::required) else { return (None, Vec::new()) };
     let mut strip = Vec::new();
@@ -258,33 +322,49 @@ pub(super) fn route_auth(
         }
         strip.push(n);
     }
-    let jwt = a.jwt.as_ref().and_then(|name| match providers.get(name) {
+    let jwt = a.jwt.as_ref().and_then(|name| match auth.jwt.get(name) {
         Some(p) => Some(p.clone()),
         None => {
-            if !cfg_jwt.contains_key(name) {
+            if !cfg.jwt.contains_key(name) {
                 cx.err(&format!("{p}.auth.jwt"), format!("JWT provider {name:?} is not defined under auth.jwt"));
+            }
+            None
+        }
+    });
+    let external = a.external.as_ref().and_then(|name| match auth.external.get(name) {
+        Some(x) => Some(x.clone()),
+        None => {
+            if !cfg.external.contains_key(name) {
+                cx.err(
+                    &format!("{p}.auth.external"),
+                    format!("authorizer {name:?} is not defined under auth.external"),
+                );
             }
             None
         }
     });
     let api_key = a.api_key.unwrap_or(false);
     let mtls = a.mtls.unwrap_or(false);
-    if !api_key && !mtls && a.jwt.is_none() {
+    if !api_key && !mtls && a.jwt.is_none() && a.external.is_none() {
         cx.err(
             &format!("{p}.auth"),
-            "auth must name a method (api_key: true, jwt: <provider>, mtls: true) or be `none`",
+            "auth must name a method (api_key: true, jwt: <provider>, mtls: true, external: <authorizer>) or be `none`",
         );
     }
-    if (!a.scopes.is_empty() || !a.claims.is_empty()) && a.jwt.is_none() {
-        cx.err(&format!("{p}.auth"), "scopes and claims come from a token: the route needs a jwt method");
+    if (!a.scopes.is_empty() || !a.claims.is_empty()) && a.jwt.is_none() && a.external.is_none() {
+        cx.err(
+            &format!("{p}.auth"),
+            "scopes and claims come from a token or an authorizer: the route needs a jwt or external method",
+        );
     }
-    if a.jwt.is_some() && jwt.is_none() {
+    if (a.jwt.is_some() && jwt.is_none()) || (a.external.is_some() && external.is_none()) {
         return (None, strip);
     }
     let rt = RouteAuthRt {
         api_key,
         jwt,
         mtls,
+        external,
         require: a.require.unwrap_or(Require::All),
         scopes: a.scopes.clone(),
         claims: a.claims.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),

@@ -14,6 +14,9 @@ pub struct AuthProviders {
     /// JWT issuers by name (`auth: { jwt: <name> }` on a route).
     #[serde(default)]
     pub jwt: BTreeMap<String, JwtProvider>,
+    /// External authorizers by name (`auth: { external: <name> }` on a route).
+    #[serde(default)]
+    pub external: BTreeMap<String, ExternalAuthorizer>,
     /// Prefix of the headers that carry the caller's identity to backends (default
     /// `x-portcullis-`). Clients' headers with this prefix are removed in every spelling.
     #[serde(default)]
@@ -69,6 +72,50 @@ pub struct JwtProvider {
     /// Claim naming the tenant (default `tenant`).
     #[serde(default)]
     pub tenant_claim: Option<String>,
+}
+
+/// An HTTP service that decides (like an AWS Lambda authorizer).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalAuthorizer {
+    /// Where decisions are asked (POST, JSON): https, or http to a loopback address.
+    pub url: String,
+    /// PEM CA bundle trusted for `url` instead of the system roots.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Deadline of one call (default 200ms).
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+    /// Request headers sent; they are the identity source (at least one must be present, or
+    /// the request is 401 `auth.missing` without a call). Default `[authorization]`.
+    #[serde(default)]
+    pub send_headers: Vec<String>,
+    /// Other request parts sent: `method`, `path`, `query`, `client_ip`.
+    #[serde(default)]
+    pub send: Vec<String>,
+    /// How long an allow is reused for the same inputs (default 60s; 0s disables caching).
+    #[serde(default)]
+    pub cache_ttl: Option<Dur>,
+    /// How long a deny is reused (default 5s, at most `cache_ttl`).
+    #[serde(default)]
+    pub negative_ttl: Option<Dur>,
+    /// Decisions kept at most (default 100000).
+    #[serde(default)]
+    pub cache_entries: Option<u64>,
+    /// What a failed call (timeout, error, bad answer) means: `deny` (default) or `allow`.
+    #[serde(default)]
+    pub on_error: Option<OnError>,
+}
+
+/// The decision when an authorizer cannot be asked.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Refuse (503 `auth.unavailable`).
+    #[default]
+    Deny,
+    /// Let the request through without a principal (logged and counted).
+    Allow,
 }
 
 /// What a route requires of a caller: `none`, or a map of methods and requirements.
@@ -148,6 +195,9 @@ pub struct RouteAuth {
     /// A client certificate verified by the listener's `client_auth` CA.
     #[serde(default)]
     pub mtls: Option<bool>,
+    /// An allow decision from this external authorizer.
+    #[serde(default)]
+    pub external: Option<String>,
     /// `all` (default) or `any` of the methods above.
     #[serde(default)]
     pub require: Option<Require>,

@@ -60,6 +60,13 @@ struct ProviderResult {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthorizerDecision {
+    authorizer: Arc<str>,
+    source: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -89,6 +96,7 @@ pub struct Metrics {
     ip_rule_matches: Family<RuleAction, Counter>,
     policy_matches: Family<PolicyAction, Counter>,
     jwks_fetches: Family<ProviderResult, Counter>,
+    authorizer_decisions: Family<AuthorizerDecision, Counter>,
     /// Config generation now serving.
     pub config_generation: Gauge,
     /// Access-log lines dropped because the writer fell behind.
@@ -127,6 +135,7 @@ impl Metrics {
             ip_rule_matches: Family::default(),
             policy_matches: Family::default(),
             jwks_fetches: Family::default(),
+            authorizer_decisions: Family::default(),
             config_generation: Gauge::default(),
             access_log_dropped: Counter::default(),
             no_route: Arc::from(NO_ROUTE),
@@ -166,6 +175,11 @@ impl Metrics {
             m.policy_matches.clone(),
         );
         registry.register("jwks_fetches", "JWKS fetches, by provider and result", m.jwks_fetches.clone());
+        registry.register(
+            "authorizer_decisions",
+            "External authorizer decisions, by authorizer, source (call or cache) and result",
+            m.authorizer_decisions.clone(),
+        );
         registry.register(
             "config_generation",
             "Generation of the configuration now serving",
@@ -252,6 +266,14 @@ impl Metrics {
     /// A JWKS fetch (`ok`, `error`).
     pub fn jwks_fetch(&self, provider: &Arc<str>, result: &'static str) {
         self.jwks_fetches.get_or_create(&ProviderResult { provider: provider.clone(), result }).inc();
+    }
+
+    /// An external authorizer decision (`source`: `call` or `cache`; `result`: `allow`,
+    /// `deny` or `error`).
+    pub fn authorizer_decision(&self, authorizer: &Arc<str>, source: &'static str, result: &'static str) {
+        self.authorizer_decisions
+            .get_or_create(&AuthorizerDecision { authorizer: authorizer.clone(), source, result })
+            .inc();
     }
 
     /// A reload attempt (`ok`, `invalid`).

@@ -1,14 +1,16 @@
-//! Phase `authenticate`: the methods a route accepts (`api_key`, `jwt`, `mtls`), combined
+//! Phase `authenticate`: the methods a route accepts (`api_key`, `jwt`, `mtls`, `external`), combined
 //! with `require: all` (every one must pass, the default) or `any` (one is enough), then the
 //! route's required scopes and claims. Fails closed: a route that names methods never lets a
 //! request through without one passing.
 //!
 //! Codes: nothing presented → 401 `auth.missing`; a bad token → 401 `auth.invalid_token`; an
 //! expired one → 401 `auth.expired`; a bad API key → 403 `auth.invalid_key`; valid but
-//! lacking scopes or claims → 403 `auth.forbidden`. Bodies are uniform; only the code differs.
+//! lacking scopes or claims, or denied by the authorizer → 403 `auth.forbidden`; authorizer
+//! unreachable → 503 `auth.unavailable`. Bodies are uniform; only the code differs.
 //! Routes with a `jwt` method answer 401 and 403 with an RFC 6750 `WWW-Authenticate`.
 
 pub mod api_key;
+pub mod external;
 pub mod jwt;
 pub mod keys;
 pub mod provider;
@@ -47,6 +49,8 @@ pub struct RouteAuthRt {
     pub jwt: Option<Arc<JwtProvider>>,
     /// Require a verified client certificate.
     pub mtls: bool,
+    /// Require an allow from this authorizer.
+    pub external: Option<Arc<external::Authorizer>>,
     /// All or any of the methods.
     pub require: Require,
     /// Scopes the caller must hold.
@@ -77,12 +81,16 @@ pub async fn authenticate(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
 async fn methods(ctx: &mut RequestCtx, auth: &RouteAuthRt) -> Result<Principal, GatewayError> {
     let mut passed: Vec<Principal> = Vec::new();
     let mut failure: Option<GatewayError> = None;
-    for method in [Method::Mtls, Method::ApiKey, Method::Jwt] {
+    for method in [Method::Mtls, Method::ApiKey, Method::Jwt, Method::External] {
         let result = match method {
             Method::Mtls if auth.mtls => mtls(ctx),
             Method::ApiKey if auth.api_key => api_key::check(ctx),
             Method::Jwt => match &auth.jwt {
                 Some(provider) => bearer(ctx, provider).await,
+                None => continue,
+            },
+            Method::External => match &auth.external {
+                Some(authorizer) => ask(ctx, authorizer).await,
                 None => continue,
             },
             _ => continue,
@@ -114,15 +122,17 @@ enum Method {
     Mtls,
     ApiKey,
     Jwt,
+    External,
 }
 
 /// One principal from several: the token's view first (it carries scopes and claims), then
 /// the certificate's, then the key's.
 fn merge(mut passed: Vec<Principal>) -> Principal {
     passed.sort_by_key(|p| match p.method {
-        "mtls" => 1,
-        "api_key" => 2,
-        _ => 0,
+        "jwt" => 0,
+        "external" => 1,
+        "mtls" => 2,
+        _ => 3,
     });
     let mut out = passed.remove(0);
     for p in passed {
@@ -200,6 +210,27 @@ async fn bearer(ctx: &RequestCtx, provider: &JwtProvider) -> Result<Principal, G
         }
         Err(jwt::TokenError::UnknownKid(kid)) => Err(GatewayError::new(ErrorKind::AuthInvalidToken)
             .with_detail(format!("{}: kid {kid:?} is not in the key set", provider.name))),
+    }
+}
+
+/// Asks the external authorizer.
+async fn ask(ctx: &RequestCtx, authorizer: &external::Authorizer) -> Result<Principal, GatewayError> {
+    match authorizer.decide(ctx).await {
+        Ok(d) => Ok(Principal {
+            method: "external",
+            provider: Some(authorizer.name.clone()),
+            subject: d.principal.clone(),
+            scopes: d.scopes.clone(),
+            tenant: d.tenant.clone(),
+            claims: Some(d.context.clone()),
+        }),
+        Err(external::AuthzError::Missing) => Err(GatewayError::new(ErrorKind::AuthMissing)),
+        Err(external::AuthzError::Denied) => Err(GatewayError::new(ErrorKind::AuthForbidden)
+            .with_detail(format!("authorizer {} denied the request", authorizer.name))),
+        Err(external::AuthzError::Unavailable(why)) => {
+            Err(GatewayError::new(ErrorKind::AuthUnavailable)
+                .with_detail(format!("authorizer {}: {why}", authorizer.name)))
+        }
     }
 }
 
