@@ -62,6 +62,8 @@ pub enum ErrorKind {
     AuthForbidden,
     /// A resource policy refuses the client address.
     PolicyDenied,
+    /// A CORS preflight from an origin, method or header the route does not allow.
+    CorsRejected,
     /// The external authorizer could not be asked (and fails closed).
     AuthUnavailable,
     /// Could not connect to, or lost the connection to, every tried target.
@@ -78,7 +80,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for documentation checks and exhaustive tests.
-    pub const ALL: [ErrorKind; 27] = {
+    pub const ALL: [ErrorKind; 28] = {
         use ErrorKind::*;
         [
             BadRequest,
@@ -102,6 +104,7 @@ impl ErrorKind {
             AuthExpired,
             AuthForbidden,
             PolicyDenied,
+            CorsRejected,
             AuthUnavailable,
             UpstreamUnavailable,
             UpstreamBadResponse,
@@ -124,7 +127,7 @@ impl ErrorKind {
             Misdirected => StatusCode::MISDIRECTED_REQUEST,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             RouteLimit | GlobalLimit => StatusCode::TOO_MANY_REQUESTS,
-            IpBlocked | InvalidKey | AuthForbidden | PolicyDenied => StatusCode::FORBIDDEN,
+            IpBlocked | InvalidKey | AuthForbidden | PolicyDenied | CorsRejected => StatusCode::FORBIDDEN,
             PlanLimit | QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             AuthMissing | AuthInvalidToken | AuthExpired => StatusCode::UNAUTHORIZED,
             UpstreamUnavailable | UpstreamBadResponse => StatusCode::BAD_GATEWAY,
@@ -159,6 +162,7 @@ impl ErrorKind {
             AuthExpired => "auth.expired",
             AuthForbidden => "auth.forbidden",
             PolicyDenied => "policy.denied",
+            CorsRejected => "cors.rejected",
             AuthUnavailable => "auth.unavailable",
             UpstreamUnavailable => "upstream.unavailable",
             UpstreamBadResponse => "upstream.bad_response",
@@ -193,6 +197,7 @@ impl ErrorKind {
             AuthExpired => "Credentials expired",
             AuthForbidden => "Not allowed",
             PolicyDenied => "Not allowed from this address",
+            CorsRejected => "Cross-origin request not allowed",
             AuthUnavailable => "Authorization service unavailable",
             UpstreamUnavailable => "Upstream unavailable",
             UpstreamBadResponse => "Upstream sent an invalid response",

@@ -125,6 +125,8 @@ pub struct RequestCtx {
     pub rate: Option<RateReport>,
     /// The request asks for a protocol switch (WebSocket).
     pub upgrade: bool,
+    /// The request is a CORS preflight the gateway answers.
+    pub cors_preflight: bool,
     /// Time the upstream took to send its response head.
     pub upstream_time: Option<std::time::Duration>,
 }
@@ -153,6 +155,7 @@ impl RequestCtx {
             params: Vec::new(),
             rate: None,
             upgrade: false,
+            cors_preflight: false,
             upstream_time: None,
         }
     }

@@ -366,6 +366,7 @@ fn routes(
         }
         let (route_auth, strip_headers) = compile_auth::route_auth(cx, &p, r.auth.as_ref(), defaults.auth, &cfg.auth);
         let policy = compile_auth::policy(cx, &format!("{p}.policy"), &r.name, r.policy.as_ref());
+        let cors = compile_auth::cors(cx, &format!("{p}.cors"), r.cors.as_ref(), &r.matcher.methods);
         let prev_limit = previous.and_then(|pr| pr.routes.iter().find(|x| *x.name == *r.name)).map(|x| &x.limit);
         if let Some(upstream) = upstream {
             out.push(Arc::new(RouteRt {
@@ -378,6 +379,7 @@ fn routes(
                 hide_headers: r.hide_headers.unwrap_or(false),
                 auth: route_auth,
                 sign: defaults.signers.get(&r.upstream).cloned(),
+                cors,
                 strip_headers,
                 policy,
                 has_ip_rules: defaults.ip_scoped.contains(r.name.as_str()),

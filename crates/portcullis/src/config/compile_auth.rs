@@ -10,6 +10,7 @@ use crate::phases::auth::external::{Authorizer, ExternalSettings};
 use crate::phases::auth::jwt::{Family, KeySet, Rules, family, parse_alg};
 use crate::phases::auth::keys::{Jwks, JwksSettings, from_pem, from_secret};
 use crate::phases::auth::provider::{JwtProvider, KeySource};
+use crate::phases::cors::CorsRt;
 use crate::phases::identity::IdentityNames;
 use crate::phases::policy::PolicyRt;
 use crate::phases::sign::SignRt;
@@ -383,5 +384,71 @@ pub(super) fn policy(cx: &mut Ctx, path: &str, name: &str, p: Option<&model::Pol
         allow: p.allow_ips.clone(),
         deny: p.deny_ips.clone(),
         dry_run: p.dry_run.unwrap_or(false),
+    })
+}
+
+/// A route's CORS policy.
+pub(super) fn cors(cx: &mut Ctx, path: &str, c: Option<&model::Cors>, route_methods: &[String]) -> Option<CorsRt> {
+    let c = c?;
+    let mut origins = Vec::new();
+    let any_origin = c.origins.iter().any(|o| o == "*");
+    for (i, o) in c.origins.iter().enumerate() {
+        let ok = o == "*"
+            || o.parse::<http::Uri>().is_ok_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https"))
+                    && u.host().is_some()
+                    && u.path_and_query().is_none_or(|p| p.as_str().is_empty() || p.as_str() == "/")
+                    && !o.ends_with('/')
+            });
+        if !ok {
+            cx.err(
+                &format!("{path}.origins[{i}]"),
+                format!("{o:?} is not an origin like https://app.example.com (or \"*\")"),
+            );
+        }
+        origins.push(o.to_ascii_lowercase());
+    }
+    if c.origins.is_empty() {
+        cx.err(path, format!("{path}.origins must list at least one origin"));
+    }
+    let credentials = c.credentials.unwrap_or(false);
+    if any_origin && credentials {
+        cx.err(path, "origins [\"*\"] cannot be combined with credentials: true (any site could act as the user)");
+    }
+    let names = if !c.methods.is_empty() {
+        c.methods.clone()
+    } else if !route_methods.is_empty() {
+        route_methods.to_vec()
+    } else {
+        vec!["GET".into(), "HEAD".into(), "POST".into()]
+    };
+    let methods: Vec<http::Method> =
+        names.iter().filter_map(|m| http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok()).collect();
+    if methods.len() != names.len() {
+        cx.err(&format!("{path}.methods"), "methods must be HTTP methods");
+    }
+    let list =
+        |items: Vec<String>| (!items.is_empty()).then(|| http::HeaderValue::from_str(&items.join(", ")).ok()).flatten();
+    let headers: Vec<String> = c.headers.iter().map(|h| h.to_ascii_lowercase()).collect();
+    for (field, items) in [("headers", &c.headers), ("expose_headers", &c.expose_headers)] {
+        if items.iter().any(|h| http::HeaderName::from_bytes(h.as_bytes()).is_err()) {
+            cx.err(&format!("{path}.{field}"), format!("{field} must be header names"));
+        }
+    }
+    let max_age = dur(c.max_age, Duration::from_secs(600));
+    if max_age > Duration::from_secs(86_400) {
+        cx.err(&format!("{path}.max_age"), "max_age must be at most 24h");
+    }
+    Some(CorsRt {
+        origins,
+        any_origin,
+        methods_value: list(methods.iter().map(|m| m.to_string()).collect())
+            .unwrap_or(http::HeaderValue::from_static("GET")),
+        methods,
+        headers_value: list(headers.clone()),
+        headers,
+        expose_value: list(c.expose_headers.iter().map(|h| h.to_ascii_lowercase()).collect()),
+        credentials,
+        max_age_value: http::HeaderValue::from(max_age.as_secs()),
     })
 }

@@ -448,6 +448,9 @@ pub struct Route {
     /// This route's resource policy, checked after the global one.
     #[serde(default)]
     pub policy: Option<Policy>,
+    /// Cross-origin requests from browsers, answered and decorated by the gateway.
+    #[serde(default)]
+    pub cors: Option<Cors>,
 }
 
 /// Request matching.

@@ -253,3 +253,26 @@ pub enum SignBody {
     /// Stream the body; sign `UNSIGNED-PAYLOAD` in its place.
     Unsigned,
 }
+
+/// A route's CORS policy.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Cors {
+    /// Allowed origins (`https://app.example.com`), or `["*"]` (not with credentials).
+    pub origins: Vec<String>,
+    /// Allowed methods (default: the route's methods, or GET, HEAD, POST).
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Request headers a browser may send (beyond the CORS-safelisted ones).
+    #[serde(default)]
+    pub headers: Vec<String>,
+    /// Response headers a browser script may read.
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// Allow cookies and credentials.
+    #[serde(default)]
+    pub credentials: Option<bool>,
+    /// How long a browser may reuse a preflight answer (default 10m, at most 24h).
+    #[serde(default)]
+    pub max_age: Option<Dur>,
+}

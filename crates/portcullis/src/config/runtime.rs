@@ -163,6 +163,8 @@ pub struct RouteRt {
     pub has_ip_rules: bool,
     /// What callers must present; `None` for open routes.
     pub auth: Option<crate::phases::auth::RouteAuthRt>,
+    /// CORS policy.
+    pub cors: Option<crate::phases::cors::CorsRt>,
     /// Signs requests to the upstream, when it says so.
     pub sign: Option<Arc<crate::phases::sign::SignRt>>,
     /// More headers stripped from requests (lowercase, `-` spelling).

@@ -1,6 +1,7 @@
 //! The request phases, one module each, in the order `pipeline.rs` lists them.
 
 pub mod auth;
+pub mod cors;
 pub mod hygiene;
 pub mod identity;
 pub mod ip_rules;

@@ -1,5 +1,6 @@
 //! Phase `response`: what the client receives, for upstream answers and gateway errors
-//! alike: hop-by-hop headers removed, the request id, and the `RateLimit` fields.
+//! alike: hop-by-hop headers removed, the request id, CORS headers, and the `RateLimit`
+//! fields.
 
 use super::upstream_request::strip_hop_by_hop;
 use crate::error::GatewayError;
@@ -24,6 +25,7 @@ pub fn finish(ctx: &mut RequestCtx, resp: &mut http::Response<RespBody>, error: 
     }
     let headers = resp.headers_mut();
     headers.insert(h::X_REQUEST_ID, ctx.request_id.clone());
+    super::cors::respond(ctx, headers);
     let hidden = ctx.route.as_ref().is_some_and(|r| r.hide_headers);
     if let Some(rate) = ctx.rate.as_ref().filter(|_| !hidden) {
         headers.insert(h::RATELIMIT_POLICY, rate.policy.clone());

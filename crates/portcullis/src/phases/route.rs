@@ -299,6 +299,9 @@ fn misdirected(ctx: &RequestCtx, id: usize) -> Result<(), GatewayError> {
 
 /// The phase: looks the request up and pins the route on the context.
 pub fn route(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
+    if let Some(answered) = super::cors::preflight(ctx) {
+        return answered;
+    }
     match ctx.rt.router.find(ctx.host.as_deref(), &ctx.path, &ctx.parts.method) {
         Lookup::Found(id, params) => {
             misdirected(ctx, id)?;
