@@ -234,7 +234,8 @@ routes:
     );
     let gw = TestGateway::start(&yaml).await;
     let good = claims(ISS, "orders", 300, json!({}));
-    assert_eq!(bearer(&gw, "/orders/1", &a.sign(&good)).await.status, 200, "key a from the first fetch");
+    let token_a = a.sign(&good);
+    assert_eq!(bearer(&gw, "/orders/1", &token_a).await.status, 200, "key a from the first fetch");
     // Rotate: the issuer now publishes only b.
     *doc.lock().unwrap() = tokens::jwks(&[&b]);
     let token_b = b.sign(&good);
@@ -247,8 +248,8 @@ routes:
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(accepted, "a token with the new kid is accepted once the key set is fetched again");
-    let r = bearer(&gw, "/orders/1", &a.sign(&good)).await;
-    assert_refused(&r, 401, "auth.invalid_token", "the removed key a");
+    let r = bearer(&gw, "/orders/1", &token_a).await;
+    assert_refused(&r, 401, "auth.invalid_token", "a token verified (and remembered) with the removed key a");
     // A flood of made-up kids triggers at most one fetch per jwks_min_refetch.
     let fetches_before = idp.count();
     let stranger = SigningKey::es256(None);
@@ -259,4 +260,33 @@ routes:
     }
     assert!(idp.count() - fetches_before <= 2, "{} fetches for 50 unknown kids", idp.count() - fetches_before);
     assert_eq!(up.count(), 2);
+}
+
+#[tokio::test]
+async fn remembered_tokens_still_expire() {
+    let up = MockUpstream::start().await;
+    let key = SigningKey::es256(None);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("idp.pem"), &key.public_pem).unwrap();
+    let yaml = format!(
+        r#"
+listeners: [{{ name: public, bind: "127.0.0.1:0" }}]
+log: {{ access: off }}
+upstreams: {{ up: {{ targets: ["{up}"] }} }}
+auth:
+  jwt:
+    main: {{ issuer: "{ISS}", audiences: [orders], algorithms: [ES256], public_key: idp.pem, leeway: 0s }}
+routes:
+  - {{ name: orders, match: {{ path: "/orders/*" }}, upstream: up, auth: {{ jwt: main }} }}
+"#,
+        up = up.url()
+    );
+    let gw = TestGateway::start_in(dir, &yaml, false).await.unwrap();
+    let token = key.sign(&claims(ISS, "orders", 1, json!({})));
+    assert_eq!(bearer(&gw, "/orders/1", &token).await.status, 200);
+    assert_eq!(bearer(&gw, "/orders/1", &token).await.status, 200, "remembered");
+    // Wall-clock expiry is the behaviour under test: wait until `exp` has passed.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = bearer(&gw, "/orders/1", &token).await;
+    assert_refused(&r, 401, "auth.expired", "a remembered token past its exp");
 }

@@ -131,12 +131,8 @@ fn jwt_provider(
         tenant_claim: p.tenant_claim.clone().unwrap_or_else(|| "tenant".into()),
     };
     let source = key_source(cx, path, name, p, &algorithms, prev)?;
-    (cx.error_count() == errors_before).then(|| JwtProvider {
-        name: Arc::from(name),
-        method: Arc::from(format!("jwt:{name}")),
-        rules,
-        source,
-    })
+    let cache_entries = p.cache_entries.unwrap_or(10_000);
+    (cx.error_count() == errors_before).then(|| JwtProvider::new(name, rules, source, cache_entries))
 }
 
 fn key_source(

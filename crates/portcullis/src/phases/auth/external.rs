@@ -67,7 +67,7 @@ pub struct Decision {
     /// Tenant.
     pub tenant: Option<String>,
     /// Matched by route `claims`.
-    pub context: Map<String, Value>,
+    pub context: Arc<Map<String, Value>>,
 }
 
 /// Why no allow came back.
@@ -131,8 +131,8 @@ pub fn parse_answer(body: &[u8]) -> Result<Decision, String> {
         Some(_) => return Err("scopes is not a list".into()),
     };
     let context = match v.get("context") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m.clone(),
+        None | Some(Value::Null) => Arc::new(Map::new()),
+        Some(Value::Object(m)) => Arc::new(m.clone()),
         Some(_) => return Err("context is not an object".into()),
     };
     Ok(Decision {
@@ -159,12 +159,11 @@ impl Authorizer {
     }
 
     /// The request the authorizer sees, or `None` when no identity source was sent.
-    fn question(&self, ctx: &RequestCtx) -> Option<Vec<u8>> {
+    pub fn question(&self, parts: &http::request::Parts, path: &str, client_ip: std::net::IpAddr) -> Option<Vec<u8>> {
         let s = &self.settings;
         let mut headers = Map::new();
         for name in &s.send_headers {
-            let values: Vec<String> = ctx
-                .parts
+            let values: Vec<String> = parts
                 .headers
                 .get_all(name)
                 .iter()
@@ -180,26 +179,25 @@ impl Authorizer {
         let mut q = Map::new();
         q.insert("headers".into(), Value::Object(headers));
         if s.send_method {
-            q.insert("method".into(), json!(ctx.parts.method.as_str()));
+            q.insert("method".into(), json!(parts.method.as_str()));
         }
         if s.send_path {
-            q.insert("path".into(), json!(ctx.path));
+            q.insert("path".into(), json!(path));
         }
         if s.send_query {
-            q.insert("query".into(), json!(ctx.parts.uri.query().unwrap_or("")));
+            q.insert("query".into(), json!(parts.uri.query().unwrap_or("")));
         }
         if s.send_client_ip {
-            q.insert("client_ip".into(), json!(ctx.client_ip.to_string()));
+            q.insert("client_ip".into(), json!(client_ip.to_string()));
         }
         serde_json::to_vec(&Value::Object(q)).ok()
     }
 
     /// Asks (or reuses a cached decision). An allow comes back as `Ok`.
     pub async fn decide(&self, ctx: &RequestCtx) -> Result<Arc<Decision>, AuthzError> {
-        let question = self.question(ctx).ok_or(AuthzError::Missing)?;
-        let key: [u8; 32] = sha2::Sha256::digest(&question).into();
+        let question = self.question(&ctx.parts, &ctx.path, ctx.client_ip).ok_or(AuthzError::Missing)?;
+        let (key, cached) = self.cached(&question);
         let metrics = &ctx.gw.metrics;
-        let cached = self.cache.as_ref().and_then(|c| c.get(&key));
         let (decision, source) = match cached {
             Some(d) => (d, "cache"),
             None => {
@@ -211,9 +209,7 @@ impl Authorizer {
                 match answer {
                     Ok(d) => {
                         let d = Arc::new(d);
-                        if let Some(c) = &self.cache {
-                            c.insert(key, d.clone());
-                        }
+                        self.remember(key, d.clone());
                         (d, "call")
                     }
                     Err(e) => {
@@ -231,6 +227,19 @@ impl Authorizer {
         };
         metrics.authorizer_decision(&self.name, source, if decision.allow { "allow" } else { "deny" });
         if decision.allow { Ok(decision) } else { Err(AuthzError::Denied) }
+    }
+
+    /// The cache key of a question and the decision cached under it.
+    pub fn cached(&self, question: &[u8]) -> ([u8; 32], Option<Arc<Decision>>) {
+        let key: [u8; 32] = sha2::Sha256::digest(question).into();
+        (key, self.cache.as_ref().and_then(|c| c.get(&key)))
+    }
+
+    /// Caches a decision (for its allow or deny lifetime).
+    pub fn remember(&self, key: [u8; 32], decision: Arc<Decision>) {
+        if let Some(c) = &self.cache {
+            c.insert(key, decision);
+        }
     }
 
     /// Drops cached decisions: all, or those naming `principal`.

@@ -212,7 +212,26 @@ pub struct Claims {
     /// The tenant claim, when present.
     pub tenant: Option<String>,
     /// Every claim, for route claim requirements.
-    pub all: Map<String, Value>,
+    pub all: std::sync::Arc<Map<String, Value>>,
+    /// `exp`, Unix seconds.
+    pub exp: f64,
+    /// `nbf`, Unix seconds.
+    pub nbf: Option<f64>,
+}
+
+/// `exp` and `nbf` against `now` (Unix seconds) with the leeway: checked on every use of a
+/// token, including one whose signature was verified earlier.
+pub fn check_times(exp: f64, nbf: Option<f64>, leeway_secs: u64, now: u64) -> Result<(), TokenError> {
+    let (leeway, now) = (leeway_secs as f64, now as f64);
+    if let Some(nbf) = nbf
+        && now + leeway < nbf
+    {
+        return Err(invalid("token is not valid yet (nbf)"));
+    }
+    if now > exp + leeway {
+        return Err(TokenError::Expired);
+    }
+    Ok(())
 }
 
 fn number(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, TokenError> {
@@ -235,8 +254,6 @@ fn string(claims: &Map<String, Value>, name: &str) -> Result<Option<String>, Tok
 pub fn check_claims(token: &Parsed<'_>, rules: &Rules, now: u64) -> Result<Claims, TokenError> {
     let all: Map<String, Value> = serde_json::from_slice(&decode_part(token.payload, "payload")?)
         .map_err(|_| invalid("payload is not a JSON object"))?;
-    let leeway = rules.leeway_secs as f64;
-    let now = now as f64;
     let exp = number(&all, "exp")?.ok_or_else(|| invalid("exp is missing"))?;
     let nbf = number(&all, "nbf")?;
     number(&all, "iat")?;
@@ -261,14 +278,7 @@ pub fn check_claims(token: &Parsed<'_>, rules: &Rules, now: u64) -> Result<Claim
     if !aud_ok {
         return Err(invalid("aud names none of the provider's audiences"));
     }
-    if let Some(nbf) = nbf
-        && now + leeway < nbf
-    {
-        return Err(invalid("token is not valid yet (nbf)"));
-    }
-    if now > exp + leeway {
-        return Err(TokenError::Expired);
-    }
+    check_times(exp, nbf, rules.leeway_secs, now)?;
     let scopes = match (all.get("scope"), all.get("scp")) {
         (Some(Value::String(s)), _) => s.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect(),
         (Some(_), _) => return Err(invalid("scope is not a string")),
@@ -284,6 +294,8 @@ pub fn check_claims(token: &Parsed<'_>, rules: &Rules, now: u64) -> Result<Claim
         subject: string(&all, &rules.principal_claim)?,
         tenant: string(&all, &rules.tenant_claim)?,
         scopes,
-        all,
+        all: std::sync::Arc::new(all),
+        exp,
+        nbf,
     })
 }

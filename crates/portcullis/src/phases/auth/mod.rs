@@ -37,7 +37,7 @@ pub struct Principal {
     /// Tenant, when the token names one.
     pub tenant: Option<String>,
     /// The token's claims, for claim requirements.
-    pub claims: Option<serde_json::Map<String, Value>>,
+    pub claims: Option<Arc<serde_json::Map<String, Value>>>,
 }
 
 /// A route's compiled requirements.
@@ -199,10 +199,10 @@ async fn bearer(ctx: &RequestCtx, provider: &JwtProvider) -> Result<Principal, G
         Ok(claims) => Ok(Principal {
             method: "jwt",
             provider: Some(provider.name.clone()),
-            subject: claims.subject,
-            scopes: claims.scopes,
-            tenant: claims.tenant,
-            claims: Some(claims.all),
+            subject: claims.subject.clone(),
+            scopes: claims.scopes.clone(),
+            tenant: claims.tenant.clone(),
+            claims: Some(claims.all.clone()),
         }),
         Err(jwt::TokenError::Expired) => Err(GatewayError::new(ErrorKind::AuthExpired)),
         Err(jwt::TokenError::Invalid(why)) => {
