@@ -83,7 +83,8 @@ fn authorizer_cache_hit(c: &mut Criterion) {
     let ip = "192.0.2.1".parse().unwrap();
     let q = authz.question(&parts, "/orders/17", ip).unwrap();
     let (key, _) = authz.cached(&q);
-    authz.remember(key, Arc::new(Decision { allow: true, principal: Some("alice".into()), ..Decision::default() }));
+    let id = portcullis::phases::auth::Identity::new(Some("alice".into()), Vec::new(), None, Arc::default());
+    authz.remember(key, Arc::new(Decision { allow: true, id: Arc::new(id) }));
     c.bench_function("authorizer_cache_hit", |b| {
         b.iter(|| {
             let q = authz.question(black_box(&parts), "/orders/17", ip).unwrap();

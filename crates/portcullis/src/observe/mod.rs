@@ -101,7 +101,7 @@ pub fn attach(ctx: &mut RequestCtx, resp: &mut http::Response<RespBody>, error: 
             Some(_) => "error",
         },
         reason,
-        principal: ctx.principal.as_ref().and_then(|p| p.subject.clone()),
+        principal: ctx.principal.as_ref().and_then(|p| p.id.subject.clone()),
         key_id: ctx.key.as_ref().map(|k| k.id.clone()),
         listener: ctx.conn.listener.clone(),
         upstream: route.map(|r| r.upstream.name.clone()),

@@ -88,17 +88,12 @@ pub fn apply(ctx: &mut RequestCtx) {
         headers.insert(names.key_id.clone(), v);
     }
     let Some(p) = &ctx.principal else { return };
-    // Values were checked to be valid header values when the principal was made.
-    if let Some(v) = p.subject.as_deref().and_then(|s| HeaderValue::from_str(s).ok()) {
-        headers.insert(names.principal.clone(), v);
-    }
-    if !p.scopes.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&p.scopes.join(" "))
-    {
-        headers.insert(names.scopes.clone(), v);
-    }
-    if let Some(v) = p.tenant.as_deref().and_then(|s| HeaderValue::from_str(s).ok()) {
-        headers.insert(names.tenant.clone(), v);
+    // Made once with the identity (a remembered token's are reused, not rebuilt).
+    let [subject, scopes, tenant] = &p.id.values;
+    for (name, value) in [(&names.principal, subject), (&names.scopes, scopes), (&names.tenant, tenant)] {
+        if let Some(v) = value {
+            headers.insert(name.clone(), v.clone());
+        }
     }
 }
 

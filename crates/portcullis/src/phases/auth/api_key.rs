@@ -36,7 +36,7 @@ pub fn check(ctx: &mut RequestCtx) -> Result<Principal, GatewayError> {
         .plan_rt
         .clone()
         .ok_or_else(|| invalid(&format!("plan {} of key {} does not exist", entry.plan, entry.id)))?;
-    let principal = Principal { method: "api_key", subject: Some(entry.id.to_string()), ..Principal::default() };
+    let principal = Principal::of("api_key", Some(entry.id.to_string()));
     ctx.key = Some(entry);
     ctx.plan = Some(plan);
     Ok(principal)

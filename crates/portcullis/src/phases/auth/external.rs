@@ -56,18 +56,12 @@ pub struct ExternalSettings {
 }
 
 /// An authorizer's answer.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Decision {
     /// Let the request through.
     pub allow: bool,
-    /// Who the caller is.
-    pub principal: Option<String>,
-    /// Scopes held.
-    pub scopes: Vec<String>,
-    /// Tenant.
-    pub tenant: Option<String>,
-    /// Matched by route `claims`.
-    pub context: Arc<Map<String, Value>>,
+    /// Principal, scopes, tenant; `context` is what route `claims` are matched against.
+    pub id: Arc<super::Identity>,
 }
 
 /// Why no allow came back.
@@ -135,13 +129,9 @@ pub fn parse_answer(body: &[u8]) -> Result<Decision, String> {
         Some(Value::Object(m)) => Arc::new(m.clone()),
         Some(_) => return Err("context is not an object".into()),
     };
-    Ok(Decision {
-        allow,
-        principal: string(v.get("principal"), "principal")?,
-        tenant: string(v.get("tenant"), "tenant")?,
-        scopes,
-        context,
-    })
+    let principal = string(v.get("principal"), "principal")?;
+    let tenant = string(v.get("tenant"), "tenant")?;
+    Ok(Decision { allow, id: Arc::new(super::Identity::new(principal, scopes, tenant, context)) })
 }
 
 impl Authorizer {
@@ -249,7 +239,7 @@ impl Authorizer {
             None => cache.invalidate_all(),
             Some(p) => {
                 let p = p.to_string();
-                if cache.invalidate_entries_if(move |_, d| d.principal.as_deref() == Some(p.as_str())).is_err() {
+                if cache.invalidate_entries_if(move |_, d| d.id.subject.as_deref() == Some(p.as_str())).is_err() {
                     cache.invalidate_all();
                 }
             }
@@ -266,7 +256,7 @@ mod tests {
         let d = parse_answer(br#"{"allow":true,"principal":"u1","scopes":"a b","tenant":"t","context":{"g":"x"}}"#)
             .unwrap();
         assert!(d.allow);
-        assert_eq!((d.principal.as_deref(), d.scopes.len(), d.tenant.as_deref()), (Some("u1"), 2, Some("t")));
+        assert_eq!((d.id.subject.as_deref(), d.id.scopes.len(), d.id.tenant.as_deref()), (Some("u1"), 2, Some("t")));
         for bad in [
             &br#"{"allow":"true"}"#[..],
             br#"{"principal":"u1"}"#,

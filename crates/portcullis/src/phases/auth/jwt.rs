@@ -205,14 +205,9 @@ pub fn verify_signature(token: &Parsed<'_>, keys: &KeySet) -> Result<(), TokenEr
 /// What a valid token says about its holder.
 #[derive(Debug, Clone, Default)]
 pub struct Claims {
-    /// The principal claim, when present.
-    pub subject: Option<String>,
-    /// From `scope` (space-separated) or `scp` (list).
-    pub scopes: Vec<String>,
-    /// The tenant claim, when present.
-    pub tenant: Option<String>,
-    /// Every claim, for route claim requirements.
-    pub all: std::sync::Arc<Map<String, Value>>,
+    /// Principal claim, scopes (from `scope`, space-separated, or `scp`, a list), tenant
+    /// claim, and every claim for route claim requirements.
+    pub id: std::sync::Arc<super::Identity>,
     /// `exp`, Unix seconds.
     pub exp: f64,
     /// `nbf`, Unix seconds.
@@ -290,12 +285,13 @@ pub fn check_claims(token: &Parsed<'_>, rules: &Rules, now: u64) -> Result<Claim
         (None, Some(_)) => return Err(invalid("scp is not a list")),
         (None, None) => Vec::new(),
     };
-    Ok(Claims {
-        subject: string(&all, &rules.principal_claim)?,
-        tenant: string(&all, &rules.tenant_claim)?,
-        scopes,
-        all: std::sync::Arc::new(all),
-        exp,
-        nbf,
-    })
+    let subject = string(&all, &rules.principal_claim)?;
+    let tenant = string(&all, &rules.tenant_claim)?;
+    for v in [&subject, &tenant].into_iter().flatten() {
+        if http::HeaderValue::from_str(v).is_err() {
+            return Err(invalid("principal or tenant claim cannot be sent in a header"));
+        }
+    }
+    let id = super::Identity::new(subject, scopes, tenant, std::sync::Arc::new(all));
+    Ok(Claims { id: std::sync::Arc::new(id), exp, nbf })
 }

@@ -23,21 +23,53 @@ use provider::JwtProvider;
 use serde_json::Value;
 use std::sync::Arc;
 
-/// Who the caller is, as far as the methods that passed can tell.
+/// What verified credentials say about a caller. Made once per token (remembered with it) or
+/// per authorizer decision, and shared by the requests that present them, header values
+/// included, so a request copies nothing.
 #[derive(Debug, Clone, Default)]
-pub struct Principal {
-    /// The method that named the principal: `jwt:<provider>`, `mtls` or `api_key`.
-    pub method: &'static str,
-    /// Provider name for `jwt`.
-    pub provider: Option<Arc<str>>,
+pub struct Identity {
     /// Subject: the token's principal claim, the certificate's CN (or first SAN), the key id.
     pub subject: Option<String>,
     /// Scopes held.
     pub scopes: Vec<String>,
     /// Tenant, when the token names one.
     pub tenant: Option<String>,
-    /// The token's claims, for claim requirements.
-    pub claims: Option<Arc<serde_json::Map<String, Value>>>,
+    /// The token's claims (or the authorizer's context), for claim requirements.
+    pub claims: Arc<serde_json::Map<String, Value>>,
+    /// `subject`, `scopes` (space-separated) and `tenant` as header values, when valid ones.
+    pub values: [Option<HeaderValue>; 3],
+}
+
+impl Identity {
+    /// An identity; header values are made here, once.
+    pub fn new(
+        subject: Option<String>,
+        scopes: Vec<String>,
+        tenant: Option<String>,
+        claims: Arc<serde_json::Map<String, Value>>,
+    ) -> Identity {
+        let value = |s: Option<&str>| s.and_then(|s| HeaderValue::from_str(s).ok());
+        let joined = (!scopes.is_empty()).then(|| scopes.join(" "));
+        let values = [value(subject.as_deref()), value(joined.as_deref()), value(tenant.as_deref())];
+        Identity { subject, scopes, tenant, claims, values }
+    }
+}
+
+/// Who the caller is, as far as the methods that passed can tell.
+#[derive(Debug, Clone, Default)]
+pub struct Principal {
+    /// The method that named the principal: `jwt`, `external`, `mtls` or `api_key`.
+    pub method: &'static str,
+    /// Provider or authorizer name.
+    pub provider: Option<Arc<str>>,
+    /// What the method verified.
+    pub id: Arc<Identity>,
+}
+
+impl Principal {
+    fn of(method: &'static str, subject: Option<String>) -> Principal {
+        Principal { method, provider: None, id: Arc::new(Identity::new(subject, Vec::new(), None, Arc::default())) }
+    }
 }
 
 /// A route's compiled requirements.
@@ -135,25 +167,30 @@ fn merge(mut passed: Vec<Principal>) -> Principal {
         _ => 3,
     });
     let mut out = passed.remove(0);
+    if passed.is_empty() {
+        return out;
+    }
+    let mut id = (*out.id).clone();
     for p in passed {
-        if out.subject.is_none() {
-            out.subject = p.subject;
+        if id.subject.is_none() {
+            id.subject = p.id.subject.clone();
         }
-        for s in p.scopes {
-            if !out.scopes.contains(&s) {
-                out.scopes.push(s);
+        for s in &p.id.scopes {
+            if !id.scopes.contains(s) {
+                id.scopes.push(s.clone());
             }
         }
     }
+    out.id = Arc::new(Identity::new(id.subject, id.scopes, id.tenant, id.claims));
     out
 }
 
 fn requirements(auth: &RouteAuthRt, p: &Principal) -> Result<(), String> {
-    if let Some(missing) = auth.scopes.iter().find(|s| !p.scopes.contains(s)) {
+    if let Some(missing) = auth.scopes.iter().find(|s| !p.id.scopes.contains(s)) {
         return Err(format!("scope {missing:?} not held"));
     }
     for (name, want) in &auth.claims {
-        let have = p.claims.as_ref().and_then(|c| c.get(name));
+        let have = p.id.claims.get(name);
         let ok = match have {
             Some(Value::Array(list)) => list.contains(want),
             Some(v) => v == want,
@@ -172,7 +209,7 @@ fn mtls(ctx: &RequestCtx) -> Result<Principal, GatewayError> {
         return Err(GatewayError::new(ErrorKind::AuthMissing).with_detail("no verified client certificate"));
     };
     let subject = cert.common_name.clone().or_else(|| cert.sans.first().cloned());
-    Ok(Principal { method: "mtls", subject, ..Principal::default() })
+    Ok(Principal::of("mtls", subject))
 }
 
 /// The one `Authorization: Bearer <token>` value.
@@ -196,14 +233,7 @@ async fn bearer(ctx: &RequestCtx, provider: &JwtProvider) -> Result<Principal, G
     let token = bearer_token(ctx)?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     match provider.verify(&ctx.gw, token, now).await {
-        Ok(claims) => Ok(Principal {
-            method: "jwt",
-            provider: Some(provider.name.clone()),
-            subject: claims.subject.clone(),
-            scopes: claims.scopes.clone(),
-            tenant: claims.tenant.clone(),
-            claims: Some(claims.all.clone()),
-        }),
+        Ok(claims) => Ok(Principal { method: "jwt", provider: Some(provider.name.clone()), id: claims.id.clone() }),
         Err(jwt::TokenError::Expired) => Err(GatewayError::new(ErrorKind::AuthExpired)),
         Err(jwt::TokenError::Invalid(why)) => {
             Err(GatewayError::new(ErrorKind::AuthInvalidToken).with_detail(format!("{}: {why}", provider.name)))
@@ -216,14 +246,7 @@ async fn bearer(ctx: &RequestCtx, provider: &JwtProvider) -> Result<Principal, G
 /// Asks the external authorizer.
 async fn ask(ctx: &RequestCtx, authorizer: &external::Authorizer) -> Result<Principal, GatewayError> {
     match authorizer.decide(ctx).await {
-        Ok(d) => Ok(Principal {
-            method: "external",
-            provider: Some(authorizer.name.clone()),
-            subject: d.principal.clone(),
-            scopes: d.scopes.clone(),
-            tenant: d.tenant.clone(),
-            claims: Some(d.context.clone()),
-        }),
+        Ok(d) => Ok(Principal { method: "external", provider: Some(authorizer.name.clone()), id: d.id.clone() }),
         Err(external::AuthzError::Missing) => Err(GatewayError::new(ErrorKind::AuthMissing)),
         Err(external::AuthzError::Denied) => Err(GatewayError::new(ErrorKind::AuthForbidden)
             .with_detail(format!("authorizer {} denied the request", authorizer.name))),

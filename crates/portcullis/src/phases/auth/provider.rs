@@ -11,8 +11,9 @@
 use super::jwt::{self, Claims, KeySet, Rules, TokenError};
 use super::keys::Jwks;
 use crate::state::Gateway;
-use moka::sync::Cache;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Longest a verified token is remembered.
@@ -38,8 +39,64 @@ impl KeySource {
 
 /// A token that verified, and the key set that verified it.
 struct Verified {
+    token: Box<str>,
     claims: Arc<Claims>,
     keys: Arc<KeySet>,
+    at: Instant,
+}
+
+const SHARDS: usize = 16;
+
+/// Verified tokens by a 64-bit fingerprint of their last bytes (the signature's tail), each
+/// compared exactly on a hit. Hashing ~40 bytes instead of a whole token (often 500+ bytes)
+/// is what makes a hit cheap; only tokens that verified are ever stored, so nobody can
+/// choose colliding entries. A full shard drops its oldest-found expired entry, else an
+/// arbitrary one.
+struct VerifiedTokens {
+    shards: [Mutex<HashMap<u64, Verified>>; SHARDS],
+    per_shard: usize,
+    hasher: RandomState,
+}
+
+impl VerifiedTokens {
+    fn new(entries: u64) -> VerifiedTokens {
+        let per_shard = usize::try_from(entries).unwrap_or(usize::MAX).div_ceil(SHARDS).max(1);
+        VerifiedTokens {
+            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            per_shard,
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn fingerprint(&self, token: &str) -> u64 {
+        let tail = token.as_bytes().get(token.len().saturating_sub(40)..).unwrap_or_default();
+        self.hasher.hash_one((token.len(), tail))
+    }
+
+    fn shard(&self, fp: u64) -> std::sync::MutexGuard<'_, HashMap<u64, Verified>> {
+        #[allow(clippy::indexing_slicing, clippy::cast_possible_truncation)] // < SHARDS by construction
+        let shard = &self.shards[(fp % SHARDS as u64) as usize];
+        shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, token: &str, keys: &Arc<KeySet>) -> Option<Arc<Claims>> {
+        let fp = self.fingerprint(token);
+        let shard = self.shard(fp);
+        let v = shard.get(&fp)?;
+        (*v.token == *token && Arc::ptr_eq(&v.keys, keys) && v.at.elapsed() < REMEMBER_FOR).then(|| v.claims.clone())
+    }
+
+    fn insert(&self, token: &str, claims: Arc<Claims>, keys: Arc<KeySet>) {
+        let fp = self.fingerprint(token);
+        let mut shard = self.shard(fp);
+        if shard.len() >= self.per_shard && !shard.contains_key(&fp) {
+            let victim = shard.iter().find(|(_, v)| v.at.elapsed() >= REMEMBER_FOR).or_else(|| shard.iter().next());
+            if let Some(k) = victim.map(|(k, _)| *k) {
+                shard.remove(&k);
+            }
+        }
+        shard.insert(fp, Verified { token: token.into(), claims, keys, at: Instant::now() });
+    }
 }
 
 /// A JWT provider.
@@ -52,7 +109,7 @@ pub struct JwtProvider {
     pub rules: Rules,
     /// Signing keys.
     pub source: KeySource,
-    verified: Option<Cache<Arc<str>, Arc<Verified>>>,
+    verified: Option<VerifiedTokens>,
 }
 
 impl std::fmt::Debug for JwtProvider {
@@ -64,8 +121,7 @@ impl std::fmt::Debug for JwtProvider {
 impl JwtProvider {
     /// A provider remembering up to `cache_entries` verified tokens (0: none).
     pub fn new(name: &str, rules: Rules, source: KeySource, cache_entries: u64) -> JwtProvider {
-        let verified = (cache_entries > 0)
-            .then(|| Cache::builder().max_capacity(cache_entries).time_to_live(REMEMBER_FOR).build());
+        let verified = (cache_entries > 0).then(|| VerifiedTokens::new(cache_entries));
         JwtProvider { name: Arc::from(name), method: Arc::from(format!("jwt:{name}")), rules, source, verified }
     }
 
@@ -74,11 +130,9 @@ impl JwtProvider {
         if let KeySource::Jwks(jwks) = &self.source {
             jwks.refresh_if_due(gw);
         }
-        if let Some(hit) = self.verified.as_ref().and_then(|c| c.get(token))
-            && Arc::ptr_eq(&hit.keys, &self.source.current())
-        {
-            jwt::check_times(hit.claims.exp, hit.claims.nbf, self.rules.leeway_secs, now)?;
-            return Ok(hit.claims.clone());
+        if let Some(claims) = self.verified.as_ref().and_then(|c| c.get(token, &self.source.current())) {
+            jwt::check_times(claims.exp, claims.nbf, self.rules.leeway_secs, now)?;
+            return Ok(claims);
         }
         let parsed = jwt::parse(token, &self.rules)?;
         let keys = match &self.source {
@@ -109,7 +163,7 @@ impl JwtProvider {
         };
         let claims = Arc::new(jwt::check_claims(&parsed, &self.rules, now)?);
         if let Some(cache) = &self.verified {
-            cache.insert(Arc::from(token), Arc::new(Verified { claims: claims.clone(), keys }));
+            cache.insert(token, claims.clone(), keys);
         }
         Ok(claims)
     }

@@ -1,23 +1,27 @@
 #!/usr/bin/env bash
-# Whole-process cost of API keys + plan limits + quota (issue 3's benchmark, target >= 95%):
-# two gateways on 127.0.0.1 in front of the same nginx upstream, one with a plain route, one
-# whose route requires an API key on a plan with a per-route limit, a plan limit and a quota
-# (all high enough never to refuse: the checks run, they pass). wrk alternates between them
-# (REPS rounds of DUR seconds), pinned as in ../shared/bench/peers.sh: wrk and the upstream on
-# CPU 0, the gateways on CPU 1. Prints medians and the ratio from the same run, then the
-# instructions per request of each (callgrind), which do not drift with the VM.
-#   bench/keys-overhead.sh            # DUR=3 REPS=10 CONNS=64 (~1.5 min)
+# Whole-process cost of a request check: two gateways on 127.0.0.1 in front of the same nginx
+# upstream, one with a plain route, one whose route runs the check (set so that it always
+# passes). wrk alternates between them (REPS rounds of DUR seconds), pinned as in
+# ../shared/bench/peers.sh: wrk and the upstream on CPU 0, the gateways on CPU 1. Prints
+# medians and the ratio from the same run, then the instructions per request of each
+# (callgrind), which do not drift with the VM.
+#   bench/overhead.sh keys    # API key on a plan with a per-route limit, a plan limit and a
+#                             # quota (issue 3, target >= 95%)
+#   bench/overhead.sh jwt     # RS256 bearer token from a PEM-configured provider (issue 4,
+#                             # target >= 90%); every request sends the same token, as clients do
+# DUR=3 REPS=10 CONNS=64 by default (~1.5 min).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd); ROOT=$(cd "$HERE/.." && pwd)
 SHARED=${SHARED:-$ROOT/../shared/bench}
-DUR=${DUR:-3}; REPS=${REPS:-10}; CONNS=${CONNS:-64}
+VARIANT=${1:-keys}; DUR=${DUR:-3}; REPS=${REPS:-10}; CONNS=${CONNS:-64}
+case $VARIANT in keys | jwt) ;; *) echo "usage: $0 keys|jwt" >&2; exit 2 ;; esac
 for port in 9001 9200 9201; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "port $port is already in use" >&2; exit 1; fi
 done
 command -v nginx >/dev/null && command -v wrk >/dev/null || { echo "needs nginx and wrk (apt-get install nginx wrk)" >&2; exit 1; }
 cargo build --release -q -p portcullis --manifest-path "$ROOT/Cargo.toml"
 BIN=$ROOT/target/release/portcullis
-RUN=$(mktemp -d /tmp/keys-bench.XXXXXX); PIDS=()
+RUN=$(mktemp -d /tmp/overhead-bench.XXXXXX); PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.5; rm -rf "$RUN"; }
 trap cleanup EXIT INT TERM
 cp "$SHARED/nginx-upstream.conf" "$RUN/"
@@ -30,7 +34,9 @@ listeners: [{ name: bench, bind: "127.0.0.1:9200" }]
 $common
 routes: [{ name: all, match: { path: "/*" }, upstream: up, throttle: { rate: 10000000, burst: 10000000 } }]
 YAML
-cat >"$RUN/keyed.yaml" <<YAML
+if [[ $VARIANT == keys ]]; then
+  LABEL="key + route + plan + quota"
+  cat >"$RUN/keyed.yaml" <<YAML
 listeners: [{ name: bench, bind: "127.0.0.1:9201" }]
 $common
 state: { store: "sqlite:$RUN/state.db" }
@@ -41,23 +47,40 @@ plans:
     routes: { all: { rate: 10000000, burst: 10000000 } }
     quota: { limit: 4000000000, period: month }
 YAML
-KEY=$("$BIN" keys create -c "$RUN/keyed.yaml" --plan bench --name bench | awk '/^key:/ {print $2}')
+  HEADER="x-api-key: $("$BIN" keys create -c "$RUN/keyed.yaml" --plan bench --name bench | awk '/^key:/ {print $2}')"
+else
+  LABEL="RS256 bearer token"
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$RUN/idp.key" 2>/dev/null
+  openssl pkey -in "$RUN/idp.key" -pubout -out "$RUN/idp.pem"
+  cat >"$RUN/keyed.yaml" <<YAML
+listeners: [{ name: bench, bind: "127.0.0.1:9201" }]
+$common
+auth:
+  jwt: { idp: { issuer: "https://id.bench/", audiences: [bench], algorithms: [RS256], public_key: $RUN/idp.pem } }
+routes: [{ name: all, match: { path: "/*" }, upstream: up, auth: { jwt: idp, scopes: [read] }, throttle: { rate: 10000000, burst: 10000000 } }]
+YAML
+  b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+  head=$(printf '{"alg":"RS256","typ":"JWT"}' | b64url)
+  body=$(printf '{"iss":"https://id.bench/","aud":"bench","sub":"user-1","scope":"read write","exp":%d}' $(($(date +%s) + 7200)) | b64url)
+  sig=$(printf '%s.%s' "$head" "$body" | openssl dgst -sha256 -sign "$RUN/idp.key" -binary | b64url)
+  HEADER="authorization: Bearer $head.$body.$sig"
+fi
 nginx -p "$RUN/" -e stderr -c "$RUN/nginx-upstream.conf" -g 'daemon off;' >/dev/null 2>&1 & PIDS+=($!)
 taskset -c 1 "$BIN" run --no-watch -c "$RUN/plain.yaml" 2>/dev/null & PIDS+=($!)
 taskset -c 1 "$BIN" run --no-watch -c "$RUN/keyed.yaml" 2>/dev/null & PIDS+=($!)
 for _ in $(seq 50); do
-  curl -sf -m 1 http://127.0.0.1:9200/ >/dev/null 2>&1 && curl -sf -m 1 -H "x-api-key: $KEY" http://127.0.0.1:9201/ >/dev/null 2>&1 && break
+  curl -sf -m 1 http://127.0.0.1:9200/ >/dev/null 2>&1 && curl -sf -m 1 -H "$HEADER" http://127.0.0.1:9201/ >/dev/null 2>&1 && break
   sleep 0.2
 done
 run() { taskset -c 0 timeout $((DUR + 15)) wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "$@" | awk '/Requests\/sec/ {print $2}'; }
-run -d1s http://127.0.0.1:9200/ >/dev/null; run -d1s -H "x-api-key: $KEY" http://127.0.0.1:9201/ >/dev/null
+run -d1s http://127.0.0.1:9200/ >/dev/null; run -d1s -H "$HEADER" http://127.0.0.1:9201/ >/dev/null
 # ABBA rounds (plain, keyed, keyed, plain): the VM's speed drifts over minutes, so each round's
 # keyed/plain ratio is paired, and the median of the paired ratios is the result.
 for r in $(seq "$REPS"); do
   if ((r % 2)); then
-    pr=$(run http://127.0.0.1:9200/); kr=$(run -H "x-api-key: $KEY" http://127.0.0.1:9201/)
+    pr=$(run http://127.0.0.1:9200/); kr=$(run -H "$HEADER" http://127.0.0.1:9201/)
   else
-    kr=$(run -H "x-api-key: $KEY" http://127.0.0.1:9201/); pr=$(run http://127.0.0.1:9200/)
+    kr=$(run -H "$HEADER" http://127.0.0.1:9201/); pr=$(run http://127.0.0.1:9200/)
   fi
   echo "$pr" >>"$RUN/plain.rps"; echo "$kr" >>"$RUN/keyed.rps"
   awk -v p="$pr" -v k="$kr" 'BEGIN { print k / p }' >>"$RUN/ratio"
@@ -66,12 +89,12 @@ done; echo >&2
 med() { sort -n "$1" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 p=$(med "$RUN/plain.rps"); k=$(med "$RUN/keyed.rps")
 echo "# $(date -u +%FT%TZ) wrk -t1 -c$CONNS -d${DUR}s x$REPS rounds (ABBA), medians"
-printf '%-28s %10s\n' "plain route" "$p" "key + route + plan + quota" "$k"
-echo "paired ratios keyed/plain: $(sort -n "$RUN/ratio" | tr '\n' ' ')"
+printf '%-28s %10s\n' "plain route" "$p" "$LABEL" "$k"
+echo "paired ratios $VARIANT/plain: $(sort -n "$RUN/ratio" | tr '\n' ' ')"
 echo "median paired ratio: $(med "$RUN/ratio")"
 for p in "${PIDS[@]:1}"; do kill "$p" 2>/dev/null || true; done; sleep 0.5; kill "${PIDS[0]}" 2>/dev/null || true; PIDS=(); sleep 0.5
 if command -v valgrind >/dev/null; then
   sed 's/9201/9200/' "$RUN/keyed.yaml" >"$RUN/keyed-9200.yaml"
   echo "plain: $(DUR=5 "$HERE/instructions.sh" "$BIN" | cut -d' ' -f1-2)"
-  echo "keyed: $(DUR=5 CONFIG="$RUN/keyed-9200.yaml" HEADER="x-api-key: $KEY" "$HERE/instructions.sh" "$BIN" | cut -d' ' -f1-2)"
+  echo "$VARIANT: $(DUR=5 CONFIG="$RUN/keyed-9200.yaml" HEADER="$HEADER" "$HERE/instructions.sh" "$BIN" | cut -d' ' -f1-2)"
 fi
