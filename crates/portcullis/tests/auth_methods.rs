@@ -6,7 +6,7 @@
 use jsonwebtoken::Algorithm;
 use portcullis_testkit::client::{self, Opts, empty, req};
 use portcullis_testkit::tokens::{SigningKey, claims};
-use portcullis_testkit::{MockUpstream, Pki, TestGateway};
+use portcullis_testkit::{GatewayProcess, MockUpstream, Pki, TestGateway, free_port};
 use serde_json::json;
 
 const ISS: &str = "https://id.example.com/";
@@ -218,4 +218,33 @@ fn dangerous_providers_and_routes_are_refused_with_file_and_line() {
         "{base}auth:\n  jwt: {{ j: {{ issuer: i, audiences: [a], algorithms: [HS256], secret_file: s }} }}\nroutes: [{{ name: r, match: {{ path: /x }}, upstream: u, auth: {{ jwt: j }} }}, {{ name: o, match: {{ path: /o }}, upstream: u, auth: none }}]\n"
     );
     assert_eq!(errors_of(&ok, &[("s", secret)]), "", "a sound provider compiles");
+}
+
+#[tokio::test]
+async fn a_dry_run_policy_logs_what_it_would_refuse() {
+    let up = MockUpstream::start().await;
+    let bind = format!("127.0.0.1:{}", free_port());
+    let yaml = format!(
+        r#"
+listeners: [{{ name: public, bind: "{bind}" }}]
+log: {{ access: off }}
+upstreams: {{ up: {{ targets: ["{up}"] }} }}
+routes:
+  - {{ name: trial, match: {{ path: /trial }}, upstream: up, policy: {{ allow_ips: ["10.0.0.0/8"], dry_run: true }} }}
+"#,
+        up = up.url()
+    );
+    let mut proc = GatewayProcess::spawn(env!("CARGO_BIN_EXE_portcullis"), &yaml);
+    let addr = bind.parse().unwrap();
+    proc.wait_ready(addr).await;
+    assert_eq!(client::get(addr, "/trial").await.status, 200, "dry run passes");
+    assert_eq!(up.count(), 1);
+    proc.signal("TERM");
+    let _ = proc.child.wait();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut proc.child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let line =
+        stderr.lines().find(|l| l.contains("dry run")).unwrap_or_else(|| panic!("no dry-run line in:\n{stderr}"));
+    assert!(line.contains("WARN") && line.contains("trial") && line.contains("127.0.0.1"), "{line}");
+    assert!(line.contains("not in allow_ips"), "{line}");
 }

@@ -153,8 +153,11 @@ async fn sighup_reloads_and_sigterm_drains_the_binary() {
     std::fs::write(proc.dir.path().join("gateway.yaml"), config(&bind, &up.url(), ALL, "")).unwrap();
     proc.signal("HUP");
     assert!(client::until_status(addr, "/slow", 200, Duration::from_secs(5)).await, "reloaded back");
+    let slow_seen = || up.requests().iter().filter(|r| r.uri == "/slow").count();
+    let before = slow_seen();
     let slow = tokio::spawn(async move { client::get(addr, "/slow").await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // TERM only once the request is in flight (it reached the upstream), however slow the machine.
+    assert!(eventually(Duration::from_secs(5), || slow_seen() > before).await);
     proc.signal("TERM");
     let r = slow.await.unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "done"), "the in-flight request finished during shutdown");
