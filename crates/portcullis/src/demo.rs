@@ -53,8 +53,8 @@ pub async fn serve_backend(listener: tokio::net::TcpListener) {
 
 fn backend_addr(rt: &config::Runtime) -> Option<SocketAddr> {
     let target = rt.loaded.config.upstreams.get("demo")?.targets.first()?;
-    let (host, port, _) = crate::proxy::upstream::parse_target(target).ok()?;
-    Some(SocketAddr::new(host.parse().ok()?, port))
+    let t = crate::proxy::upstream::parse_target(target).ok()?;
+    Some(SocketAddr::new(t.host.parse().ok()?, t.port))
 }
 
 fn print_guide(gw: SocketAddr, admin: Option<SocketAddr>) {

@@ -81,6 +81,12 @@ fn system_roots() -> Arc<rustls::RootCertStore> {
 
 /// TLS settings for outbound calls: the CA bundle at `ca`, or the system roots.
 pub fn tls_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+    tls_client(ca, None)
+}
+
+/// TLS settings trusting `ca` (or the system roots), presenting `identity` (certificate
+/// chain and key, PEM) when given, offering HTTP/1.1 only.
+pub fn tls_client(ca: Option<&Path>, identity: Option<(&Path, &Path)>) -> Result<Arc<ClientConfig>, String> {
     let roots = match ca {
         None => system_roots(),
         Some(path) => {
@@ -100,8 +106,20 @@ pub fn tls_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
     let config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("TLS setup failed: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        None => config.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(cert)
+                .map_err(|e| format!("cannot read {}: {e}", cert.display()))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("invalid PEM in {}: {e}", cert.display()))?;
+            let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("cannot read a private key from {}: {e}", key.display()))?;
+            config.with_client_auth_cert(chain, key).map_err(|e| format!("client certificate and key: {e}"))?
+        }
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 

@@ -252,7 +252,8 @@ fn upstreams(cx: &mut Ctx, cfg: &model::Config, previous: Option<&Runtime>) -> B
                 cx.err(&format!("{p}.{field}"), format!("{p}.{field} must be above zero"));
             }
         }
-        match Upstream::build(name, u, previous.and_then(|r| r.upstreams.get(name))) {
+        let tls = compile_auth::upstream_tls(cx, &p, u);
+        match Upstream::build(name, u, previous.and_then(|r| r.upstreams.get(name)), tls.as_ref()) {
             Ok(up) => {
                 out.insert(name.clone(), up);
             }

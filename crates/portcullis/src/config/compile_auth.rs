@@ -4,7 +4,7 @@
 use super::compile::Ctx;
 use super::model::{self, JwtProvider as JwtModel, Require, RouteAuthSpec};
 use super::runtime::Runtime;
-use crate::outbound::Target;
+use crate::outbound::{self, Target};
 use crate::phases::auth::RouteAuthRt;
 use crate::phases::auth::external::{Authorizer, ExternalSettings};
 use crate::phases::auth::jwt::{Family, KeySet, Rules, family, parse_alg};
@@ -14,6 +14,8 @@ use crate::phases::cors::CorsRt;
 use crate::phases::identity::IdentityNames;
 use crate::phases::policy::PolicyRt;
 use crate::phases::sign::SignRt;
+use crate::proxy::upstream::UpstreamTlsRt;
+use sha2::Digest;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -248,6 +250,36 @@ fn authorizer(
     Authorizer::new(name, settings).map(Arc::new).map_err(|e| cx.err(&format!("{path}.ca"), e)).ok()
 }
 
+/// TLS settings for an upstream's `https://` targets: `None` when it has none.
+pub(super) fn upstream_tls(cx: &mut Ctx, path: &str, u: &model::Upstream) -> Option<UpstreamTlsRt> {
+    let https = u.targets.iter().any(|t| t.starts_with("https://"));
+    let Some(t) = u.tls.as_ref() else {
+        // https targets without a tls block: the system roots, no client certificate.
+        return https
+            .then(|| outbound::tls_client(None, None).map_err(|e| cx.err(path, e)).ok())
+            .flatten()
+            .map(|config| UpstreamTlsRt { config, server_name: None, fingerprint: [0; 32] });
+    };
+    if !https {
+        cx.err(&format!("{path}.tls"), "tls applies to https:// targets; this upstream has none");
+        return None;
+    }
+    if t.cert.is_some() != t.key.is_some() {
+        cx.err(&format!("{path}.tls"), "tls.cert and tls.key go together");
+        return None;
+    }
+    let ca = t.ca.as_ref().map(|p| cx.resolve(p));
+    let identity = t.cert.as_ref().zip(t.key.as_ref()).map(|(c, k)| (cx.resolve(c), cx.resolve(k)));
+    let mut hasher = sha2::Sha256::new();
+    for file in ca.iter().chain(identity.iter().flat_map(|(c, k)| [c, k])) {
+        hasher.update(std::fs::read(file).unwrap_or_default());
+    }
+    let config = outbound::tls_client(ca.as_deref(), identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())))
+        .map_err(|e| cx.err(&format!("{path}.tls"), e))
+        .ok()?;
+    Some(UpstreamTlsRt { config, server_name: t.server_name.clone(), fingerprint: hasher.finalize().into() })
+}
+
 /// An HMAC secret from `secret_file` (one trailing newline trimmed) or `secret_env`; at least
 /// 32 bytes.
 fn read_secret(cx: &mut Ctx, path: &str, file: Option<&std::path::Path>, env: Option<&str>) -> Option<Vec<u8>> {
@@ -286,11 +318,8 @@ pub(super) fn signers(cx: &mut Ctx, cfg: &model::Config) -> BTreeMap<String, Arc
             cx.err(&path, format!("{path} needs exactly one of secret_file, secret_env"));
             continue;
         }
-        let bases: Vec<String> = u
-            .targets
-            .iter()
-            .filter_map(|t| crate::proxy::upstream::parse_target(t).ok().map(|(_, _, base)| base))
-            .collect();
+        let bases: Vec<String> =
+            u.targets.iter().filter_map(|t| crate::proxy::upstream::parse_target(t).ok().map(|t| t.base)).collect();
         if bases.windows(2).any(|w| w.first() != w.last()) {
             cx.err(&format!("upstreams.{name}.targets"), "signed upstreams need the same base path on every target");
         }

@@ -392,6 +392,9 @@ pub struct Upstream {
     /// Sign every request to this upstream so it can prove the gateway sent it.
     #[serde(default)]
     pub sign: Option<Sign>,
+    /// TLS to `https://` targets: trusted CA, client certificate.
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
 }
 
 /// Passive ejection of failing targets.

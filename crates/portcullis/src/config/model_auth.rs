@@ -281,3 +281,22 @@ pub struct Cors {
     #[serde(default)]
     pub max_age: Option<Dur>,
 }
+
+/// TLS from the gateway to an upstream's `https://` targets.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM CA bundle: the only CAs trusted for these targets (pins them to a private CA).
+    /// Default: the system roots.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate chain presented to the upstream (mTLS); needs `key`.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// Name checked in the upstream's certificate (and sent as SNI) instead of the target host.
+    #[serde(default)]
+    pub server_name: Option<String>,
+}

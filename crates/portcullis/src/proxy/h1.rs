@@ -13,6 +13,7 @@
 //! and invalid header bytes are all refused (502 `upstream.bad_response`).
 
 use super::body::{BodyError, BodyErrorKind, ReqBody};
+use super::upio::UpIo;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header};
 use http_body::Body;
@@ -20,7 +21,6 @@ use http_body_util::BodyExt;
 use std::io;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Largest response head accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -32,7 +32,7 @@ const MAX_INTERIM: usize = 8;
 /// An upstream connection: the socket and what has been read but not yet consumed.
 #[derive(Debug)]
 pub struct UpConn {
-    pub(crate) io: TcpStream,
+    pub(crate) io: UpIo,
     pub(crate) buf: BytesMut,
     /// Reused for every request head written on this connection.
     wbuf: Vec<u8>,
@@ -42,20 +42,19 @@ pub struct UpConn {
 
 impl UpConn {
     /// A fresh connection.
-    pub fn new(io: TcpStream) -> UpConn {
-        UpConn { io, buf: BytesMut::with_capacity(8 * 1024), wbuf: Vec::with_capacity(512), reused: false }
+    pub fn new(io: impl Into<UpIo>) -> UpConn {
+        UpConn { io: io.into(), buf: BytesMut::with_capacity(8 * 1024), wbuf: Vec::with_capacity(512), reused: false }
     }
 
     /// Checks, without blocking, that the peer has not closed an idle connection or sent
     /// something unasked. Costs one syscall; used only before a request that could not be
     /// replayed if the connection turned out dead.
     pub fn probe_alive(&mut self) -> bool {
-        let mut one = [0u8; 1];
-        matches!(self.io.try_read(&mut one), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        self.io.idle_and_open()
     }
 
     /// The socket and any bytes already read past the response head (for a protocol switch).
-    pub fn into_parts(self) -> (TcpStream, BytesMut) {
+    pub fn into_parts(self) -> (UpIo, BytesMut) {
         (self.io, self.buf)
     }
 }
@@ -207,30 +206,17 @@ pub async fn send(
     let chunked = matches!(framing, ReqFraming::Chunked);
     let (result, uploaded) = {
         let UpConn { io, buf, .. } = &mut conn;
-        let (mut rd, mut wr) = io.split();
-        let upload = write_body(&mut wr, &mut body, chunked, timeout);
-        let head = read_head_from(&mut rd, buf, method);
-        let answer_deadline = tokio::time::sleep(timeout);
-        tokio::pin!(upload, head, answer_deadline);
-        let mut uploaded = false;
-        let result = loop {
-            tokio::select! {
-                biased;
-                h = &mut head => break h,
-                w = &mut upload, if !uploaded => {
-                    match w {
-                        Ok(()) => {}
-                        Err(e @ (SendError::Body(_) | SendError::Timeout)) => return Err(e),
-                        // The upstream stopped reading: it may still answer, so keep reading.
-                        Err(_) => {}
-                    }
-                    uploaded = true;
-                    answer_deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
-                }
-                _ = &mut answer_deadline, if uploaded => return Err(SendError::Timeout),
+        match io {
+            // Plain TCP splits without locking; TLS needs the generic (locked) halves.
+            UpIo::Plain(s) => {
+                let (rd, wr) = s.split();
+                upload_and_read(rd, wr, buf, &mut body, chunked, method, timeout).await?
             }
-        };
-        (result, uploaded)
+            UpIo::Tls(s) => {
+                let (rd, wr) = tokio::io::split(&mut **s);
+                upload_and_read(rd, wr, buf, &mut body, chunked, method, timeout).await?
+            }
+        }
     };
     let mut head = match result {
         Err(SendError::Stale { error, .. }) => return Err(SendError::Stale { body: None, error }),
@@ -242,6 +228,46 @@ pub async fn send(
         head.keep_alive = false;
     }
     Ok((conn, head))
+}
+
+/// Uploads a streamed body while reading the response head. Returns the head (or why there
+/// is none) and whether the whole body was sent.
+async fn upload_and_read<R, W>(
+    mut rd: R,
+    mut wr: W,
+    buf: &mut BytesMut,
+    body: &mut ReqBody,
+    chunked: bool,
+    method: &Method,
+    timeout: Duration,
+) -> Result<(Result<Head, SendError>, bool), SendError>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let upload = write_body(&mut wr, body, chunked, timeout);
+    let head = read_head_from(&mut rd, buf, method);
+    let answer_deadline = tokio::time::sleep(timeout);
+    tokio::pin!(upload, head, answer_deadline);
+    let mut uploaded = false;
+    let result = loop {
+        tokio::select! {
+            biased;
+            h = &mut head => break h,
+            w = &mut upload, if !uploaded => {
+                match w {
+                    Ok(()) => {}
+                    Err(e @ (SendError::Body(_) | SendError::Timeout)) => return Err(e),
+                    // The upstream stopped reading: it may still answer, so keep reading.
+                    Err(_) => {}
+                }
+                uploaded = true;
+                answer_deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
+            }
+            _ = &mut answer_deadline, if uploaded => return Err(SendError::Timeout),
+        }
+    };
+    Ok((result, uploaded))
 }
 
 async fn write_body<W: tokio::io::AsyncWrite + Unpin>(

@@ -81,13 +81,7 @@ impl UpstreamBody {
         if conn.buf.capacity() - conn.buf.len() < 1024 {
             conn.buf.reserve(READ_SIZE);
         }
-        loop {
-            match conn.io.try_read_buf(&mut conn.buf) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready!(conn.io.poll_read_ready(cx))?,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        conn.io.poll_read_into(cx, &mut conn.buf)
     }
 
     fn step(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {

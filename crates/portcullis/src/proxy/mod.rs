@@ -16,6 +16,7 @@
 pub mod body;
 pub mod h1;
 pub mod h1_body;
+pub mod upio;
 pub mod upstream;
 
 use crate::error::{ErrorKind, GatewayError};

@@ -13,6 +13,23 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
+/// TLS towards an upstream's `https://` targets.
+#[derive(Clone)]
+pub struct UpstreamTlsRt {
+    /// Client settings (trusted CAs, client certificate).
+    pub config: Arc<rustls::ClientConfig>,
+    /// Name to verify instead of the target host.
+    pub server_name: Option<String>,
+    /// SHA-256 over the files it was made from: a reload with changed files rebuilds.
+    pub fingerprint: [u8; 32],
+}
+
+impl std::fmt::Debug for UpstreamTlsRt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTlsRt").field("server_name", &self.server_name).finish_non_exhaustive()
+    }
+}
+
 /// Effective settings (config values with defaults applied).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -60,6 +77,8 @@ pub struct Target {
     ip: Option<IpAddr>,
     /// Path prefix from the target URL (`http://h:1/base` → `/base`), without trailing '/'.
     pub base_path: String,
+    /// TLS client settings and the name to verify, for `https://` targets.
+    tls: Option<(Arc<rustls::ClientConfig>, rustls_pki_types::ServerName<'static>)>,
     failures: AtomicU32,
     /// Monotonic nanoseconds until which the target is skipped (0: healthy).
     ejected_until: AtomicU64,
@@ -78,18 +97,27 @@ fn mono_nanos() -> u64 {
     u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX).saturating_add(1)
 }
 
-/// Parses `http://host:port[/base]`. Errors are one-line messages for the config.
-pub fn parse_target(url: &str) -> Result<(String, u16, String), String> {
+/// A parsed target URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetUrl {
+    /// Host name or IP (no brackets).
+    pub host: String,
+    /// Port (80 or 443 by default).
+    pub port: u16,
+    /// Path prefix without a trailing '/'.
+    pub base: String,
+    /// `https://`.
+    pub https: bool,
+}
+
+/// Parses `http[s]://host:port[/base]`. Errors are one-line messages for the config.
+pub fn parse_target(url: &str) -> Result<TargetUrl, String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("target {url:?} is not a URL: {e}"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "target {url:?}: https upstreams are not supported yet; use http:// on a trusted network"
-            ));
-        }
-        _ => return Err(format!("target {url:?} must start with http://")),
-    }
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(format!("target {url:?} must start with http:// or https://")),
+    };
     let auth = uri.authority().ok_or_else(|| format!("target {url:?} has no host"))?;
     if auth.as_str().contains('@') {
         return Err(format!("target {url:?}: credentials in the URL are not allowed"));
@@ -102,17 +130,28 @@ pub fn parse_target(url: &str) -> Result<(String, u16, String), String> {
         return Err(format!("target {url:?} has no host"));
     }
     let base = uri.path().trim_end_matches('/').to_string();
-    Ok((host, auth.port_u16().unwrap_or(80), base))
+    Ok(TargetUrl { host, port: auth.port_u16().unwrap_or(if https { 443 } else { 80 }), base, https })
 }
 
 impl Target {
-    fn new(url: &str) -> Result<Target, String> {
-        let (host, port, base_path) = parse_target(url)?;
+    fn new(url: &str, tls: Option<&UpstreamTlsRt>) -> Result<Target, String> {
+        let TargetUrl { host, port, base, https } = parse_target(url)?;
+        let tls = match (https, tls) {
+            (false, _) => None,
+            (true, None) => return Err(format!("target {url:?}: https targets need TLS settings")),
+            (true, Some(t)) => {
+                let name = t.server_name.clone().unwrap_or_else(|| host.clone());
+                let name = rustls_pki_types::ServerName::try_from(name)
+                    .map_err(|e| format!("target {url:?}: {e} is not a name to verify"))?;
+                Some((t.config.clone(), name))
+            }
+        };
         Ok(Target {
             ip: host.parse().ok(),
             host,
             port,
-            base_path,
+            base_path: base,
+            tls,
             failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             idle: Mutex::new(VecDeque::new()),
@@ -148,12 +187,22 @@ impl Target {
         }
     }
 
-    /// Opens a TCP connection.
+    /// Opens a connection (TCP, then the TLS handshake for `https://` targets), all
+    /// within `connect_timeout`.
     pub async fn open(&self, connect_timeout: Duration) -> std::io::Result<UpConn> {
-        let stream = tokio::time::timeout(connect_timeout, self.connect())
+        let open = async {
+            let tcp = self.connect().await?;
+            match &self.tls {
+                None => Ok(UpConn::new(tcp)),
+                Some((config, name)) => {
+                    let tls = tokio_rustls::TlsConnector::from(config.clone()).connect(name.clone(), tcp).await?;
+                    Ok(UpConn::new(super::upio::UpIo::Tls(Box::new(tls))))
+                }
+            }
+        };
+        tokio::time::timeout(connect_timeout, open)
             .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-        Ok(UpConn::new(stream))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
     }
     async fn connect(&self) -> std::io::Result<TcpStream> {
         let addrs: Vec<SocketAddr> = match self.ip {
@@ -180,6 +229,7 @@ pub struct Upstream {
     /// Config name (the only thing about an upstream that reaches logs and metrics).
     pub name: Arc<str>,
     spec: model::Upstream,
+    tls_fingerprint: Option<[u8; 32]>,
     /// Effective settings.
     pub settings: Settings,
     /// Targets in config order.
@@ -204,14 +254,17 @@ impl Upstream {
         name: &str,
         spec: &model::Upstream,
         previous: Option<&Arc<Upstream>>,
+        tls: Option<&UpstreamTlsRt>,
     ) -> Result<Arc<Upstream>, String> {
-        if let Some(prev) = previous.filter(|p| p.spec == *spec) {
+        let tls_fingerprint = tls.map(|t| t.fingerprint);
+        if let Some(prev) = previous.filter(|p| p.spec == *spec && p.tls_fingerprint == tls_fingerprint) {
             return Ok(prev.clone());
         }
-        let targets = spec.targets.iter().map(|t| Target::new(t)).collect::<Result<Vec<_>, _>>()?;
+        let targets = spec.targets.iter().map(|t| Target::new(t, tls)).collect::<Result<Vec<_>, _>>()?;
         Ok(Arc::new(Upstream {
             name: Arc::from(name),
             spec: spec.clone(),
+            tls_fingerprint,
             settings: Settings::from_model(spec),
             targets,
             next: AtomicUsize::new(0),
@@ -305,16 +358,19 @@ mod tests {
             }),
             pool: None,
             sign: None,
+            tls: None,
         };
-        Upstream::build("u", &spec, None).unwrap()
+        Upstream::build("u", &spec, None, None).unwrap()
     }
 
     #[test]
     fn targets_parse() {
-        assert_eq!(parse_target("http://127.0.0.1:9001").unwrap(), ("127.0.0.1".into(), 9001, "".into()));
-        assert_eq!(parse_target("http://[::1]:80/base/").unwrap(), ("::1".into(), 80, "/base".into()));
-        assert_eq!(parse_target("http://svc").unwrap().1, 80);
-        assert!(parse_target("https://x").unwrap_err().contains("not supported"));
+        let t = |host: &str, port, base: &str, https| TargetUrl { host: host.into(), port, base: base.into(), https };
+        assert_eq!(parse_target("http://127.0.0.1:9001").unwrap(), t("127.0.0.1", 9001, "", false));
+        assert_eq!(parse_target("http://[::1]:80/base/").unwrap(), t("::1", 80, "/base", false));
+        assert_eq!(parse_target("http://svc").unwrap().port, 80);
+        assert_eq!(parse_target("https://svc/v2").unwrap(), t("svc", 443, "/v2", true));
+        assert!(Target::new("https://svc", None).unwrap_err().contains("need TLS settings"));
         assert!(parse_target("ftp://x").is_err());
         assert!(parse_target("http://u:p@x").is_err());
         assert!(parse_target("http://x/?q=1").is_err());
