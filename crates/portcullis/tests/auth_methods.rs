@@ -43,8 +43,9 @@ async fn send(addr: std::net::SocketAddr, opts: &Opts, path: &str, token: Option
     client::send(addr, opts, b.body(empty()).unwrap()).await.unwrap()
 }
 
-#[tokio::test]
-async fn mtls_identity_and_method_combinations() {
+/// The TLS gateway of `tls_config`, its PKI, token key and upstream, and client options
+/// presenting the PKI's client certificate.
+async fn tls_gateway() -> (Pki, SigningKey, MockUpstream, TestGateway, Opts) {
     let pki = Pki::new();
     let key = SigningKey::es256(None);
     let up = MockUpstream::start().await;
@@ -52,8 +53,14 @@ async fn mtls_identity_and_method_combinations() {
     pki.write(dir.path());
     std::fs::write(dir.path().join("idp.pem"), &key.public_pem).unwrap();
     let gw = TestGateway::start_in(dir, &tls_config(&up, key.alg), false).await.unwrap();
-    let tls = gw.listener("tls");
     let cert = Opts { tls: Some(pki.client_config(Some(&pki.client), &[b"http/1.1"])), h2c: false };
+    (pki, key, up, gw, cert)
+}
+
+#[tokio::test]
+async fn mtls_identity_and_method_combinations() {
+    let (pki, key, up, gw, cert) = tls_gateway().await;
+    let tls = gw.listener("tls");
     let anon = Opts { tls: Some(pki.client_config(None, &[b"http/1.1"])), h2c: false };
     let token = key.sign(&claims(ISS, "orders", 300, json!({"scope": "a"})));
 
@@ -86,14 +93,7 @@ async fn mtls_identity_and_method_combinations() {
 
 #[tokio::test]
 async fn sni_and_host_must_lead_to_the_same_route() {
-    let pki = Pki::new();
-    let key = SigningKey::es256(None);
-    let up = MockUpstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    pki.write(dir.path());
-    std::fs::write(dir.path().join("idp.pem"), &key.public_pem).unwrap();
-    let gw = TestGateway::start_in(dir, &tls_config(&up, key.alg), false).await.unwrap();
-    let cert = Opts { tls: Some(pki.client_config(Some(&pki.client), &[b"http/1.1"])), h2c: false };
+    let (_pki, _key, up, gw, cert) = tls_gateway().await;
     // The client's TLS connection names `localhost` (SNI); Host names another site.
     let with_host = |path: &str, host: &str| http::Request::get(path).header("host", host).body(empty()).unwrap();
     let r = client::send(gw.listener("tls"), &cert, with_host("/site", "admin.example")).await.unwrap();
