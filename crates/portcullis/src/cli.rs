@@ -30,6 +30,19 @@ pub enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Check a config for dangerous patterns: exit 0 without errors, 1 with errors (or
+    /// warnings under --strict), 2 when the config cannot be read.
+    Lint {
+        /// Config file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// `text` (default), `json` or `sarif` (2.1.0).
+        #[arg(long, default_value = "text")]
+        format: LintFormat,
+        /// Warnings fail too.
+        #[arg(long)]
+        strict: bool,
+    },
     /// Start a demo backend and the gateway with examples/demo.yaml, and print curl lines.
     Demo,
     /// Manage API keys in the store the config names.
@@ -41,6 +54,17 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+}
+
+/// Output of `portcullis lint`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LintFormat {
+    /// `file:line: severity[ID rule] path: message` and a fix line.
+    Text,
+    /// A JSON array of findings.
+    Json,
+    /// SARIF 2.1.0.
+    Sarif,
 }
 
 /// `portcullis keys` subcommands.

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod error;
 pub mod headers;
 pub mod keys;
+pub mod lint;
 pub mod observe;
 pub mod outbound;
 pub mod phases;

@@ -34,6 +34,23 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Lint { config, format, strict } = &cli.command {
+        let loaded = match portcullis::config::load_file(config) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+        let findings = portcullis::lint::lint(&loaded);
+        let out = match format {
+            portcullis::cli::LintFormat::Text => portcullis::lint::text(&findings),
+            portcullis::cli::LintFormat::Json => portcullis::lint::json(&findings),
+            portcullis::cli::LintFormat::Sarif => portcullis::lint::sarif(&findings),
+        };
+        println!("{}", out.trim_end());
+        return ExitCode::from(portcullis::lint::exit_code(&findings, *strict));
+    }
     if let Command::Validate { config } = &cli.command {
         return match portcullis::config::load_runtime(config, None) {
             Ok(_) => {
@@ -59,7 +76,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config, no_watch } => run(&config, !no_watch).await,
             Command::Demo => portcullis::demo::run().await.map_err(anyhow::Error::from),
-            Command::Validate { .. } | Command::Keys { .. } => Ok(()),
+            Command::Validate { .. } | Command::Keys { .. } | Command::Lint { .. } => Ok(()),
         }
     });
     match result {
