@@ -23,6 +23,9 @@ pub enum Command {
         /// Do not watch the config files (reload with SIGHUP or the admin API only).
         #[arg(long)]
         no_watch: bool,
+        /// Refuse to start when `portcullis lint` finds errors (they are printed either way).
+        #[arg(long)]
+        strict: bool,
     },
     /// Check a config file: exit 0 when valid, else print `file:line: message` and exit 1.
     Validate {

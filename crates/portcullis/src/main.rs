@@ -74,7 +74,14 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run { config, no_watch } => run(&config, !no_watch).await,
+            Command::Run { config, no_watch, strict } => {
+                if !lint_at_start(&config, strict) {
+                    return Err(anyhow::anyhow!(
+                        "lint errors and --strict: not starting (see `portcullis lint -c FILE`)"
+                    ));
+                }
+                run(&config, !no_watch).await
+            }
             Command::Demo => portcullis::demo::run().await.map_err(anyhow::Error::from),
             Command::Validate { .. } | Command::Keys { .. } | Command::Lint { .. } => Ok(()),
         }
@@ -86,6 +93,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs what `portcullis lint` finds (compile errors are left to loading). Returns false when
+/// `strict` and there are errors.
+fn lint_at_start(config: &std::path::Path, strict: bool) -> bool {
+    use portcullis::lint::Severity;
+    let Ok(loaded) = portcullis::config::load_file(config) else { return true };
+    let findings: Vec<_> = portcullis::lint::lint(&loaded).into_iter().filter(|f| f.id != "PC000").collect();
+    for f in &findings {
+        let at = format!("{}:{}", f.file, f.line);
+        match f.severity {
+            Severity::Error => tracing::error!(lint = f.id, rule = f.rule, at, fix = f.fix, "{}", f.message),
+            Severity::Warning => tracing::warn!(lint = f.id, rule = f.rule, at, fix = f.fix, "{}", f.message),
+            Severity::Info => tracing::info!(lint = f.id, rule = f.rule, at, fix = f.fix, "{}", f.message),
+        }
+    }
+    !(strict && findings.iter().any(|f| f.severity == Severity::Error))
 }
 
 async fn run(config: &std::path::Path, watch: bool) -> anyhow::Result<()> {

@@ -202,3 +202,51 @@ fn exit_codes_and_sarif() {
     let region = &result["locations"][0]["physicalLocation"]["region"];
     assert_eq!(region["startLine"], 6, "the line of trusted_proxies in the file");
 }
+
+#[test]
+fn run_prints_findings_and_strict_refuses_errors() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.yaml");
+    let port = portcullis_testkit::free_port();
+    let yaml = config("clients: { trusted_proxies: [\"0.0.0.0/0\"] }", "", "")
+        .replace("127.0.0.1:0\" }]", &format!("127.0.0.1:{port}\" }}]"));
+    std::fs::write(&path, yaml).unwrap();
+    let bin = env!("CARGO_BIN_EXE_portcullis");
+    let out = Command::new(bin).args(["run", "--no-watch", "--strict", "-c"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "--strict refuses to start on lint errors");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PC011"));
+
+    let mut child = Command::new(bin)
+        .args(["run", "--no-watch", "-c"])
+        .arg(&path)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Drain stderr for the child's whole life (a closed pipe would break its logging).
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut seen = false;
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+        if line.contains("PC011") {
+            seen = true;
+            break;
+        }
+    }
+    let started = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        || (0..200).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen, "the finding is logged at startup");
+    assert!(started, "without --strict the gateway starts anyway");
+}
