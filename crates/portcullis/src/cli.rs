@@ -46,6 +46,8 @@ pub enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// Print the JSON Schema of the config file (docs/config.schema.json), for editors.
+    Schema,
     /// Start a demo backend and the gateway with examples/demo.yaml, and print curl lines.
     Demo,
     /// Manage API keys in the store the config names.

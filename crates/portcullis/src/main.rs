@@ -34,6 +34,10 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Schema = &cli.command {
+        println!("{}", portcullis::config::schema());
+        return ExitCode::SUCCESS;
+    }
     if let Command::Lint { config, format, strict } = &cli.command {
         let loaded = match portcullis::config::load_file(config) {
             Ok(l) => l,
@@ -83,7 +87,7 @@ fn main() -> ExitCode {
                 run(&config, !no_watch).await
             }
             Command::Demo => portcullis::demo::run().await.map_err(anyhow::Error::from),
-            Command::Validate { .. } | Command::Keys { .. } | Command::Lint { .. } => Ok(()),
+            Command::Validate { .. } | Command::Keys { .. } | Command::Lint { .. } | Command::Schema => Ok(()),
         }
     });
     match result {

@@ -250,3 +250,35 @@ fn run_prints_findings_and_strict_refuses_errors() {
     assert!(seen, "the finding is logged at startup");
     assert!(started, "without --strict the gateway starts anyway");
 }
+
+#[test]
+fn the_published_schema_is_current_and_every_example_fits_it() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let published = std::fs::read_to_string(root.join("docs/config.schema.json")).unwrap();
+    let (code, printed) = portcullis(&["schema"]);
+    assert_eq!(code, 0);
+    assert_eq!(printed.trim(), published.trim(), "regenerate with `portcullis schema > docs/config.schema.json`");
+    let schema: serde_json::Value = serde_json::from_str(&published).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root.join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let value: serde_json::Value = match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml" | "yml") => serde_saphyr::from_str(&text).unwrap(),
+            Some("toml") => toml::from_str(&text).unwrap(),
+            Some("json") => serde_json::from_str(&text).unwrap(),
+            _ => continue,
+        };
+        let errors: Vec<String> =
+            validator.iter_errors(&value).map(|e| format!("{}: {e}", e.instance_path())).collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", path.display());
+        checked += 1;
+    }
+    assert!(checked >= 3);
+    // The schema rejects what the loader rejects: an unknown key, a wrong type.
+    for bad in [r#"{"listeners": [], "rotues": []}"#, r#"{"routes": [{"name": 1}]}"#] {
+        let v: serde_json::Value = serde_json::from_str(bad).unwrap();
+        assert!(!validator.is_valid(&v), "{bad}");
+    }
+}

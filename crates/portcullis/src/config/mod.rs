@@ -14,6 +14,13 @@ pub use compile::compile;
 pub use load::{ConfigError, ConfigErrors, Format, Loaded, load_file, parse_str};
 pub use runtime::Runtime;
 
+/// The JSON Schema of the config file (pretty-printed), generated from the model.
+pub fn schema() -> String {
+    let mut schema = schemars::schema_for!(model::Config);
+    schema.insert("title".into(), "Portcullis configuration".into());
+    serde_json::to_string_pretty(&schema).unwrap_or_default()
+}
+
 /// Reads, validates and compiles a file in one step.
 pub fn load_runtime(path: &std::path::Path, previous: Option<&Runtime>) -> Result<Runtime, ConfigErrors> {
     compile(load_file(path)?, previous)

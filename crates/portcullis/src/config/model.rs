@@ -11,7 +11,7 @@ use std::path::PathBuf;
 pub use super::model_auth::*;
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where the gateway accepts client traffic. Static: changes need a restart.
@@ -62,7 +62,7 @@ pub struct Config {
 }
 
 /// Durable state.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct State {
     /// `sqlite:PATH` (relative to the config file) or `memory`.
@@ -70,7 +70,7 @@ pub struct State {
 }
 
 /// API key settings.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeys {
     /// Request header carrying the key (default `x-api-key`). It is removed before forwarding.
@@ -79,7 +79,7 @@ pub struct ApiKeys {
 }
 
 /// A usage plan.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
     /// Each key's limit over all routes.
@@ -94,7 +94,7 @@ pub struct Plan {
 }
 
 /// Requests per period per key.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Quota {
     /// Requests per period.
@@ -107,7 +107,7 @@ pub struct Quota {
 }
 
 /// A client-facing listener.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
     /// Name used in logs and metrics.
@@ -123,7 +123,7 @@ pub struct Listener {
 }
 
 /// Server certificate and optional client-certificate verification.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
     /// PEM certificate chain, leaf first.
@@ -136,7 +136,7 @@ pub struct Tls {
 }
 
 /// mTLS settings.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientAuth {
     /// PEM bundle of CAs that sign client certificates.
@@ -148,7 +148,7 @@ pub struct ClientAuth {
 }
 
 /// When a client certificate is needed.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientAuthMode {
     /// Never ask for one.
@@ -161,7 +161,7 @@ pub enum ClientAuthMode {
 }
 
 /// The admin listener.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     /// Address and port; loopback by default practice, e.g. `127.0.0.1:9901`.
@@ -172,12 +172,13 @@ pub struct Admin {
 }
 
 /// Client identification.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Clients {
     /// Peers whose forwarding headers are believed (CIDRs). Empty: the socket address is
     /// the client.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub trusted_proxies: Vec<IpNet>,
     /// Which header trusted proxies use to pass the client address.
     #[serde(default)]
@@ -186,7 +187,7 @@ pub struct Clients {
 
 /// The forwarding header read from trusted proxies. Only one is read, so a client cannot add
 /// the other kind to spoof its address.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ClientIpHeader {
     /// `X-Forwarded-For`, walked right to left.
@@ -197,7 +198,7 @@ pub enum ClientIpHeader {
 }
 
 /// Request and connection limits. All optional; see docs/config.md for the defaults.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Total bytes of all request header lines (431 beyond).
@@ -229,7 +230,7 @@ pub struct Limits {
 }
 
 /// The outer ceiling.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Global {
     /// Bucket shared by all routes, checked after the route's own bucket.
@@ -238,7 +239,7 @@ pub struct Global {
 }
 
 /// What every route inherits.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Defaults {
     /// Each route gets its own bucket with these numbers unless it sets `throttle`.
@@ -247,7 +248,7 @@ pub struct Defaults {
 }
 
 /// A token bucket: `rate` tokens per second, `burst` tokens at most.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Throttle {
     /// Tokens per second (fractional allowed).
@@ -302,6 +303,19 @@ impl std::fmt::Display for Partition {
     }
 }
 
+impl schemars::JsonSchema for Partition {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Partition".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "route (one bucket), ip (per client IP, IPv6 per /64), key (per API key) or header:<name>",
+            "type": "string",
+            "pattern": "^(route|ip|key|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+)$"
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for Partition {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Partition, D::Error> {
         let s = String::deserialize(d)?;
@@ -317,7 +331,7 @@ impl Serialize for Partition {
 
 /// A rate-based rule on client IPs (like AWS WAF's): more than `limit` requests from one IP
 /// within `window` and the IP is refused until its rate falls back under the limit.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IpRule {
     /// Unique name, in logs, metrics and the admin API.
@@ -341,7 +355,7 @@ pub struct IpRule {
 }
 
 /// What an IP rule does to an IP over its limit.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum IpRuleAction {
     /// Refuse its requests.
@@ -352,7 +366,7 @@ pub enum IpRuleAction {
 }
 
 /// The requests an IP rule counts.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IpRuleScope {
     /// Only requests to these routes.
@@ -364,7 +378,7 @@ pub struct IpRuleScope {
 }
 
 /// A named backend.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     /// `http://host:port[/base]` URLs, used round-robin.
@@ -398,7 +412,7 @@ pub struct Upstream {
 }
 
 /// Passive ejection of failing targets.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Eject {
     /// Consecutive connect failures, timeouts or 502/503/504 answers that eject a target.
@@ -408,7 +422,7 @@ pub struct Eject {
 }
 
 /// Upstream connection pool.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Pool {
     /// Idle connections kept per target.
@@ -420,7 +434,7 @@ pub struct Pool {
 }
 
 /// A route.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     /// Unique name, used in logs, metrics and limits.
@@ -457,7 +471,7 @@ pub struct Route {
 }
 
 /// Request matching.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Match {
     /// Host names (`api.example.com`, `*.example.com`); any host when empty.
@@ -471,7 +485,7 @@ pub struct Match {
 }
 
 /// Per-route limits.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteLimits {
     /// Request body size for this route.
@@ -480,7 +494,7 @@ pub struct RouteLimits {
 }
 
 /// Per-route access-log settings.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteLog {
     /// Fraction of successful requests logged (0.0–1.0); responses >= 400 are always logged.
@@ -488,7 +502,7 @@ pub struct RouteLog {
 }
 
 /// Logging.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Log {
     /// `stdout` (default), `stderr`, `off`, or a file path.

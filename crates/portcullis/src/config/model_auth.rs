@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Authentication providers, referenced by name from routes.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthProviders {
     /// JWT issuers by name (`auth: { jwt: <name> }` on a route).
@@ -24,7 +24,7 @@ pub struct AuthProviders {
 }
 
 /// One JWT issuer: where its keys come from and what its tokens must say.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtProvider {
     /// Required `iss`, compared as an exact string.
@@ -80,7 +80,7 @@ pub struct JwtProvider {
 }
 
 /// An HTTP service that decides (like an AWS Lambda authorizer).
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExternalAuthorizer {
     /// Where decisions are asked (POST, JSON): https, or http to a loopback address.
@@ -113,7 +113,7 @@ pub struct ExternalAuthorizer {
 }
 
 /// The decision when an authorizer cannot be asked.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OnError {
     /// Refuse (503 `auth.unavailable`).
@@ -166,6 +166,19 @@ impl<'de> Deserialize<'de> for RouteAuthSpec {
     }
 }
 
+impl schemars::JsonSchema for RouteAuthSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RouteAuthSpec".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let methods = generator.subschema_for::<RouteAuth>();
+        schemars::json_schema!({
+            "description": "`none`, or the methods a caller must pass and what it must hold",
+            "anyOf": [ { "const": "none" }, methods ]
+        })
+    }
+}
+
 impl RouteAuthSpec {
     /// The requirements, unless the route is open.
     pub fn required(&self) -> Option<&RouteAuth> {
@@ -177,7 +190,7 @@ impl RouteAuthSpec {
 }
 
 /// Whether every listed method must pass, or one is enough.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Require {
     /// Every method must pass (the default).
@@ -188,7 +201,7 @@ pub enum Require {
 }
 
 /// Methods a route accepts and what the caller must hold.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteAuth {
     /// A valid API key (it selects the caller's plan).
@@ -218,14 +231,16 @@ pub struct RouteAuth {
 }
 
 /// A resource policy on the trusted client IP.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     /// When set, only these networks may call.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub allow_ips: Vec<IpNet>,
     /// These networks may never call (checked before `allow_ips`).
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub deny_ips: Vec<IpNet>,
     /// Log and count what would be refused, and let it through.
     #[serde(default)]
@@ -233,7 +248,7 @@ pub struct Policy {
 }
 
 /// Request signing towards an upstream (HMAC-SHA256, see docs/backend-verification.md).
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Sign {
     /// The shared secret: the file's bytes, one trailing newline trimmed (re-read on reload).
@@ -249,7 +264,7 @@ pub struct Sign {
 }
 
 /// Whether the signature covers the body.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SignBody {
     /// Read the body and sign its SHA-256.
@@ -260,7 +275,7 @@ pub enum SignBody {
 }
 
 /// A route's CORS policy.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cors {
     /// Allowed origins (`https://app.example.com`), or `["*"]` (not with credentials).
@@ -283,7 +298,7 @@ pub struct Cors {
 }
 
 /// TLS from the gateway to an upstream's `https://` targets.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTls {
     /// PEM CA bundle: the only CAs trusted for these targets (pins them to a private CA).

@@ -154,6 +154,34 @@ impl Serialize for Size {
     }
 }
 
+impl schemars::JsonSchema for Dur {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A duration: 250ms, 5s, 1m30s, 2h, 1d (a bare number is seconds)",
+            "anyOf": [
+                { "type": "string", "pattern": "^\\s*([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h|d))+\\s*$" },
+                { "type": "string", "pattern": "^\\s*[0-9]+\\s*$" },
+                { "type": "integer", "minimum": 0 }
+            ]
+        })
+    }
+}
+
+impl schemars::JsonSchema for Size {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Size".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A size in bytes: 512, 16KiB, 1MiB, 2GiB (also KB, MB, GB)",
+            "anyOf": [ { "type": "string" }, { "type": "integer", "minimum": 0 } ]
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
