@@ -468,6 +468,10 @@ pub struct Route {
     /// Cross-origin requests from browsers, answered and decorated by the gateway.
     #[serde(default)]
     pub cors: Option<Cors>,
+    /// Marks the route as sensitive (login, tokens, passwords) for `portcullis lint`, or with
+    /// `false` as not, whatever its name and path suggest.
+    #[serde(default)]
+    pub sensitive: Option<bool>,
 }
 
 /// Request matching.

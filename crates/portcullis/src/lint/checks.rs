@@ -94,8 +94,11 @@ pub(super) fn run(cx: &mut Ctx) {
     providers_and_plans(cx, cfg);
 }
 
-/// Login, token, password and OTP endpoints, and routes marked by name.
+/// Login, token, password and OTP endpoints by name or path, unless `sensitive` says.
 fn sensitive(r: &Route) -> bool {
+    if let Some(marked) = r.sensitive {
+        return marked;
+    }
     let text = format!("{} {}", r.name, r.matcher.path).to_ascii_lowercase();
     ["auth", "login", "signin", "token", "password", "passwd", "otp", "mfa"].iter().any(|w| text.contains(w))
 }
