@@ -38,7 +38,7 @@ pub enum StartError {
 }
 
 /// Loads `config`, binds everything and starts serving. With `watch`, file changes trigger
-/// reloads (SIGHUP handling is the caller's choice: see [`reload::on_sighup`]).
+/// reloads (SIGHUP handling is the caller's choice: see [`reload::take_sighup`]).
 pub async fn start(
     config: &Path,
     watch: bool,

@@ -117,8 +117,9 @@ fn lint_at_start(config: &std::path::Path, strict: bool) -> bool {
 }
 
 async fn run(config: &std::path::Path, watch: bool) -> anyhow::Result<()> {
+    let hup = portcullis::reload::take_sighup()?;
     let (running, tasks) = portcullis::start(config, watch).await?;
-    let _hup = portcullis::reload::on_sighup(running.gateway.clone())?;
+    let _hup = portcullis::reload::on_sighup(running.gateway.clone(), hup);
     wait_for_stop_signal().await?;
     tracing::info!("shutting down: no new connections; in-flight requests may finish");
     running.shutdown().await;

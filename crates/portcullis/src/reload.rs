@@ -58,14 +58,21 @@ fn relevant(ev: &notify::Event, watched: &HashSet<PathBuf>) -> bool {
         && ev.paths.iter().any(|p| watched.contains(&std::path::absolute(p).unwrap_or_else(|_| p.clone())))
 }
 
-/// Reloads on every SIGHUP until the task is aborted.
+/// Takes over SIGHUP (whose default action ends the process). Call it before binding the
+/// listeners: a SIGHUP sent as soon as the gateway accepts connections must reload it, not
+/// kill it. Signals that arrive before [`on_sighup`] runs are kept and acted on then.
 #[cfg(unix)]
-pub fn on_sighup(gw: Arc<Gateway>) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    Ok(tokio::spawn(async move {
+pub fn take_sighup() -> std::io::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+}
+
+/// Reloads on every SIGHUP (from [`take_sighup`]) until the task is aborted.
+#[cfg(unix)]
+pub fn on_sighup(gw: Arc<Gateway>, mut hup: tokio::signal::unix::Signal) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP received, reloading");
             let _ = gw.reload().await;
         }
-    }))
+    })
 }
