@@ -31,6 +31,15 @@ impl Ctx<'_> {
         self.errors.push(e);
     }
 
+    /// An error `<field> must be <msg>` at `<path>.<field>` for each check that failed.
+    pub(super) fn require(&mut self, path: &str, checks: &[(&str, bool, &str)]) {
+        for (field, ok, msg) in checks {
+            if !ok {
+                self.err(&format!("{path}.{field}"), format!("{field} must be {msg}"));
+            }
+        }
+    }
+
     /// Errors so far.
     pub(super) fn error_count(&self) -> usize {
         self.errors.len()

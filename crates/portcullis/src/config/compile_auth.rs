@@ -164,11 +164,7 @@ fn key_source(
             ("jwks_refresh", settings.refresh >= Duration::from_secs(10), "at least 10s"),
             ("jwks_min_refetch", settings.min_refetch >= Duration::from_secs(1), "at least 1s"),
         ];
-        for (field, ok, msg) in checks {
-            if !ok {
-                cx.err(&format!("{path}.{field}"), format!("{field} must be {msg}"));
-            }
-        }
+        cx.require(path, &checks);
         if let Some(KeySource::Jwks(old)) = prev.map(|p| &p.source)
             && old.settings == settings
         {
@@ -239,11 +235,7 @@ fn authorizer(
         ("negative_ttl", s.negative_ttl <= s.cache_ttl || s.cache_ttl.is_zero(), "at most cache_ttl"),
         ("cache_entries", s.cache_entries >= 1, "at least 1"),
     ];
-    for (field, ok, msg) in checks {
-        if !ok {
-            cx.err(&format!("{path}.{field}"), format!("{field} must be {msg}"));
-        }
-    }
+    cx.require(path, &checks);
     if let Some(p) = prev.filter(|p| p.settings == settings) {
         return Some(p.clone());
     }

@@ -89,8 +89,15 @@ pub fn lint(loaded: &Loaded) -> Vec<Finding> {
             });
         }
     }
-    let mut ctx = checks::Ctx { loaded, out: &mut out };
-    checks::run(&mut ctx);
+    out.extend(checks(loaded));
+    out.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.line.cmp(&b.line)));
+    out
+}
+
+/// The checks alone, without compiling the config (for `run`, which compiles it anyway).
+pub fn checks(loaded: &Loaded) -> Vec<Finding> {
+    let mut out = Vec::new();
+    checks::run(&mut checks::Ctx { loaded, out: &mut out });
     out.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.line.cmp(&b.line)));
     out
 }

@@ -53,6 +53,13 @@ impl Identity {
         let values = [value(subject.as_deref()), value(joined.as_deref()), value(tenant.as_deref())];
         Identity { subject, scopes, tenant, claims, values }
     }
+
+    /// False when the subject or tenant is present but cannot be a header value (control
+    /// characters): such an identity could not reach the backend and is refused.
+    pub fn names_fit_headers(&self) -> bool {
+        let [subject, _, tenant] = &self.values;
+        self.subject.is_some() == subject.is_some() && self.tenant.is_some() == tenant.is_some()
+    }
 }
 
 /// Who the caller is, as far as the methods that passed can tell.
@@ -60,15 +67,13 @@ impl Identity {
 pub struct Principal {
     /// The method that named the principal: `jwt`, `external`, `mtls` or `api_key`.
     pub method: &'static str,
-    /// Provider or authorizer name.
-    pub provider: Option<Arc<str>>,
     /// What the method verified.
     pub id: Arc<Identity>,
 }
 
 impl Principal {
     fn of(method: &'static str, subject: Option<String>) -> Principal {
-        Principal { method, provider: None, id: Arc::new(Identity::new(subject, Vec::new(), None, Arc::default())) }
+        Principal { method, id: Arc::new(Identity::new(subject, Vec::new(), None, Arc::default())) }
     }
 }
 
@@ -233,7 +238,7 @@ async fn bearer(ctx: &RequestCtx, provider: &JwtProvider) -> Result<Principal, G
     let token = bearer_token(ctx)?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     match provider.verify(&ctx.gw, token, now).await {
-        Ok(claims) => Ok(Principal { method: "jwt", provider: Some(provider.name.clone()), id: claims.id.clone() }),
+        Ok(claims) => Ok(Principal { method: "jwt", id: claims.id.clone() }),
         Err(jwt::TokenError::Expired) => Err(GatewayError::new(ErrorKind::AuthExpired)),
         Err(jwt::TokenError::Invalid(why)) => {
             Err(GatewayError::new(ErrorKind::AuthInvalidToken).with_detail(format!("{}: {why}", provider.name)))
@@ -246,7 +251,7 @@ async fn bearer(ctx: &RequestCtx, provider: &JwtProvider) -> Result<Principal, G
 /// Asks the external authorizer.
 async fn ask(ctx: &RequestCtx, authorizer: &external::Authorizer) -> Result<Principal, GatewayError> {
     match authorizer.decide(ctx).await {
-        Ok(d) => Ok(Principal { method: "external", provider: Some(authorizer.name.clone()), id: d.id.clone() }),
+        Ok(d) => Ok(Principal { method: "external", id: d.id.clone() }),
         Err(external::AuthzError::Missing) => Err(GatewayError::new(ErrorKind::AuthMissing)),
         Err(external::AuthzError::Denied) => Err(GatewayError::new(ErrorKind::AuthForbidden)
             .with_detail(format!("authorizer {} denied the request", authorizer.name))),

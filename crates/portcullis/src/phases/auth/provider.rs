@@ -103,8 +103,6 @@ impl VerifiedTokens {
 pub struct JwtProvider {
     /// Config name.
     pub name: Arc<str>,
-    /// `jwt:<name>`, the method named in logs and identity headers.
-    pub method: Arc<str>,
     /// What tokens must say.
     pub rules: Rules,
     /// Signing keys.
@@ -122,7 +120,7 @@ impl JwtProvider {
     /// A provider remembering up to `cache_entries` verified tokens (0: none).
     pub fn new(name: &str, rules: Rules, source: KeySource, cache_entries: u64) -> JwtProvider {
         let verified = (cache_entries > 0).then(|| VerifiedTokens::new(cache_entries));
-        JwtProvider { name: Arc::from(name), method: Arc::from(format!("jwt:{name}")), rules, source, verified }
+        JwtProvider { name: Arc::from(name), rules, source, verified }
     }
 
     /// Verifies a token; `now` is Unix seconds.
