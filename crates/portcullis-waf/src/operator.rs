@@ -1,0 +1,401 @@
+//! Operators (`@rx`, `@pm`, `@eq`, ...): parsed and compiled once per rule set, evaluated
+//! against byte strings.
+
+use crate::macros::Template;
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use ipnet::IpNet;
+use regex::bytes::{Regex, RegexBuilder};
+use std::net::IpAddr;
+use std::path::Path;
+
+#[derive(Debug)]
+pub enum OpKind {
+    Rx(Regex),
+    Pm(AhoCorasick),
+    DetectSqli,
+    DetectXss,
+    ValidateByteRange(Box<[bool; 256]>),
+    ValidateUrlEncoding,
+    ValidateUtf8Encoding,
+    IpMatch(Vec<IpNet>),
+    Unconditional,
+    NoMatch,
+    /// Operators whose argument may hold macros, expanded per evaluation.
+    Within(Template),
+    StrEq(Template),
+    Contains(Template),
+    ContainsWord(Template),
+    BeginsWith(Template),
+    EndsWith(Template),
+    Num(NumCmp, Template),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumCmp {
+    Eq,
+    Ge,
+    Gt,
+    Le,
+    Lt,
+}
+
+#[derive(Debug)]
+pub struct Operator {
+    pub kind: OpKind,
+    pub negated: bool,
+    /// The operator as written, for logs (`@rx ...`).
+    pub name: &'static str,
+}
+
+/// Compiles a pattern as ModSecurity does (PCRE with DOTALL and MULTILINE) over bytes.
+pub fn compile_regex(pattern: &str, case_insensitive: bool) -> Result<Regex, String> {
+    RegexBuilder::new(&byte_escapes(pattern))
+        .unicode(false)
+        .dot_matches_new_line(true)
+        .multi_line(true)
+        .case_insensitive(case_insensitive)
+        .size_limit(64 << 20)
+        .dfa_size_limit(8 << 20)
+        .build()
+        .map_err(|e| format!("regular expression does not compile: {e}"))
+}
+
+/// Rewrites `\x{hh}` as `\xhh`: with Unicode off the braced form means a code point (refused
+/// above U+007F) while the plain form is the byte PCRE means.
+fn byte_escapes(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    let mut rest = pattern;
+    while let Some(at) = rest.find('\\') {
+        let (head, tail) = rest.split_at(at);
+        out.push_str(head);
+        let braced = tail.strip_prefix("\\x{").and_then(|t| {
+            let end = t.find('}')?;
+            let hex = t.get(..end)?;
+            (!hex.is_empty() && hex.len() <= 2 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some((hex, end))
+        });
+        if let Some((hex, end)) = braced {
+            out.push_str(&format!("\\x{hex:0>2}"));
+            rest = tail.get(3 + end + 1..).unwrap_or_default();
+        } else {
+            out.push_str(tail.get(..2).unwrap_or(tail));
+            rest = tail.get(2..).unwrap_or_default();
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn phrases_matcher(phrases: &[Vec<u8>]) -> Result<AhoCorasick, String> {
+    AhoCorasickBuilder::new()
+        .ascii_case_insensitive(true)
+        .match_kind(MatchKind::LeftmostFirst)
+        .build(phrases)
+        .map_err(|e| format!("phrase list does not compile: {e}"))
+}
+
+fn byte_ranges(spec: &str) -> Result<Box<[bool; 256]>, String> {
+    let mut allowed = Box::new([false; 256]);
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let lo: u8 = lo.parse().map_err(|_| format!("bad byte range {part}"))?;
+        let hi: u8 = hi.parse().map_err(|_| format!("bad byte range {part}"))?;
+        if lo > hi {
+            return Err(format!("bad byte range {part}"));
+        }
+        for b in lo..=hi {
+            if let Some(slot) = allowed.get_mut(usize::from(b)) {
+                *slot = true;
+            }
+        }
+    }
+    Ok(allowed)
+}
+
+/// Reads a `@pmFromFile` list: one phrase per line, `#` comments and blank lines skipped.
+fn phrase_file(dir: &Path, name: &str) -> Result<Vec<Vec<u8>>, String> {
+    let mut phrases = Vec::new();
+    for file in name.split_whitespace() {
+        let path = dir.join(file);
+        let text = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        for line in text.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let trimmed = line.trim_ascii();
+            if trimmed.is_empty() || trimmed.starts_with(b"#") {
+                continue;
+            }
+            phrases.push(trimmed.to_vec());
+        }
+    }
+    Ok(phrases)
+}
+
+impl Operator {
+    /// Parses `"@rx ..."`, `"!@eq 0"` or a bare pattern (an implicit `@rx`). `dir` is where
+    /// `@pmFromFile` lists are looked up.
+    pub fn parse(text: &str, dir: &Path) -> Result<Operator, String> {
+        let (negated, rest) = match text.strip_prefix('!') {
+            Some(r) => (true, r),
+            None => (false, text),
+        };
+        let (name, arg) = match rest.strip_prefix('@') {
+            Some(r) => match r.split_once([' ', '\t']) {
+                Some((n, a)) => (n, a.trim_start()),
+                None => (r, ""),
+            },
+            None => ("rx", rest),
+        };
+        let template = || Template::parse(arg);
+        let (kind, name) = match name.to_ascii_lowercase().as_str() {
+            "rx" => (OpKind::Rx(compile_regex(arg, false)?), "@rx"),
+            "pm" => {
+                let phrases: Vec<Vec<u8>> = arg.split_whitespace().map(|p| p.as_bytes().to_vec()).collect();
+                (OpKind::Pm(phrases_matcher(&phrases)?), "@pm")
+            }
+            "pmfromfile" | "pmf" => (OpKind::Pm(phrases_matcher(&phrase_file(dir, arg)?)?), "@pmFromFile"),
+            "detectsqli" => (OpKind::DetectSqli, "@detectSQLi"),
+            "detectxss" => (OpKind::DetectXss, "@detectXSS"),
+            "validatebyterange" => (OpKind::ValidateByteRange(byte_ranges(arg)?), "@validateByteRange"),
+            "validateurlencoding" => (OpKind::ValidateUrlEncoding, "@validateUrlEncoding"),
+            "validateutf8encoding" => (OpKind::ValidateUtf8Encoding, "@validateUtf8Encoding"),
+            "ipmatch" => {
+                let nets = arg.split([',', ' ']).filter(|s| !s.is_empty()).map(parse_net).collect::<Result<_, _>>()?;
+                (OpKind::IpMatch(nets), "@ipMatch")
+            }
+            "unconditionalmatch" => (OpKind::Unconditional, "@unconditionalMatch"),
+            "nomatch" => (OpKind::NoMatch, "@noMatch"),
+            "within" => (OpKind::Within(template()?), "@within"),
+            "streq" => (OpKind::StrEq(template()?), "@streq"),
+            "contains" => (OpKind::Contains(template()?), "@contains"),
+            "containsword" => (OpKind::ContainsWord(template()?), "@containsWord"),
+            "beginswith" => (OpKind::BeginsWith(template()?), "@beginsWith"),
+            "endswith" => (OpKind::EndsWith(template()?), "@endsWith"),
+            "eq" => (OpKind::Num(NumCmp::Eq, template()?), "@eq"),
+            "ge" => (OpKind::Num(NumCmp::Ge, template()?), "@ge"),
+            "gt" => (OpKind::Num(NumCmp::Gt, template()?), "@gt"),
+            "le" => (OpKind::Num(NumCmp::Le, template()?), "@le"),
+            "lt" => (OpKind::Num(NumCmp::Lt, template()?), "@lt"),
+            "rbl" | "geolookup" | "inspectfile" | "fuzzyhash" | "verifycc" | "verifycpf" | "verifyssn"
+            | "gsblookup" | "rsub" | "ipmatchfromfile" | "ipmatchf" | "strmatch" | "validatedtd" | "validateschema"
+            | "validatehash" => {
+                return Err(format!("operator @{name} is not supported by Portcullis"));
+            }
+            _ => return Err(format!("unknown operator @{name}")),
+        };
+        Ok(Operator { kind, negated, name })
+    }
+
+    /// The template of the argument when it must be expanded per evaluation.
+    pub fn template(&self) -> Option<&Template> {
+        match &self.kind {
+            OpKind::Within(t)
+            | OpKind::StrEq(t)
+            | OpKind::Contains(t)
+            | OpKind::ContainsWord(t)
+            | OpKind::BeginsWith(t)
+            | OpKind::EndsWith(t)
+            | OpKind::Num(_, t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Evaluates without negation. `arg` is the expanded template (when [`Self::template`] is
+    /// some); `captures` receives TX.0..TX.9 when the rule captures.
+    pub fn matches(&self, value: &[u8], arg: &[u8], captures: Option<&mut Vec<Vec<u8>>>) -> bool {
+        match &self.kind {
+            OpKind::Rx(re) => match captures {
+                None => re.is_match(value),
+                Some(caps) => match re.captures(value) {
+                    Some(c) => {
+                        caps.clear();
+                        for g in c.iter().take(10) {
+                            caps.push(g.map(|m| m.as_bytes().to_vec()).unwrap_or_default());
+                        }
+                        true
+                    }
+                    None => false,
+                },
+            },
+            OpKind::Pm(ac) => match ac.find(value) {
+                Some(m) => {
+                    if let Some(caps) = captures {
+                        caps.clear();
+                        caps.push(value.get(m.range()).unwrap_or_default().to_vec());
+                    }
+                    true
+                }
+                None => false,
+            },
+            OpKind::DetectSqli => {
+                let result = libinjectionrs::detect_sqli(value);
+                if result.is_injection() {
+                    if let (Some(caps), Some(fp)) = (captures, result.fingerprint) {
+                        caps.clear();
+                        caps.push(fp.to_string().into_bytes());
+                    }
+                    true
+                } else {
+                    false
+                }
+            }
+            OpKind::DetectXss => libinjectionrs::detect_xss(value).is_injection(),
+            OpKind::ValidateByteRange(allowed) => {
+                value.iter().any(|&b| !allowed.get(usize::from(b)).copied().unwrap_or(false))
+            }
+            OpKind::ValidateUrlEncoding => invalid_url_encoding(value),
+            OpKind::ValidateUtf8Encoding => std::str::from_utf8(value).is_err(),
+            OpKind::IpMatch(nets) => std::str::from_utf8(value)
+                .ok()
+                .and_then(|s| s.trim().parse::<IpAddr>().ok())
+                .is_some_and(|ip| nets.iter().any(|n| n.contains(&ip))),
+            OpKind::Unconditional => true,
+            OpKind::NoMatch => false,
+            OpKind::Within(_) => memchr::memmem::find(arg, value).is_some(),
+            OpKind::StrEq(_) => value == arg,
+            OpKind::Contains(_) => memchr::memmem::find(value, arg).is_some(),
+            OpKind::ContainsWord(_) => contains_word(value, arg),
+            OpKind::BeginsWith(_) => value.starts_with(arg),
+            OpKind::EndsWith(_) => value.ends_with(arg),
+            OpKind::Num(cmp, _) => {
+                let (a, b) = (leading_int(value), leading_int(arg));
+                match cmp {
+                    NumCmp::Eq => a == b,
+                    NumCmp::Ge => a >= b,
+                    NumCmp::Gt => a > b,
+                    NumCmp::Le => a <= b,
+                    NumCmp::Lt => a < b,
+                }
+            }
+        }
+    }
+}
+
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("@ipMatch: not an address or CIDR: {s}"))
+}
+
+/// The integer at the start of a value, as C's `atoi` reads it (0 when there is none).
+pub fn leading_int(value: &[u8]) -> i64 {
+    let s = value.trim_ascii_start();
+    let (neg, digits) = match s.first() {
+        Some(b'-') => (true, s.get(1..).unwrap_or_default()),
+        Some(b'+') => (false, s.get(1..).unwrap_or_default()),
+        _ => (false, s),
+    };
+    let mut n: i64 = 0;
+    for &d in digits.iter().take_while(|d| d.is_ascii_digit()) {
+        n = n.saturating_mul(10).saturating_add(i64::from(d - b'0'));
+    }
+    if neg { -n } else { n }
+}
+
+fn invalid_url_encoding(value: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&b) = value.get(i) {
+        if b == b'%' {
+            let ok = value.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && value.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+            if !ok {
+                return true;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+fn contains_word(value: &[u8], word: &[u8]) -> bool {
+    if word.is_empty() {
+        return true;
+    }
+    let is_word = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_');
+    memchr::memmem::find_iter(value, word)
+        .any(|at| !is_word(at.checked_sub(1).and_then(|p| value.get(p))) && !is_word(value.get(at + word.len())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(text: &str) -> Operator {
+        Operator::parse(text, Path::new(".")).unwrap()
+    }
+
+    fn hit(o: &Operator, value: &str, arg: &str) -> bool {
+        o.matches(value.as_bytes(), arg.as_bytes(), None) != o.negated
+    }
+
+    #[test]
+    fn regex_is_bytewise_dotall_multiline() {
+        let o = op("@rx ^b.c$");
+        assert!(hit(&o, "a\nb\nc", ""));
+        let o = op("@rx \\xff");
+        assert!(o.matches(b"a\xffb", b"", None));
+        let mut caps = Vec::new();
+        assert!(op("@rx (a)(b)?").matches(b"xa", b"", Some(&mut caps)));
+        assert_eq!(caps, vec![b"a".to_vec(), b"a".to_vec(), Vec::new()]);
+        assert!(hit(&op("^admin"), "admin", ""));
+        assert!(op("@rx [\\x7f-\\x{ff}]").matches(b"\xe9", b"", None));
+        assert_eq!(byte_escapes("a\\\\x{41}\\x{7}\\x{100}"), "a\\\\x{41}\\x07\\x{100}");
+        assert!(!hit(&op("!@rx a"), "abc", ""));
+    }
+
+    #[test]
+    fn phrase_match_is_case_insensitive() {
+        let o = op("@pm foo BAR");
+        assert!(hit(&o, "xxbarxx", ""));
+        assert!(!hit(&o, "baz", ""));
+    }
+
+    #[test]
+    fn string_and_number_operators() {
+        assert!(hit(&op("@within %{tx.m}"), "GET", "GET POST"));
+        assert!(!hit(&op("!@within x"), "GET", "GET POST"));
+        assert!(hit(&op("@streq a"), "a", "a"));
+        assert!(hit(&op("@beginsWith a"), "abc", "a"));
+        assert!(hit(&op("@endsWith c"), "abc", "c"));
+        assert!(hit(&op("@contains b"), "abc", "b"));
+        assert!(hit(&op("@containsWord b"), "a b c", "b"));
+        assert!(!hit(&op("@containsWord b"), "abc", "b"));
+        assert!(hit(&op("@gt 5"), "10", "5"));
+        assert!(hit(&op("@lt 5"), "", "5"));
+        assert!(hit(&op("@eq 0"), "0", "0"));
+        assert!(hit(&op("@ge 3"), "3abc", "3"));
+        assert_eq!(leading_int(b" -12x"), -12);
+    }
+
+    #[test]
+    fn validators() {
+        let o = op("@validateByteRange 32-126,9");
+        assert!(!hit(&o, "abc\t", ""));
+        assert!(hit(&o, "abc\n", ""));
+        assert!(hit(&op("@validateUrlEncoding"), "a%zz", ""));
+        assert!(!hit(&op("@validateUrlEncoding"), "a%20", ""));
+        assert!(o.matches(b"\xc0\xaf", b"", None));
+        assert!(op("@validateUtf8Encoding").matches(b"\xc0\xaf", b"", None));
+        assert!(!op("@validateUtf8Encoding").matches("é".as_bytes(), b"", None));
+    }
+
+    #[test]
+    fn libinjection_and_ip() {
+        assert!(hit(&op("@detectSQLi"), "1' OR '1'='1", ""));
+        assert!(!hit(&op("@detectSQLi"), "hello world", ""));
+        assert!(hit(&op("@detectXSS"), "<script>alert(1)</script>", ""));
+        assert!(!hit(&op("@detectXSS"), "hello", ""));
+        let o = op("@ipMatch 10.0.0.0/8,192.168.1.1,::1");
+        assert!(hit(&o, "10.1.2.3", "") && hit(&o, "::1", "") && !hit(&o, "11.0.0.1", ""));
+    }
+
+    #[test]
+    fn unknown_and_unsupported_operators_are_errors() {
+        assert!(Operator::parse("@bogus x", Path::new(".")).unwrap_err().contains("unknown operator"));
+        assert!(Operator::parse("@rbl x", Path::new(".")).unwrap_err().contains("not supported"));
+        assert!(Operator::parse("@rx (", Path::new(".")).is_err());
+    }
+}

@@ -1,0 +1,82 @@
+//! The compiled rule set: rules by phase in file order, with markers resolved.
+
+use crate::actions::{Actions, Disruptive, EngineMode};
+use crate::operator::Operator;
+use crate::transform::Transform;
+use crate::vars::Target;
+use std::sync::Arc;
+
+/// One `SecRule`/`SecAction`, or a link of a chain.
+#[derive(Debug)]
+pub struct Rule {
+    pub id: u32,
+    pub phase: u8,
+    /// Empty for `SecAction` (which always matches).
+    pub targets: Vec<Target>,
+    pub op: Option<Operator>,
+    pub actions: Actions,
+    /// Effective transformations (defaults applied unless `t:none`).
+    pub transforms: Vec<Transform>,
+    /// The next link of a chain.
+    pub chain: Option<Box<Rule>>,
+    pub file: Arc<str>,
+    pub line: usize,
+}
+
+impl Rule {
+    pub fn links(&self) -> impl Iterator<Item = &Rule> {
+        std::iter::successors(Some(self), |r| r.chain.as_deref())
+    }
+
+    pub fn msg_literal(&self) -> Option<&str> {
+        self.actions.msg.as_ref().and_then(|m| m.literal())
+    }
+}
+
+#[derive(Debug)]
+pub enum Entry {
+    Rule(Arc<Rule>),
+    /// A `SecMarker`; it appears in every phase.
+    Marker(String),
+}
+
+/// Per-phase defaults from `SecDefaultAction`.
+#[derive(Debug, Clone)]
+pub struct PhaseDefaults {
+    pub disruptive: Disruptive,
+    pub log: bool,
+    pub transforms: Vec<Transform>,
+    pub status: Option<u16>,
+}
+
+impl Default for PhaseDefaults {
+    fn default() -> Self {
+        PhaseDefaults { disruptive: Disruptive::Pass, log: true, transforms: Vec::new(), status: None }
+    }
+}
+
+/// Everything the engine needs, immutable once built; shared across requests.
+#[derive(Debug)]
+pub struct RuleSet {
+    /// Index 0..=4 for phases 1..=5.
+    pub phases: [Vec<Entry>; 5],
+    /// For each phase, entry index -> index to continue at after `skipAfter` (resolved once).
+    pub skip_targets: [Vec<Option<usize>>; 5],
+    pub defaults: [PhaseDefaults; 5],
+    pub engine: EngineMode,
+    pub components: Vec<String>,
+    pub rule_count: usize,
+}
+
+impl RuleSet {
+    pub fn rules(&self) -> impl Iterator<Item = &Arc<Rule>> {
+        self.phases.iter().flatten().filter_map(|e| match e {
+            Entry::Rule(r) => Some(r),
+            Entry::Marker(_) => None,
+        })
+    }
+
+    pub fn rule(&self, id: u32) -> Option<&Arc<Rule>> {
+        self.rules().find(|r| r.id == id)
+    }
+}

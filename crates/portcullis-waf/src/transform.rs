@@ -1,0 +1,417 @@
+//! Transformations (`t:`): the names ModSecurity knows, parsed once, applied to byte strings.
+
+use crate::decode;
+use base64::Engine as _;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transform {
+    Base64Decode,
+    Base64DecodeExt,
+    Base64Encode,
+    CmdLine,
+    CompressWhitespace,
+    CssDecode,
+    EscapeSeqDecode,
+    HexDecode,
+    HexEncode,
+    HtmlEntityDecode,
+    JsDecode,
+    Length,
+    Lowercase,
+    NormalizePath,
+    NormalizePathWin,
+    RemoveComments,
+    RemoveCommentsChar,
+    RemoveNulls,
+    RemoveWhitespace,
+    ReplaceComments,
+    ReplaceNulls,
+    Sha1,
+    Trim,
+    TrimLeft,
+    TrimRight,
+    Uppercase,
+    UrlDecode,
+    UrlDecodeUni,
+    Utf8ToUnicode,
+}
+
+const NAMES: [(&str, Transform); 29] = [
+    ("base64decode", Transform::Base64Decode),
+    ("base64decodeext", Transform::Base64DecodeExt),
+    ("base64encode", Transform::Base64Encode),
+    ("cmdline", Transform::CmdLine),
+    ("compresswhitespace", Transform::CompressWhitespace),
+    ("cssdecode", Transform::CssDecode),
+    ("escapeseqdecode", Transform::EscapeSeqDecode),
+    ("hexdecode", Transform::HexDecode),
+    ("hexencode", Transform::HexEncode),
+    ("htmlentitydecode", Transform::HtmlEntityDecode),
+    ("jsdecode", Transform::JsDecode),
+    ("length", Transform::Length),
+    ("lowercase", Transform::Lowercase),
+    ("normalizepath", Transform::NormalizePath),
+    ("normalisepath", Transform::NormalizePath),
+    ("normalizepathwin", Transform::NormalizePathWin),
+    ("removecomments", Transform::RemoveComments),
+    ("removecommentschar", Transform::RemoveCommentsChar),
+    ("removenulls", Transform::RemoveNulls),
+    ("removewhitespace", Transform::RemoveWhitespace),
+    ("replacecomments", Transform::ReplaceComments),
+    ("replacenulls", Transform::ReplaceNulls),
+    ("sha1", Transform::Sha1),
+    ("trim", Transform::Trim),
+    ("trimleft", Transform::TrimLeft),
+    ("trimright", Transform::TrimRight),
+    ("uppercase", Transform::Uppercase),
+    ("urldecode", Transform::UrlDecode),
+    ("urldecodeuni", Transform::UrlDecodeUni),
+];
+
+impl Transform {
+    /// The transformation for a `t:` name (case-insensitive, as ModSecurity accepts
+    /// `base64decode` beside `base64Decode`). `none` is handled by the caller.
+    pub fn parse(name: &str) -> Option<Transform> {
+        let lower = name.to_ascii_lowercase();
+        if lower == "utf8tounicode" {
+            return Some(Transform::Utf8ToUnicode);
+        }
+        NAMES.iter().find(|(n, _)| *n == lower).map(|(_, t)| *t)
+    }
+
+    /// Applies the transformation; `None` means the value is unchanged.
+    pub fn apply(self, input: &[u8]) -> Option<Vec<u8>> {
+        match self {
+            Transform::Base64Decode => Some(base64_decode(input)),
+            Transform::Base64DecodeExt => Some(base64_decode(
+                &input.iter().copied().filter(|b| !b.is_ascii_whitespace() && *b != b'.').collect::<Vec<u8>>(),
+            )),
+            Transform::Base64Encode => Some(base64::engine::general_purpose::STANDARD.encode(input).into_bytes()),
+            Transform::CmdLine => Some(cmd_line(input)),
+            Transform::CompressWhitespace => compress_whitespace(input),
+            Transform::CssDecode => decode::css(input),
+            Transform::EscapeSeqDecode => decode::escape_seq(input),
+            Transform::HexDecode => Some(hex_decode(input)),
+            Transform::HexEncode => hex::encode(input),
+            Transform::HtmlEntityDecode => decode::html_entity(input),
+            Transform::JsDecode => decode::js(input),
+            Transform::Length => Some(input.len().to_string().into_bytes()),
+            Transform::Lowercase => input.iter().any(u8::is_ascii_uppercase).then(|| input.to_ascii_lowercase()),
+            Transform::Uppercase => input.iter().any(u8::is_ascii_lowercase).then(|| input.to_ascii_uppercase()),
+            Transform::NormalizePath => normalize_path(input, false),
+            Transform::NormalizePathWin => normalize_path(input, true),
+            Transform::RemoveComments => remove_comments(input),
+            Transform::RemoveCommentsChar => remove_comment_chars(input),
+            Transform::RemoveNulls => {
+                memchr::memchr(0, input).map(|_| input.iter().copied().filter(|b| *b != 0).collect())
+            }
+            Transform::ReplaceNulls => {
+                memchr::memchr(0, input).map(|_| input.iter().map(|&b| if b == 0 { b' ' } else { b }).collect())
+            }
+            Transform::RemoveWhitespace => {
+                input.iter().any(|&b| is_space(b)).then(|| input.iter().copied().filter(|&b| !is_space(b)).collect())
+            }
+            Transform::ReplaceComments => replace_comments(input),
+            Transform::Sha1 => {
+                Some(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, input).as_ref().to_vec())
+            }
+            Transform::Trim => trimmed(input, true, true),
+            Transform::TrimLeft => trimmed(input, true, false),
+            Transform::TrimRight => trimmed(input, false, true),
+            Transform::UrlDecode => decode::url(input, false),
+            Transform::UrlDecodeUni => decode::url(input, true),
+            Transform::Utf8ToUnicode => decode::utf8_to_unicode(input),
+        }
+    }
+}
+
+mod hex {
+    pub fn encode(input: &[u8]) -> Option<Vec<u8>> {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = Vec::with_capacity(input.len() * 2);
+        for &b in input {
+            out.extend(DIGITS.get(usize::from(b >> 4)));
+            out.extend(DIGITS.get(usize::from(b & 15)));
+        }
+        Some(out)
+    }
+}
+
+/// White space as ModSecurity's transformations see it, including the non-breaking space.
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | 0xa0)
+}
+
+fn trimmed(input: &[u8], left: bool, right: bool) -> Option<Vec<u8>> {
+    let mut s = input;
+    if left {
+        while let [first, rest @ ..] = s {
+            if !is_space(*first) {
+                break;
+            }
+            s = rest;
+        }
+    }
+    if right {
+        while let [rest @ .., last] = s {
+            if !is_space(*last) {
+                break;
+            }
+            s = rest;
+        }
+    }
+    (s.len() != input.len()).then(|| s.to_vec())
+}
+
+fn compress_whitespace(input: &[u8]) -> Option<Vec<u8>> {
+    if !input.iter().any(|&b| is_space(b) && b != b' ') && !input.windows(2).any(|w| w == b"  ") {
+        return None;
+    }
+    let mut out = Vec::with_capacity(input.len());
+    let mut in_space = false;
+    for &b in input {
+        if is_space(b) {
+            if !in_space {
+                out.push(b' ');
+            }
+            in_space = true;
+        } else {
+            out.push(b);
+            in_space = false;
+        }
+    }
+    Some(out)
+}
+
+/// `cmdLine`: drops `\ " ' ^`, turns `,` `;` and white space runs into one space, removes
+/// spaces before `/` and `(`, and lower-cases.
+fn cmd_line(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut space = false;
+    for &b in input {
+        match b {
+            b'"' | b'\'' | b'\\' | b'^' => {}
+            b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | b',' | b';' => {
+                if !space {
+                    out.push(b' ');
+                    space = true;
+                }
+            }
+            b'/' | b'(' => {
+                if space {
+                    out.pop();
+                }
+                space = false;
+                out.push(b);
+            }
+            other => {
+                space = false;
+                out.push(other.to_ascii_lowercase());
+            }
+        }
+    }
+    out
+}
+
+/// `replaceComments`: each `/* ... */` (an unterminated one runs to the end) becomes a space.
+fn replace_comments(input: &[u8]) -> Option<Vec<u8>> {
+    memchr::memmem::find(input, b"/*")?;
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input.get(i..i + 2) == Some(b"/*") {
+            match memchr::memmem::find(input.get(i + 2..).unwrap_or_default(), b"*/") {
+                Some(end) => i += 2 + end + 2,
+                None => i = input.len(),
+            }
+            out.push(b' ');
+        } else {
+            out.extend(input.get(i).copied());
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// `removeComments`: removes `/* */` and `<!-- -->` comments, and everything after `--` or `#`.
+fn remove_comments(input: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    let mut changed = false;
+    while i < input.len() {
+        let rest = input.get(i..).unwrap_or_default();
+        if rest.starts_with(b"/*") || rest.starts_with(b"<!--") {
+            let (close, open_len): (&[u8], usize) = if rest.starts_with(b"/*") { (b"*/", 2) } else { (b"-->", 4) };
+            changed = true;
+            match memchr::memmem::find(rest.get(open_len..).unwrap_or_default(), close) {
+                Some(end) => i += open_len + end + close.len(),
+                None => break,
+            }
+        } else if rest.starts_with(b"--") || rest.starts_with(b"#") {
+            changed = true;
+            break;
+        } else {
+            out.extend(rest.first().copied());
+            i += 1;
+        }
+    }
+    changed.then_some(out)
+}
+
+/// `removeCommentsChar`: deletes the comment markers `/*`, `*/`, `--` and `#`.
+fn remove_comment_chars(input: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    let mut changed = false;
+    while i < input.len() {
+        let rest = input.get(i..).unwrap_or_default();
+        if rest.starts_with(b"/*") || rest.starts_with(b"*/") || rest.starts_with(b"--") {
+            i += 2;
+            changed = true;
+        } else if rest.starts_with(b"#") {
+            i += 1;
+            changed = true;
+        } else {
+            out.extend(rest.first().copied());
+            i += 1;
+        }
+    }
+    changed.then_some(out)
+}
+
+/// `normalizePath`/`normalizePathWin`: collapses `//`, removes `./` segments and resolves
+/// `../` against the segments before it (never above the start).
+fn normalize_path(input: &[u8], windows: bool) -> Option<Vec<u8>> {
+    let converted;
+    let src: &[u8] = if windows && memchr::memchr(b'\\', input).is_some() {
+        converted = input.iter().map(|&b| if b == b'\\' { b'/' } else { b }).collect::<Vec<u8>>();
+        &converted
+    } else {
+        input
+    };
+    if memchr::memmem::find(src, b"//").is_none()
+        && memchr::memchr(b'.', src).is_none()
+        && src.len() == input.len()
+        && src == input
+    {
+        return None;
+    }
+    let absolute = src.first() == Some(&b'/');
+    let trailing = src.ends_with(b"/") || src.ends_with(b"/.") || src.ends_with(b"/..") || src == b"." || src == b"..";
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for seg in src.split(|&b| b == b'/') {
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                if parts.last().is_some_and(|p| *p != b"..") {
+                    parts.pop();
+                } else if !absolute {
+                    parts.push(seg);
+                }
+            }
+            other => parts.push(other),
+        }
+    }
+    let mut out = Vec::with_capacity(src.len());
+    if absolute {
+        out.push(b'/');
+    }
+    for (n, part) in parts.iter().enumerate() {
+        if n > 0 {
+            out.push(b'/');
+        }
+        out.extend_from_slice(part);
+    }
+    if trailing && !parts.is_empty() {
+        out.push(b'/');
+    }
+    (out != input).then_some(out)
+}
+
+fn hex_decode(input: &[u8]) -> Vec<u8> {
+    input
+        .chunks(2)
+        .filter_map(|pair| {
+            let text = std::str::from_utf8(pair).ok()?;
+            u8::from_str_radix(text, 16).ok()
+        })
+        .collect()
+}
+
+/// Decodes base64 leniently: stops at the first byte outside the alphabet, ignores a partial
+/// last group, as ModSecurity does.
+fn base64_decode(input: &[u8]) -> Vec<u8> {
+    let end =
+        input.iter().position(|b| !(b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')).unwrap_or(input.len());
+    let body = input.get(..end).unwrap_or_default();
+    let usable = body.len() - body.len() % 4;
+    let mut out = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(body.get(..usable).unwrap_or_default())
+        .unwrap_or_default();
+    let tail = body.get(usable..).unwrap_or_default();
+    if tail.len() >= 2
+        && let Ok(extra) = base64::engine::general_purpose::STANDARD_NO_PAD.decode(tail)
+    {
+        out.extend_from_slice(&extra);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(tr: Transform, input: &str) -> String {
+        String::from_utf8_lossy(&tr.apply(input.as_bytes()).unwrap_or_else(|| input.as_bytes().to_vec())).into_owned()
+    }
+
+    #[test]
+    fn names_parse_case_insensitively() {
+        assert_eq!(Transform::parse("urlDecodeUni"), Some(Transform::UrlDecodeUni));
+        assert_eq!(Transform::parse("base64decode"), Some(Transform::Base64Decode));
+        assert_eq!(Transform::parse("utf8toUnicode"), Some(Transform::Utf8ToUnicode));
+        assert_eq!(Transform::parse("bogus"), None);
+    }
+
+    #[test]
+    fn cmd_line_follows_the_reference_manual() {
+        // ModSecurity's documented example: "c^ommand /c ..." style obfuscation is undone.
+        assert_eq!(t(Transform::CmdLine, "C^OMMAND /C DIR"), "command/c dir");
+        assert_eq!(t(Transform::CmdLine, "\"cmd\" ,; /c  echo ( x"), "cmd/c echo( x");
+    }
+
+    #[test]
+    fn whitespace_and_comments() {
+        assert_eq!(t(Transform::CompressWhitespace, "a \t\n b"), "a b");
+        assert_eq!(t(Transform::RemoveWhitespace, "a \t b"), "ab");
+        assert_eq!(t(Transform::ReplaceComments, "UNION/**/SELECT/* x"), "UNION SELECT ");
+        assert_eq!(t(Transform::RemoveCommentsChar, "a/*b*/c--d#e"), "abcde");
+        assert_eq!(t(Transform::RemoveComments, "a/*b*/c-- d"), "ac");
+        assert_eq!(t(Transform::Trim, "  a b \t"), "a b");
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(t(Transform::NormalizePath, "/a//b/./c/../d"), "/a/b/d");
+        assert_eq!(t(Transform::NormalizePath, "/../../etc/passwd"), "/etc/passwd");
+        assert_eq!(t(Transform::NormalizePath, "../../etc/passwd"), "../../etc/passwd");
+        assert_eq!(t(Transform::NormalizePathWin, "C:\\a\\..\\b\\"), "C:/b/");
+    }
+
+    #[test]
+    fn encodings_and_hashes() {
+        assert_eq!(t(Transform::Length, "abcd"), "4");
+        assert_eq!(t(Transform::HexEncode, "AB"), "4142");
+        assert_eq!(t(Transform::HexDecode, "4142"), "AB");
+        assert_eq!(t(Transform::Base64Decode, "VGVzdA==x"), "Test");
+        assert_eq!(t(Transform::Base64Decode, "VGVzdCBDYXNl"), "Test Case");
+        assert_eq!(t(Transform::Base64Encode, "Test"), "VGVzdA==");
+        let sha = Transform::Sha1.apply(b"abc").unwrap();
+        assert_eq!(
+            String::from_utf8(Transform::HexEncode.apply(&sha).unwrap()).unwrap(),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
+        assert_eq!(t(Transform::RemoveNulls, "a\0b"), "ab");
+        assert_eq!(t(Transform::Lowercase, "AbC"), "abc");
+    }
+}

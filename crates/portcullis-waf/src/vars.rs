@@ -1,0 +1,318 @@
+//! Variables (collections and scalars) a rule can inspect, and the target list syntax
+//! `ARGS|!ARGS:foo|&REQUEST_HEADERS:Host|REQUEST_COOKIES:/^sess/|XML:/*`.
+
+use regex::bytes::Regex;
+
+/// A variable ModSecurity defines. Collections hold (name, value) pairs and take selectors;
+/// the others hold one value (or none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Var {
+    Args,
+    ArgsNames,
+    ArgsGet,
+    ArgsGetNames,
+    ArgsPost,
+    ArgsPostNames,
+    ArgsCombinedSize,
+    Duration,
+    Env,
+    Files,
+    FilesCombinedSize,
+    FilesNames,
+    FilesSizes,
+    Geo,
+    Global,
+    Ip,
+    MatchedVar,
+    MatchedVarName,
+    MatchedVars,
+    MatchedVarsNames,
+    MultipartBoundaryQuoted,
+    MultipartBoundaryWhitespace,
+    MultipartDataAfter,
+    MultipartDataBefore,
+    MultipartFileLimitExceeded,
+    MultipartHeaderFolding,
+    MultipartInvalidHeaderFolding,
+    MultipartInvalidPart,
+    MultipartInvalidQuoting,
+    MultipartLfLine,
+    MultipartMissingSemicolon,
+    MultipartPartHeaders,
+    MultipartStrictError,
+    MultipartUnmatchedBoundary,
+    QueryString,
+    RemoteAddr,
+    RemotePort,
+    ReqbodyError,
+    ReqbodyErrorMsg,
+    ReqbodyProcessor,
+    RequestBasename,
+    RequestBody,
+    RequestBodyLength,
+    RequestCookies,
+    RequestCookiesNames,
+    RequestFilename,
+    RequestHeaders,
+    RequestHeadersNames,
+    RequestLine,
+    RequestMethod,
+    RequestProtocol,
+    RequestUri,
+    RequestUriRaw,
+    ResponseBody,
+    ResponseContentLength,
+    ResponseContentType,
+    ResponseHeaders,
+    ResponseHeadersNames,
+    ResponseProtocol,
+    ResponseStatus,
+    Rule,
+    ServerAddr,
+    ServerName,
+    ServerPort,
+    Session,
+    Time,
+    TimeEpoch,
+    Tx,
+    UniqueId,
+    User,
+    Webserver,
+    Xml,
+}
+
+const TABLE: [(&str, Var); 71] = [
+    ("ARGS", Var::Args),
+    ("ARGS_NAMES", Var::ArgsNames),
+    ("ARGS_GET", Var::ArgsGet),
+    ("ARGS_GET_NAMES", Var::ArgsGetNames),
+    ("ARGS_POST", Var::ArgsPost),
+    ("ARGS_POST_NAMES", Var::ArgsPostNames),
+    ("ARGS_COMBINED_SIZE", Var::ArgsCombinedSize),
+    ("DURATION", Var::Duration),
+    ("ENV", Var::Env),
+    ("FILES", Var::Files),
+    ("FILES_COMBINED_SIZE", Var::FilesCombinedSize),
+    ("FILES_NAMES", Var::FilesNames),
+    ("FILES_SIZES", Var::FilesSizes),
+    ("GEO", Var::Geo),
+    ("GLOBAL", Var::Global),
+    ("IP", Var::Ip),
+    ("MATCHED_VAR", Var::MatchedVar),
+    ("MATCHED_VAR_NAME", Var::MatchedVarName),
+    ("MATCHED_VARS", Var::MatchedVars),
+    ("MATCHED_VARS_NAMES", Var::MatchedVarsNames),
+    ("MULTIPART_BOUNDARY_QUOTED", Var::MultipartBoundaryQuoted),
+    ("MULTIPART_BOUNDARY_WHITESPACE", Var::MultipartBoundaryWhitespace),
+    ("MULTIPART_DATA_AFTER", Var::MultipartDataAfter),
+    ("MULTIPART_DATA_BEFORE", Var::MultipartDataBefore),
+    ("MULTIPART_FILE_LIMIT_EXCEEDED", Var::MultipartFileLimitExceeded),
+    ("MULTIPART_HEADER_FOLDING", Var::MultipartHeaderFolding),
+    ("MULTIPART_INVALID_HEADER_FOLDING", Var::MultipartInvalidHeaderFolding),
+    ("MULTIPART_INVALID_PART", Var::MultipartInvalidPart),
+    ("MULTIPART_INVALID_QUOTING", Var::MultipartInvalidQuoting),
+    ("MULTIPART_LF_LINE", Var::MultipartLfLine),
+    ("MULTIPART_MISSING_SEMICOLON", Var::MultipartMissingSemicolon),
+    ("MULTIPART_PART_HEADERS", Var::MultipartPartHeaders),
+    ("MULTIPART_STRICT_ERROR", Var::MultipartStrictError),
+    ("MULTIPART_UNMATCHED_BOUNDARY", Var::MultipartUnmatchedBoundary),
+    ("QUERY_STRING", Var::QueryString),
+    ("REMOTE_ADDR", Var::RemoteAddr),
+    ("REMOTE_PORT", Var::RemotePort),
+    ("REQBODY_ERROR", Var::ReqbodyError),
+    ("REQBODY_ERROR_MSG", Var::ReqbodyErrorMsg),
+    ("REQBODY_PROCESSOR", Var::ReqbodyProcessor),
+    ("REQUEST_BASENAME", Var::RequestBasename),
+    ("REQUEST_BODY", Var::RequestBody),
+    ("REQUEST_BODY_LENGTH", Var::RequestBodyLength),
+    ("REQUEST_COOKIES", Var::RequestCookies),
+    ("REQUEST_COOKIES_NAMES", Var::RequestCookiesNames),
+    ("REQUEST_FILENAME", Var::RequestFilename),
+    ("REQUEST_HEADERS", Var::RequestHeaders),
+    ("REQUEST_HEADERS_NAMES", Var::RequestHeadersNames),
+    ("REQUEST_LINE", Var::RequestLine),
+    ("REQUEST_METHOD", Var::RequestMethod),
+    ("REQUEST_PROTOCOL", Var::RequestProtocol),
+    ("REQUEST_URI", Var::RequestUri),
+    ("REQUEST_URI_RAW", Var::RequestUriRaw),
+    ("RESPONSE_BODY", Var::ResponseBody),
+    ("RESPONSE_CONTENT_LENGTH", Var::ResponseContentLength),
+    ("RESPONSE_CONTENT_TYPE", Var::ResponseContentType),
+    ("RESPONSE_HEADERS", Var::ResponseHeaders),
+    ("RESPONSE_HEADERS_NAMES", Var::ResponseHeadersNames),
+    ("RESPONSE_PROTOCOL", Var::ResponseProtocol),
+    ("RESPONSE_STATUS", Var::ResponseStatus),
+    ("RULE", Var::Rule),
+    ("SERVER_ADDR", Var::ServerAddr),
+    ("SERVER_NAME", Var::ServerName),
+    ("SERVER_PORT", Var::ServerPort),
+    ("SESSION", Var::Session),
+    ("TIME", Var::Time),
+    ("TIME_EPOCH", Var::TimeEpoch),
+    ("TX", Var::Tx),
+    ("UNIQUE_ID", Var::UniqueId),
+    ("USER", Var::User),
+    ("WEBSERVER_ERROR_LOG", Var::Webserver),
+];
+
+impl Var {
+    pub fn parse(name: &str) -> Option<Var> {
+        if name.eq_ignore_ascii_case("XML") {
+            return Some(Var::Xml);
+        }
+        TABLE.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
+    }
+
+    pub fn name(self) -> &'static str {
+        if self == Var::Xml {
+            return "XML";
+        }
+        TABLE.iter().find(|(_, v)| *v == self).map_or("?", |(n, _)| n)
+    }
+}
+
+/// Which members of a collection a target takes.
+#[derive(Debug, Clone)]
+pub enum Selector {
+    All,
+    /// An exact member name, compared case-insensitively; stored lower-case.
+    Key(String),
+    Regex(Regex),
+    /// An XPath expression on `XML`.
+    XPath(String),
+}
+
+impl Selector {
+    pub fn matches(&self, key: &[u8]) -> bool {
+        match self {
+            Selector::All | Selector::XPath(_) => true,
+            Selector::Key(k) => k.as_bytes().eq_ignore_ascii_case(key),
+            Selector::Regex(re) => re.is_match(key),
+        }
+    }
+
+    fn same_as(&self, other: &Selector) -> bool {
+        match (self, other) {
+            (Selector::All, Selector::All) => true,
+            (Selector::Key(a), Selector::Key(b)) | (Selector::XPath(a), Selector::XPath(b)) => a == b,
+            (Selector::Regex(a), Selector::Regex(b)) => a.as_str() == b.as_str(),
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub var: Var,
+    pub selector: Selector,
+    /// `&VAR`: the number of members instead of their values.
+    pub count: bool,
+    /// `!VAR:key`: removes members from the other targets of the same variable.
+    pub exclude: bool,
+}
+
+impl Target {
+    /// True when `other` names the same variable and selector (used to drop a target).
+    pub fn same_as(&self, other: &Target) -> bool {
+        self.var == other.var && self.count == other.count && self.selector.same_as(&other.selector)
+    }
+}
+
+/// Compiles a selector regular expression with ModSecurity's byte semantics.
+pub fn selector_regex(pattern: &str) -> Result<Regex, String> {
+    crate::operator::compile_regex(pattern, true)
+}
+
+/// Parses a `|`-separated target list. A `/regex/` or `'quoted'` selector may contain `|`.
+pub fn parse_targets(text: &str) -> Result<Vec<Target>, String> {
+    let mut out = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let (target, after) = parse_one(rest)?;
+        out.push(target);
+        rest = after.trim_start();
+        if let Some(r) = rest.strip_prefix('|') {
+            rest = r.trim_start();
+        } else if !rest.is_empty() {
+            return Err(format!("unexpected text in variable list: {rest}"));
+        }
+    }
+    if out.is_empty() {
+        return Err("empty variable list".into());
+    }
+    Ok(out)
+}
+
+fn parse_one(text: &str) -> Result<(Target, &str), String> {
+    let mut s = text;
+    let mut exclude = false;
+    let mut count = false;
+    if let Some(r) = s.strip_prefix('!') {
+        exclude = true;
+        s = r;
+    }
+    if let Some(r) = s.strip_prefix('&') {
+        count = true;
+        s = r;
+    }
+    let name_end = s.find([':', '|']).unwrap_or(s.len());
+    let (name, after) = s.split_at(name_end);
+    let var = Var::parse(name.trim()).ok_or_else(|| format!("unknown variable {}", name.trim()))?;
+    let Some(sel_text) = after.strip_prefix(':') else {
+        return Ok((Target { var, selector: Selector::All, count, exclude }, after));
+    };
+    let (selector, rest) = if var == Var::Xml {
+        let end = sel_text.find('|').unwrap_or(sel_text.len());
+        let (xpath, rest) = sel_text.split_at(end);
+        (Selector::XPath(xpath.to_string()), rest)
+    } else if let Some(body) = sel_text.strip_prefix('/') {
+        let end = closing(body, '/').ok_or("unterminated /regex/ selector")?;
+        let (pattern, rest) = body.split_at(end);
+        (Selector::Regex(selector_regex(pattern)?), rest.get(1..).unwrap_or_default())
+    } else if let Some(body) = sel_text.strip_prefix('\'') {
+        let end = closing(body, '\'').ok_or("unterminated quoted selector")?;
+        let (inner, rest) = body.split_at(end);
+        let rest = rest.get(1..).unwrap_or_default();
+        match inner.strip_prefix('/').and_then(|p| p.strip_suffix('/')) {
+            Some(pattern) => (Selector::Regex(selector_regex(pattern)?), rest),
+            None => (Selector::Key(inner.to_ascii_lowercase()), rest),
+        }
+    } else {
+        let end = sel_text.find('|').unwrap_or(sel_text.len());
+        let (key, rest) = sel_text.split_at(end);
+        (Selector::Key(key.trim().to_ascii_lowercase()), rest)
+    };
+    Ok((Target { var, selector, count, exclude }, rest))
+}
+
+/// Index of the first unescaped `delim`.
+fn closing(s: &str, delim: char) -> Option<usize> {
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else if c == delim {
+            return Some(i);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_lists() {
+        let t = parse_targets("REQUEST_COOKIES|!REQUEST_COOKIES:/__utm|_ga/|&ARGS:Foo|XML:/*|TX:'/^x|y$/'").unwrap();
+        assert_eq!(t.len(), 5);
+        assert!(t[1].exclude && matches!(&t[1].selector, Selector::Regex(r) if r.is_match(b"_ga")));
+        assert!(t[2].count && matches!(&t[2].selector, Selector::Key(k) if k == "foo"));
+        assert!(matches!(&t[3].selector, Selector::XPath(x) if x == "/*"));
+        assert!(matches!(&t[4].selector, Selector::Regex(r) if r.is_match(b"y")));
+        assert!(parse_targets("NOPE").is_err());
+        assert!(parse_targets("ARGS:/open").is_err());
+    }
+}
