@@ -3,14 +3,23 @@
 //! matched rules and a verdict.
 
 pub mod actions;
+pub mod body;
+mod collect;
 mod decode;
+pub mod engine;
+pub mod ftw;
 pub mod lexer;
 pub mod load;
+pub mod log;
 pub mod macros;
 pub mod operator;
+pub mod request;
 pub mod rules;
 pub mod transform;
 pub mod vars;
 
+pub use body::BodyLimits;
+pub use engine::{Interruption, Match, Transaction};
 pub use load::{Builder, LoadError, load_files};
+pub use request::{Request, Response};
 pub use rules::{Rule, RuleSet};

@@ -1,0 +1,295 @@
+//! Request body processors: URL-encoded forms, JSON (flattened to arguments as ModSecurity
+//! does), multipart (arguments, FILES and part headers) and XML (text and attribute values).
+
+use crate::actions::BodyProcessor;
+use crate::request::{Bytes, Parsed, parse_query};
+use std::borrow::Cow;
+
+/// Limits on what the processors accept.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// Deepest JSON/XML nesting accepted; deeper bodies set REQBODY_ERROR.
+    pub max_depth: usize,
+    /// Most arguments taken from one body; the rest set REQBODY_ERROR.
+    pub max_args: usize,
+}
+
+impl Default for BodyLimits {
+    fn default() -> Self {
+        BodyLimits { max_depth: 64, max_args: 1000 }
+    }
+}
+
+/// Runs the chosen processor over `p.body`, filling the phase-2 collections.
+pub fn process<'a>(p: &mut Parsed<'a>, content_type: Option<&'a [u8]>, limits: BodyLimits) {
+    p.body_parsed = true;
+    let body = p.body;
+    if body.is_empty() {
+        return;
+    }
+    let result = match p.processor {
+        None => Ok(()),
+        Some(BodyProcessor::UrlEncoded) => {
+            parse_query(body, &mut p.args_post);
+            Ok(())
+        }
+        Some(BodyProcessor::Json) => json(body, limits, &mut p.args_post),
+        Some(BodyProcessor::Multipart) => multipart(body, content_type.unwrap_or_default(), p),
+        Some(BodyProcessor::Xml) => xml(body, limits, p),
+    };
+    if p.args_post.len() > limits.max_args {
+        p.args_post.truncate(limits.max_args);
+        p.body_error.get_or_insert_with(|| format!("more than {} arguments", limits.max_args));
+    }
+    if let Err(e) = result {
+        p.body_error = Some(e);
+    }
+}
+
+fn json<'a>(body: &'a [u8], limits: BodyLimits, out: &mut Vec<(Bytes<'a>, Bytes<'a>)>) -> Result<(), String> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("JSON parsing error: {e}"))?;
+    let mut name = b"json".to_vec();
+    flatten(&value, &mut name, 0, limits, out)
+}
+
+fn flatten<'a>(
+    value: &serde_json::Value,
+    name: &mut Vec<u8>,
+    depth: usize,
+    limits: BodyLimits,
+    out: &mut Vec<(Bytes<'a>, Bytes<'a>)>,
+) -> Result<(), String> {
+    use serde_json::Value;
+    if depth > limits.max_depth {
+        return Err(format!("JSON nesting deeper than {}", limits.max_depth));
+    }
+    let len = name.len();
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                name.push(b'.');
+                name.extend_from_slice(k.as_bytes());
+                flatten(v, name, depth + 1, limits, out)?;
+                name.truncate(len);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                name.push(b'.');
+                name.extend_from_slice(i.to_string().as_bytes());
+                flatten(v, name, depth + 1, limits, out)?;
+                name.truncate(len);
+            }
+        }
+        Value::String(s) => out.push((Cow::Owned(name.clone()), Cow::Owned(s.as_bytes().to_vec()))),
+        Value::Null => out.push((Cow::Owned(name.clone()), Cow::Borrowed(&[]))),
+        other => out.push((Cow::Owned(name.clone()), Cow::Owned(other.to_string().into_bytes()))),
+    }
+    Ok(())
+}
+
+/// The `boundary` parameter of a multipart Content-Type.
+fn boundary(content_type: &[u8]) -> Option<&[u8]> {
+    let at = memchr::memmem::find(&content_type.to_ascii_lowercase(), b"boundary=")?;
+    let rest = content_type.get(at + 9..)?;
+    let rest = rest.split(|&b| b == b';').next()?.trim_ascii();
+    let rest = rest.strip_prefix(b"\"").and_then(|r| r.strip_suffix(b"\"")).unwrap_or(rest);
+    (!rest.is_empty()).then_some(rest)
+}
+
+fn disposition_param<'a>(header: &'a [u8], param: &[u8]) -> Option<&'a [u8]> {
+    for piece in header.split(|&b| b == b';').skip(1) {
+        let piece = piece.trim_ascii();
+        let eq = memchr::memchr(b'=', piece)?;
+        let (k, v) = piece.split_at(eq);
+        if k.trim_ascii().eq_ignore_ascii_case(param) {
+            let v = v.get(1..).unwrap_or_default().trim_ascii();
+            return Some(v.strip_prefix(b"\"").and_then(|r| r.strip_suffix(b"\"")).unwrap_or(v));
+        }
+    }
+    None
+}
+
+fn multipart<'a>(body: &'a [u8], content_type: &'a [u8], p: &mut Parsed<'a>) -> Result<(), String> {
+    let boundary = boundary(content_type).ok_or("multipart: no boundary")?;
+    let delimiter = [b"--", boundary].concat();
+    let mut parts = memchr::memmem::find_iter(body, &delimiter).collect::<Vec<usize>>();
+    if parts.is_empty() {
+        return Err("multipart: boundary not found".into());
+    }
+    parts.push(body.len());
+    for pair in parts.windows(2) {
+        let (start, end) = match pair {
+            [s, e] => (*s + delimiter.len(), *e),
+            _ => continue,
+        };
+        let chunk = body.get(start..end).unwrap_or_default();
+        if chunk.starts_with(b"--") {
+            break;
+        }
+        let chunk = chunk.strip_prefix(b"\r\n").or_else(|| chunk.strip_prefix(b"\n")).unwrap_or(chunk);
+        let chunk = chunk.strip_suffix(b"\r\n").or_else(|| chunk.strip_suffix(b"\n")).unwrap_or(chunk);
+        let (head, content) = match memchr::memmem::find(chunk, b"\r\n\r\n") {
+            Some(i) => (chunk.get(..i).unwrap_or_default(), chunk.get(i + 4..).unwrap_or_default()),
+            None => match memchr::memmem::find(chunk, b"\n\n") {
+                Some(i) => (chunk.get(..i).unwrap_or_default(), chunk.get(i + 2..).unwrap_or_default()),
+                None => return Err("multipart: part without header end".into()),
+            },
+        };
+        let mut name: Option<&[u8]> = None;
+        let mut filename: Option<&[u8]> = None;
+        let mut lines = Vec::new();
+        for line in head.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                continue;
+            }
+            lines.push(line);
+            if line.len() > 20 && line.get(..20).is_some_and(|h| h.eq_ignore_ascii_case(b"content-disposition:")) {
+                name = disposition_param(line, b"name");
+                filename = disposition_param(line, b"filename");
+            }
+        }
+        let name = name.ok_or("multipart: part without a name")?;
+        for line in lines {
+            p.part_headers.push((Cow::Borrowed(name), Cow::Borrowed(line)));
+        }
+        match filename {
+            Some(f) => {
+                p.files.push((Cow::Borrowed(name), Cow::Borrowed(f)));
+                p.files_sizes.push((Cow::Borrowed(name), content.len()));
+            }
+            None => p.args_post.push((Cow::Borrowed(name), Cow::Borrowed(content))),
+        }
+    }
+    Ok(())
+}
+
+/// Collects XML text nodes and attribute values (`XML:/*` and `XML://@*`). Refuses DTDs,
+/// which are where entity expansion attacks live.
+fn xml(body: &[u8], limits: BodyLimits, p: &mut Parsed<'_>) -> Result<(), String> {
+    let mut i = 0;
+    let mut depth: usize = 0;
+    let mut text = Vec::new();
+    while i < body.len() {
+        let rest = body.get(i..).unwrap_or_default();
+        if rest.first() != Some(&b'<') {
+            let end = memchr::memchr(b'<', rest).unwrap_or(rest.len());
+            text.extend_from_slice(rest.get(..end).unwrap_or_default());
+            i += end;
+            continue;
+        }
+        if rest.starts_with(b"<!--") {
+            i += memchr::memmem::find(rest, b"-->").ok_or("XML: unterminated comment")? + 3;
+        } else if rest.starts_with(b"<![CDATA[") {
+            let end = memchr::memmem::find(rest, b"]]>").ok_or("XML: unterminated CDATA")?;
+            text.extend_from_slice(rest.get(9..end).unwrap_or_default());
+            i += end + 3;
+        } else if rest.starts_with(b"<!") {
+            return Err("XML: document type declarations are not accepted".into());
+        } else if rest.starts_with(b"<?") {
+            i += memchr::memmem::find(rest, b"?>").ok_or("XML: unterminated processing instruction")? + 2;
+        } else {
+            let end = tag_end(rest).ok_or("XML: unterminated tag")?;
+            let tag = rest.get(1..end).unwrap_or_default();
+            if tag.starts_with(b"/") {
+                depth = depth.checked_sub(1).ok_or("XML: unbalanced end tag")?;
+            } else {
+                attributes(tag, &mut p.xml_attrs);
+                if !tag.ends_with(b"/") {
+                    depth += 1;
+                    if depth > limits.max_depth {
+                        return Err(format!("XML nesting deeper than {}", limits.max_depth));
+                    }
+                }
+            }
+            i += end + 1;
+        }
+    }
+    if depth != 0 {
+        return Err("XML: unclosed element".into());
+    }
+    let text = crate::decode::html_entity(&text).unwrap_or(text);
+    p.xml_text.push(text);
+    Ok(())
+}
+
+/// Index of the `>` that closes a tag, skipping quoted attribute values.
+fn tag_end(s: &[u8]) -> Option<usize> {
+    let mut quote = None;
+    for (i, &b) in s.iter().enumerate() {
+        match (quote, b) {
+            (None, b'"' | b'\'') => quote = Some(b),
+            (Some(q), c) if c == q => quote = None,
+            (None, b'>') => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn attributes(tag: &[u8], out: &mut Vec<Vec<u8>>) {
+    let mut rest = tag;
+    while let Some(eq) = memchr::memchr(b'=', rest) {
+        let after = rest.get(eq + 1..).unwrap_or_default().trim_ascii_start();
+        let Some(&q) = after.first().filter(|q| **q == b'"' || **q == b'\'') else { break };
+        let body = after.get(1..).unwrap_or_default();
+        let end = memchr::memchr(q, body).unwrap_or(body.len());
+        let value = body.get(..end).unwrap_or_default();
+        out.push(crate::decode::html_entity(value).unwrap_or_else(|| value.to_vec()));
+        rest = body.get(end + 1..).unwrap_or_default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::Request;
+
+    fn parsed<'a>(ct: &'a [u8], body: &'a [u8]) -> Parsed<'a> {
+        let r =
+            Request { method: b"POST", uri: b"/", headers: vec![(b"content-type", ct)], body, ..Request::default() };
+        let mut p = r.parse_head();
+        p.body = body;
+        process(&mut p, Some(ct), BodyLimits::default());
+        p
+    }
+
+    fn args(p: &Parsed<'_>) -> Vec<(String, String)> {
+        p.args_post
+            .iter()
+            .map(|(k, v)| (String::from_utf8_lossy(k).into(), String::from_utf8_lossy(v).into()))
+            .collect()
+    }
+
+    #[test]
+    fn json_flattens_like_modsecurity() {
+        let p = parsed(b"application/json", br#"{"a":{"b":"x'1"},"c":[1,true,null]}"#);
+        let got = args(&p);
+        assert!(got.contains(&("json.a.b".into(), "x'1".into())));
+        assert!(got.contains(&("json.c.0".into(), "1".into())));
+        assert!(got.contains(&("json.c.1".into(), "true".into())));
+        assert!(p.body_error.is_none());
+        let deep = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+        assert!(parsed(b"application/json", deep.as_bytes()).body_error.unwrap().contains("deeper"));
+        assert!(parsed(b"application/json", b"{bad").body_error.is_some());
+    }
+
+    #[test]
+    fn multipart_parts_and_files() {
+        let body = b"--XX\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nhello\r\n--XX\r\nContent-Disposition: form-data; name=\"f\"; filename=\"x.php\"\r\nContent-Type: text/plain\r\n\r\n<?php\r\n--XX--\r\n";
+        let p = parsed(b"multipart/form-data; boundary=XX", body);
+        assert_eq!(args(&p), vec![("a".into(), "hello".into())]);
+        assert_eq!(p.files[0].1.as_ref(), b"x.php");
+        assert_eq!(p.files_sizes[0].1, 5);
+        assert_eq!(p.part_headers.len(), 3);
+    }
+
+    #[test]
+    fn xml_text_and_attributes() {
+        let p = parsed(b"text/xml", b"<?xml version=\"1.0\"?><a x=\"1 &lt;\"><b>hi</b><![CDATA[<s>]]></a>");
+        assert_eq!(p.xml_text, vec![b"hi<s>".to_vec()]);
+        assert_eq!(p.xml_attrs, vec![b"1 <".to_vec()]);
+        assert!(parsed(b"text/xml", b"<!DOCTYPE x [<!ENTITY a \"b\">]><x/>").body_error.is_some());
+    }
+}

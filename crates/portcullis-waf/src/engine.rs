@@ -1,0 +1,368 @@
+//! Runs a [`RuleSet`] over one transaction, phase by phase, as ModSecurity does: targets,
+//! transformations, operator, per-match actions (`setvar`, `ctl`, `capture`), chains,
+//! `skipAfter`, and the disruptive action of a fully matched rule.
+
+use crate::actions::{BodyProcessor, Ctl, Disruptive, Effect, EngineMode, RuleRef, SetOp, SetVar};
+use crate::body::{self, BodyLimits};
+use crate::collect::{Data, Item, Vars, excluded, removed_for, values};
+use crate::macros::{MacroVar, Template};
+use crate::operator::leading_int;
+use crate::request::{Request, Response};
+use crate::rules::{Entry, Rule, RuleSet};
+use crate::vars::{Selector, Target, Var};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// A rule that matched and logs.
+#[derive(Debug, Clone)]
+pub struct Match {
+    pub rule: Arc<Rule>,
+    pub phase: u8,
+    pub msg: String,
+    pub data: String,
+    /// The variable that matched last (`ARGS:id`).
+    pub var_name: String,
+}
+
+/// The transaction ends here: the rule and the status the client gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interruption {
+    pub rule_id: u32,
+    pub status: u16,
+    pub action: Disruptive,
+}
+
+#[derive(Debug)]
+struct State {
+    mode: EngineMode,
+    removed: Vec<RuleRef>,
+    removed_targets: Vec<(RuleRef, Vec<Target>)>,
+    processor: Option<Option<BodyProcessor>>,
+    body_access: bool,
+    matches: Vec<Match>,
+    interruption: Option<Interruption>,
+    allowed: bool,
+    captures: Vec<Vec<u8>>,
+    limits: BodyLimits,
+}
+
+static NO_VARS: Vars = Vars { tx: Vec::new(), matched_var: None, matched_vars: Vec::new(), rule_id: 0, time_epoch: 0 };
+
+/// One request (and optionally its response) going through the rules.
+pub struct Transaction<'r, 'a> {
+    rules: &'r RuleSet,
+    data: Data<'a>,
+    vars: Vars,
+    st: State,
+}
+
+impl<'r, 'a> Transaction<'r, 'a> {
+    pub fn new(rules: &'r RuleSet, req: Request<'a>, limits: BodyLimits) -> Self {
+        let parsed = req.parse_head();
+        let time_epoch =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        Transaction {
+            rules,
+            data: Data { req, parsed, resp: None },
+            vars: Vars { time_epoch, ..Vars::default() },
+            st: State {
+                mode: rules.engine,
+                removed: Vec::new(),
+                removed_targets: Vec::new(),
+                processor: None,
+                body_access: true,
+                matches: Vec::new(),
+                interruption: None,
+                allowed: false,
+                captures: Vec::new(),
+                limits,
+            },
+        }
+    }
+
+    /// Phase 1: request line and headers.
+    pub fn request_headers(&mut self) {
+        self.run_phase(1);
+    }
+
+    /// Body processing, then phase 2.
+    pub fn request_body(&mut self) {
+        if let Some(p) = self.st.processor {
+            self.data.parsed.processor = p;
+        }
+        if self.st.body_access {
+            self.data.parsed.body = self.data.req.body;
+            let ct = self.data.req.header("content-type");
+            body::process(&mut self.data.parsed, ct, self.st.limits);
+        }
+        self.run_phase(2);
+    }
+
+    /// Phases 3 and 4 over a response.
+    pub fn response(&mut self, resp: Response<'a>) {
+        self.data.resp = Some(resp);
+        self.run_phase(3);
+        self.run_phase(4);
+    }
+
+    /// Phase 5 (logging rules; never interrupts).
+    pub fn logging(&mut self) {
+        self.run_phase(5);
+    }
+
+    pub fn interruption(&self) -> Option<Interruption> {
+        self.st.interruption
+    }
+
+    pub fn matches(&self) -> &[Match] {
+        &self.st.matches
+    }
+
+    pub fn mode(&self) -> EngineMode {
+        self.st.mode
+    }
+
+    /// A TX variable (for example `blocking_inbound_anomaly_score`).
+    pub fn tx(&self, key: &str) -> Option<&[u8]> {
+        self.vars.tx_get(&key.to_ascii_lowercase())
+    }
+
+    /// The request body error, if the body processor refused the body.
+    pub fn body_error(&self) -> Option<&str> {
+        self.data.parsed.body_error.as_deref()
+    }
+
+    fn run_phase(&mut self, phase: u8) {
+        let rules = self.rules;
+        let index = usize::from(phase) - 1;
+        let (Some(entries), Some(skips)) = (rules.phases.get(index), rules.skip_targets.get(index)) else { return };
+        let mut i = 0;
+        let mut skip_rules = 0u32;
+        while let Some(entry) = entries.get(i) {
+            if self.st.mode == EngineMode::Off || self.st.interruption.is_some() || (self.st.allowed && phase <= 2) {
+                return;
+            }
+            i += 1;
+            let Entry::Rule(rule) = entry else { continue };
+            if skip_rules > 0 {
+                skip_rules -= 1;
+                continue;
+            }
+            if self.st.removed.iter().any(|r| r.covers(rule.id, &rule.actions.tags, rule.msg_literal())) {
+                continue;
+            }
+            if !self.eval_rule(rule) {
+                continue;
+            }
+            self.full_match(rule, phase);
+            if let Some(Some(target)) = skips.get(i - 1) {
+                i = *target;
+            } else if let Some(n) = rule.actions.skip {
+                skip_rules = n;
+            }
+        }
+    }
+
+    fn eval_rule(&mut self, rule: &Rule) -> bool {
+        self.vars.matched_vars.clear();
+        self.vars.rule_id = rule.id;
+        rule.links().all(|link| eval_link(&self.data, &mut self.vars, &mut self.st, rule, link))
+    }
+
+    fn full_match(&mut self, rule: &Arc<Rule>, phase: u8) {
+        let defaults = self.rules.defaults.get(usize::from(phase) - 1).cloned().unwrap_or_default();
+        let mut action = rule.actions.disruptive.unwrap_or(defaults.disruptive);
+        if action == Disruptive::Block {
+            action = defaults.disruptive;
+        }
+        if rule.actions.log.unwrap_or(defaults.log) {
+            let expand = |t: &Option<Template>| {
+                t.as_ref().map(|t| expand(&self.data, &self.vars, t)).map(|b| String::from_utf8_lossy(&b).into_owned())
+            };
+            self.st.matches.push(Match {
+                rule: rule.clone(),
+                phase,
+                msg: expand(&rule.actions.msg).unwrap_or_default(),
+                data: expand(&rule.actions.logdata).unwrap_or_default(),
+                var_name: self
+                    .vars
+                    .matched_var
+                    .as_ref()
+                    .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
+                    .unwrap_or_default(),
+            });
+        }
+        if self.st.mode != EngineMode::On {
+            return;
+        }
+        match action {
+            Disruptive::Deny | Disruptive::Drop | Disruptive::Redirect => {
+                let status = rule.actions.status.or(defaults.status).unwrap_or(403);
+                self.st.interruption = Some(Interruption { rule_id: rule.id, status, action });
+            }
+            Disruptive::Allow => self.st.allowed = true,
+            Disruptive::Pass | Disruptive::Block => {}
+        }
+    }
+}
+
+/// Evaluates one link: every target value through the transformations and the operator;
+/// per matching value, MATCHED_VAR(S), captures and the link's own `setvar`/`ctl` run.
+fn eval_link(data: &Data<'_>, vars: &mut Vars, st: &mut State, rule: &Rule, link: &Rule) -> bool {
+    let Some(op) = &link.op else {
+        run_effects(data, vars, st, link);
+        return true;
+    };
+    let arg = op.template().map(|t| expand(data, vars, t)).unwrap_or_default();
+    let items = gather(data, vars, st, rule, link);
+    let mut any = false;
+    for item in items {
+        let Some(value) = check(op, link, &item.value, &arg, st) else { continue };
+        any = true;
+        let name = item.name();
+        vars.matched_var = Some((name.clone(), value.to_vec()));
+        vars.matched_vars.push((name, value.into_owned()));
+        if link.actions.capture {
+            for n in 0..10 {
+                let key = n.to_string();
+                match st.captures.get(n) {
+                    Some(c) => vars.tx_set(&key, c.clone()),
+                    None => vars.tx_remove(&key),
+                }
+            }
+        }
+        run_effects(data, vars, st, link);
+    }
+    any
+}
+
+/// The values a link inspects, after its exclusions and any `ctl:ruleRemoveTarget*`.
+fn gather<'d>(data: &'d Data<'_>, vars: &Vars, st: &State, rule: &Rule, link: &Rule) -> Vec<Item<'d>> {
+    let mut exclusions: Vec<&Target> = link.targets.iter().filter(|t| t.exclude).collect();
+    exclusions.extend(removed_for(&st.removed_targets, rule.id, &rule.actions.tags, rule.msg_literal()));
+    let mut items: Vec<Item<'d>> = Vec::new();
+    for t in link.targets.iter().filter(|t| !t.exclude) {
+        let from_vars = matches!(
+            t.var,
+            Var::Tx
+                | Var::MatchedVar
+                | Var::MatchedVarName
+                | Var::MatchedVars
+                | Var::MatchedVarsNames
+                | Var::Rule
+                | Var::TimeEpoch
+        );
+        let start = items.len();
+        if from_vars {
+            // TX and MATCHED_* change while the rule runs, so their values are copied.
+            let mut found = Vec::new();
+            values(data, vars, t, &mut found);
+            items.extend(found.into_iter().map(|i| Item {
+                var: i.var,
+                key: i.key.map(|k| Cow::Owned(k.into_owned())),
+                value: Cow::Owned(i.value.into_owned()),
+            }));
+        } else {
+            values(data, &NO_VARS, t, &mut items);
+        }
+        let mut tail = items.split_off(start);
+        tail.retain(|i| !excluded(i, &exclusions));
+        if t.count {
+            items.push(Item { var: t.var, key: None, value: Cow::Owned(tail.len().to_string().into_bytes()) });
+        } else {
+            items.append(&mut tail);
+        }
+    }
+    items
+}
+
+/// Applies the link's transformations and runs the operator; returns the value that matched.
+fn check<'v>(
+    op: &crate::operator::Operator,
+    link: &Rule,
+    value: &'v [u8],
+    arg: &[u8],
+    st: &mut State,
+) -> Option<Cow<'v, [u8]>> {
+    let capture = link.actions.capture;
+    let test = |v: &[u8], st: &mut State| {
+        let caps = if capture { Some(&mut st.captures) } else { None };
+        op.matches(v, arg, caps) != op.negated
+    };
+    let mut current: Cow<'v, [u8]> = Cow::Borrowed(value);
+    if link.actions.multi_match && test(&current, st) {
+        return Some(current);
+    }
+    for t in &link.transforms {
+        if let Some(next) = t.apply(&current) {
+            current = Cow::Owned(next);
+            if link.actions.multi_match && test(&current, st) {
+                return Some(current);
+            }
+        }
+    }
+    if link.actions.multi_match {
+        return None;
+    }
+    test(&current, st).then_some(current)
+}
+
+fn run_effects(data: &Data<'_>, vars: &mut Vars, st: &mut State, link: &Rule) {
+    for effect in &link.actions.effects {
+        match effect {
+            Effect::SetVar(sv) => setvar(data, vars, sv),
+            Effect::Ctl(ctl) => match ctl {
+                Ctl::RuleEngine(m) => st.mode = *m,
+                Ctl::RuleRemove(r) => st.removed.push(r.clone()),
+                Ctl::RuleRemoveTarget(r, t) => st.removed_targets.push((r.clone(), t.clone())),
+                Ctl::RequestBodyProcessor(p) => st.processor = Some(Some(*p)),
+                Ctl::RequestBodyAccess(on) => st.body_access = *on,
+                Ctl::ForceRequestBodyVariable(_) | Ctl::Audit => {}
+            },
+        }
+    }
+}
+
+fn setvar(data: &Data<'_>, vars: &mut Vars, sv: &SetVar) {
+    if sv.collection != Var::Tx {
+        return;
+    }
+    let name = String::from_utf8_lossy(&expand(data, vars, &sv.name)).to_ascii_lowercase();
+    let value = expand(data, vars, &sv.value);
+    match sv.op {
+        SetOp::Delete => vars.tx_remove(&name),
+        SetOp::Set => vars.tx_set(&name, value),
+        SetOp::Add | SetOp::Sub => {
+            let current = vars.tx_get(&name).map(leading_int).unwrap_or(0);
+            let delta = leading_int(&value);
+            let next = if sv.op == SetOp::Add { current.saturating_add(delta) } else { current.saturating_sub(delta) };
+            vars.tx_set(&name, next.to_string().into_bytes());
+        }
+    }
+}
+
+/// Expands a template's macros against the transaction.
+fn expand(data: &Data<'_>, vars: &Vars, t: &Template) -> Vec<u8> {
+    if let Some(text) = t.literal() {
+        return text.as_bytes().to_vec();
+    }
+    let mut out = Vec::new();
+    t.expand(&mut out, |mv: &MacroVar, out: &mut Vec<u8>| resolve(data, vars, mv, out));
+    out
+}
+
+fn resolve(data: &Data<'_>, vars: &Vars, mv: &MacroVar, out: &mut Vec<u8>) {
+    match (mv.var, mv.key.as_deref()) {
+        (Var::Tx, Some(k)) => out.extend_from_slice(vars.tx_get(k).unwrap_or_default()),
+        (Var::Rule, Some("id")) => out.extend_from_slice(vars.rule_id.to_string().as_bytes()),
+        (var, key) => {
+            let selector = key.map_or(Selector::All, |k| Selector::Key(k.to_string()));
+            let target = Target { var, selector, count: false, exclude: false };
+            let mut found = Vec::new();
+            values(data, vars, &target, &mut found);
+            if let Some(first) = found.first() {
+                out.extend_from_slice(&first.value);
+            }
+        }
+    }
+}

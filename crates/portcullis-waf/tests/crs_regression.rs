@@ -1,0 +1,31 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+//! CRS's own regression suite, in-process, as `portcullis waf test` runs it.
+
+use portcullis_waf::ftw;
+use std::path::PathBuf;
+
+fn crs_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("PORTCULLIS_CRS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/crs"));
+    if dir.join("tests/regression/tests").is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("\n*** SKIPPED: CRS regression tests not found at {} (set PORTCULLIS_CRS) ***\n", dir.display());
+        None
+    }
+}
+
+#[test]
+fn crs_regression_suite() {
+    let Some(dir) = crs_dir() else { return };
+    let rules = ftw::load_crs(&dir, ftw::TEST_SETUP).unwrap_or_else(|e| panic!("{e}"));
+    let overrides = std::collections::HashMap::new();
+    let outcomes = ftw::run(&dir.join("tests/regression/tests"), &overrides, |raw| ftw::exchange(&rules, raw)).unwrap();
+    let report = ftw::report(&outcomes, true);
+    println!("{report}");
+    let passed = outcomes.iter().filter(|o| o.passed).count();
+    assert!(outcomes.len() > 4000, "ran {} tests", outcomes.len());
+    let rate = passed as f64 / outcomes.len() as f64;
+    println!("pass rate {:.2}%", rate * 100.0);
+}
