@@ -97,17 +97,47 @@ fn boundary(content_type: &[u8]) -> Option<&[u8]> {
     (!rest.is_empty()).then_some(rest)
 }
 
-fn disposition_param<'a>(header: &'a [u8], param: &[u8]) -> Option<&'a [u8]> {
-    for piece in header.split(|&b| b == b';').skip(1) {
-        let piece = piece.trim_ascii();
-        let eq = memchr::memchr(b'=', piece)?;
-        let (k, v) = piece.split_at(eq);
-        if k.trim_ascii().eq_ignore_ascii_case(param) {
-            let v = v.get(1..).unwrap_or_default().trim_ascii();
-            return Some(v.strip_prefix(b"\"").and_then(|r| r.strip_suffix(b"\"")).unwrap_or(v));
+/// A `name=value` parameter of a Content-Disposition header; quoted values may hold `;` and
+/// backslash-escaped quotes (unescaped into an owned value).
+fn disposition_param<'a>(header: &'a [u8], param: &[u8]) -> Option<Bytes<'a>> {
+    let mut rest = header.get(memchr::memchr(b';', header)? + 1..)?;
+    loop {
+        rest = rest.trim_ascii_start();
+        let eq = memchr::memchr2(b'=', b';', rest)?;
+        let key = rest.get(..eq)?.trim_ascii();
+        if rest.get(eq) == Some(&b';') {
+            rest = rest.get(eq + 1..)?;
+            continue;
         }
+        let after = rest.get(eq + 1..)?.trim_ascii_start();
+        let (value, next): (Bytes<'a>, &'a [u8]) = if let Some(q) = after.strip_prefix(b"\"") {
+            let mut v = Vec::new();
+            let mut i = 0;
+            let mut escaped = false;
+            while let Some(&b) = q.get(i) {
+                i += 1;
+                match b {
+                    b'\\' if matches!(q.get(i), Some(b'"' | b'\\')) => {
+                        escaped = true;
+                        v.extend(q.get(i).copied());
+                        i += 1;
+                    }
+                    b'"' => break,
+                    other => v.push(other),
+                }
+            }
+            let raw = q.get(..i.saturating_sub(1)).unwrap_or_default();
+            let value = if escaped { Cow::Owned(v) } else { Cow::Borrowed(raw) };
+            (value, q.get(i..).unwrap_or_default())
+        } else {
+            let end = memchr::memchr(b';', after).unwrap_or(after.len());
+            (Cow::Borrowed(after.get(..end).unwrap_or_default().trim_ascii()), after.get(end..).unwrap_or_default())
+        };
+        if key.eq_ignore_ascii_case(param) {
+            return Some(value);
+        }
+        rest = next.get(memchr::memchr(b';', next)? + 1..)?;
     }
-    None
 }
 
 fn multipart<'a>(body: &'a [u8], content_type: &'a [u8], p: &mut Parsed<'a>) -> Result<(), String> {
@@ -136,8 +166,8 @@ fn multipart<'a>(body: &'a [u8], content_type: &'a [u8], p: &mut Parsed<'a>) -> 
                 None => return Err("multipart: part without header end".into()),
             },
         };
-        let mut name: Option<&[u8]> = None;
-        let mut filename: Option<&[u8]> = None;
+        let mut name: Option<Bytes<'a>> = None;
+        let mut filename: Option<Bytes<'a>> = None;
         let mut lines = Vec::new();
         for line in head.split(|&b| b == b'\n') {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -152,14 +182,14 @@ fn multipart<'a>(body: &'a [u8], content_type: &'a [u8], p: &mut Parsed<'a>) -> 
         }
         let name = name.ok_or("multipart: part without a name")?;
         for line in lines {
-            p.part_headers.push((Cow::Borrowed(name), Cow::Borrowed(line)));
+            p.part_headers.push((name.clone(), Cow::Borrowed(line)));
         }
         match filename {
             Some(f) => {
-                p.files.push((Cow::Borrowed(name), Cow::Borrowed(f)));
-                p.files_sizes.push((Cow::Borrowed(name), content.len()));
+                p.files.push((name.clone(), f));
+                p.files_sizes.push((name, content.len()));
             }
-            None => p.args_post.push((Cow::Borrowed(name), Cow::Borrowed(content))),
+            None => p.args_post.push((name, Cow::Borrowed(content))),
         }
     }
     Ok(())
@@ -283,6 +313,11 @@ mod tests {
         assert_eq!(p.files[0].1.as_ref(), b"x.php");
         assert_eq!(p.files_sizes[0].1, 5);
         assert_eq!(p.part_headers.len(), 3);
+        let body =
+            b"--XX\r\nContent-Disposition: form-data; name=\"fi;le\"; filename=\"a\\\"b\"\r\n\r\nx\r\n--XX--\r\n";
+        let p = parsed(b"multipart/form-data; boundary=XX", body);
+        assert_eq!(p.files[0].0.as_ref(), b"fi;le");
+        assert_eq!(p.files[0].1.as_ref(), b"a\"b");
     }
 
     #[test]

@@ -168,7 +168,7 @@ pub fn values<'s>(data: &'s Data<'_>, vars: &'s Vars, target: &Target, out: &mut
         }
         Var::RequestBasename => scalar(target.var, Cow::Borrowed(&p.basename), out),
         Var::RequestFilename => scalar(target.var, Cow::Borrowed(&p.filename), out),
-        Var::RequestBody if p.body_parsed => scalar(target.var, Cow::Borrowed(p.body), out),
+        Var::RequestBody if p.body_variable => scalar(target.var, Cow::Borrowed(p.body), out),
         Var::RequestBodyLength => number(target.var, p.body.len(), out),
         Var::RequestLine => scalar(target.var, Cow::Borrowed(&p.request_line), out),
         Var::RequestMethod => scalar(target.var, Cow::Borrowed(r.method), out),

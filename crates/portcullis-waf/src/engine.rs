@@ -39,6 +39,7 @@ struct State {
     removed_targets: Vec<(RuleRef, Vec<Target>)>,
     processor: Option<Option<BodyProcessor>>,
     body_access: bool,
+    force_body_variable: bool,
     matches: Vec<Match>,
     interruption: Option<Interruption>,
     allowed: bool,
@@ -71,6 +72,7 @@ impl<'r, 'a> Transaction<'r, 'a> {
                 removed_targets: Vec::new(),
                 processor: None,
                 body_access: true,
+                force_body_variable: false,
                 matches: Vec::new(),
                 interruption: None,
                 allowed: false,
@@ -94,6 +96,12 @@ impl<'r, 'a> Transaction<'r, 'a> {
             self.data.parsed.body = self.data.req.body;
             let ct = self.data.req.header("content-type");
             body::process(&mut self.data.parsed, ct, self.st.limits);
+            // REQUEST_BODY holds the raw body except for XML and multipart bodies, which are
+            // inspected through their parsed values (as CRS's tests expect: an XML element name
+            // is not an argument), unless a rule forces it.
+            let p = &mut self.data.parsed;
+            p.body_variable = self.st.force_body_variable
+                || !matches!(p.processor, Some(BodyProcessor::Xml | BodyProcessor::Multipart));
         }
         self.run_phase(2);
     }
@@ -317,7 +325,8 @@ fn run_effects(data: &Data<'_>, vars: &mut Vars, st: &mut State, link: &Rule) {
                 Ctl::RuleRemoveTarget(r, t) => st.removed_targets.push((r.clone(), t.clone())),
                 Ctl::RequestBodyProcessor(p) => st.processor = Some(Some(*p)),
                 Ctl::RequestBodyAccess(on) => st.body_access = *on,
-                Ctl::ForceRequestBodyVariable(_) | Ctl::Audit => {}
+                Ctl::ForceRequestBodyVariable(on) => st.force_body_variable = *on,
+                Ctl::Audit => {}
             },
         }
     }

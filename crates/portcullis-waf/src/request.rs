@@ -53,6 +53,8 @@ pub struct Parsed<'a> {
     /// The part of the body the engine inspects (all of it unless a limit cut it).
     pub body: &'a [u8],
     pub body_parsed: bool,
+    /// Whether REQUEST_BODY is populated.
+    pub body_variable: bool,
 }
 
 /// Percent-decoding as ModSecurity applies it to arguments: `+` is a space, invalid escapes

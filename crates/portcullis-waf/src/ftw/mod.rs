@@ -125,7 +125,7 @@ pub fn judge(out: &Output, ex: &Exchange) -> Result<(), String> {
     if let Some(s) = &out.status
         && !s.accepts(ex.status)
     {
-        return Err(format!("status {} not expected ({s:?})", ex.status));
+        return Err(format!("status {} not expected ({s:?}); logged {:?}", ex.status, ex.ids));
     }
     let text = ex.log.join("\n");
     let regex = |r: &str| regex::Regex::new(r).map_err(|e| format!("bad regex in test: {e}"));

@@ -31,9 +31,7 @@ pub fn build(input: &Input) -> Result<Vec<u8>, String> {
         }
     }
     if autocomplete {
-        if !data.is_empty() {
-            headers.push(("Content-Length".into(), data.len().to_string()));
-        }
+        headers.push(("Content-Length".into(), data.len().to_string()));
         headers.push(("Connection".into(), "close".into()));
     }
     headers.sort_by(|a, b| a.0.cmp(&b.0));
@@ -126,36 +124,26 @@ pub struct Parsed {
     pub body: Vec<u8>,
 }
 
-/// Reads a request as a lenient HTTP/1 server would; `Err` is what it answers 400 to.
+/// Reads a request as Portcullis's HTTP/1 server does (httparse, as hyper uses it); `Err` is
+/// what the server answers 400 to.
 pub fn parse(raw: &[u8]) -> Result<Parsed, String> {
-    let mut lines = raw.split_inclusive(|&b| b == b'\n');
-    let mut consumed = 0;
-    let mut next_line = |consumed: &mut usize| {
-        lines.next().map(|l| {
-            *consumed += l.len();
-            let l = l.strip_suffix(b"\n").unwrap_or(l);
-            l.strip_suffix(b"\r").unwrap_or(l).to_vec()
-        })
+    let mut headers = [httparse::EMPTY_HEADER; 100];
+    let mut req = httparse::Request::new(&mut headers);
+    let consumed = match req.parse(raw).map_err(|e| format!("bad request: {e}"))? {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => return Err("request head not complete".into()),
     };
-    let first = next_line(&mut consumed).ok_or("empty request")?;
-    let parts: Vec<&[u8]> = first.split(|&b| b == b' ').filter(|p| !p.is_empty()).collect();
-    let [method, uri, version] = parts.as_slice() else { return Err("bad request line".into()) };
-    if !version.starts_with(b"HTTP/") {
-        return Err("bad protocol".into());
-    }
-    let mut p = Parsed { method: method.to_vec(), uri: uri.to_vec(), version: version.to_vec(), ..Parsed::default() };
-    loop {
-        let line = next_line(&mut consumed).ok_or("headers not terminated")?;
-        if line.is_empty() {
-            break;
-        }
-        let colon = line.iter().position(|&b| b == b':').ok_or("header without colon")?;
-        let name = line.get(..colon).unwrap_or_default().to_vec();
-        if name.is_empty() || name.iter().any(|b| b.is_ascii_whitespace()) {
-            return Err("bad header name".into());
-        }
-        p.headers.push((name, line.get(colon + 1..).unwrap_or_default().trim_ascii().to_vec()));
-    }
+    let version = match req.version {
+        Some(0) => b"HTTP/1.0".to_vec(),
+        _ => b"HTTP/1.1".to_vec(),
+    };
+    let mut p = Parsed {
+        method: req.method.unwrap_or_default().as_bytes().to_vec(),
+        uri: req.path.unwrap_or_default().as_bytes().to_vec(),
+        version,
+        headers: req.headers.iter().map(|h| (h.name.as_bytes().to_vec(), h.value.to_vec())).collect(),
+        ..Parsed::default()
+    };
     let rest = raw.get(consumed..).unwrap_or_default();
     let header = |n: &str| p.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n.as_bytes())).map(|(_, v)| v.clone());
     let chunked = header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case(b"chunked"));
