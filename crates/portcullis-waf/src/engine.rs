@@ -4,6 +4,7 @@
 
 use crate::actions::{BodyProcessor, Ctl, Disruptive, Effect, EngineMode, RuleRef, SetOp, SetVar};
 use crate::body::{self, BodyLimits};
+use crate::cache::Cache;
 use crate::collect::{Data, Item, Vars, excluded, removed_for, values};
 use crate::macros::{MacroVar, Template};
 use crate::operator::leading_int;
@@ -55,6 +56,7 @@ pub struct Transaction<'r, 'a> {
     data: Data<'a>,
     vars: Vars,
     st: State,
+    cache: Cache,
 }
 
 impl<'r, 'a> Transaction<'r, 'a> {
@@ -79,6 +81,7 @@ impl<'r, 'a> Transaction<'r, 'a> {
                 captures: Vec::new(),
                 limits,
             },
+            cache: Cache::default(),
         }
     }
 
@@ -174,7 +177,9 @@ impl<'r, 'a> Transaction<'r, 'a> {
     fn eval_rule(&mut self, rule: &Rule) -> bool {
         self.vars.matched_vars.clear();
         self.vars.rule_id = rule.id;
-        rule.links().all(|link| eval_link(&self.data, &mut self.vars, &mut self.st, rule, link))
+        let mut ctx =
+            Ctx { rules: self.rules, data: &self.data, vars: &mut self.vars, st: &mut self.st, cache: &mut self.cache };
+        rule.links().all(|link| eval_link(&mut ctx, rule, link))
     }
 
     fn full_match(&mut self, rule: &Arc<Rule>, phase: u8) {
@@ -214,18 +219,42 @@ impl<'r, 'a> Transaction<'r, 'a> {
     }
 }
 
+struct Ctx<'c, 'a> {
+    rules: &'c RuleSet,
+    data: &'c Data<'a>,
+    vars: &'c mut Vars,
+    st: &'c mut State,
+    cache: &'c mut Cache,
+}
+
 /// Evaluates one link: every target value through the transformations and the operator;
 /// per matching value, MATCHED_VAR(S), captures and the link's own `setvar`/`ctl` run.
-fn eval_link(data: &Data<'_>, vars: &mut Vars, st: &mut State, rule: &Rule, link: &Rule) -> bool {
+fn eval_link(ctx: &mut Ctx<'_, '_>, rule: &Rule, link: &Rule) -> bool {
+    let (data, vars, st) = (ctx.data, &mut *ctx.vars, &mut *ctx.st);
     let Some(op) = &link.op else {
         run_effects(data, vars, st, link);
         return true;
     };
     let arg = op.template().map(|t| expand(data, vars, t)).unwrap_or_default();
     let items = gather(data, vars, st, rule, link);
+    let chain = ctx.rules.chains.get(link.chain_id);
     let mut any = false;
     for item in items {
-        let Some(value) = check(op, link, &item.value, &arg, st) else { continue };
+        let matched = match (&item.value, chain) {
+            // Values borrowed from the request go through the cache and the chain prefilter.
+            (Cow::Borrowed(src), Some(chain)) if !link.actions.multi_match => {
+                let crate::cache::Entry { value, hits } = ctx.cache.entry(src, link.chain_id, chain);
+                let value = value.as_deref().unwrap_or(src);
+                if link.slot.is_some_and(|slot| !crate::cache::may_match(hits, slot, chain, value)) {
+                    None
+                } else {
+                    let caps = if link.actions.capture { Some(&mut st.captures) } else { None };
+                    (op.matches(value, &arg, caps) != op.negated).then(|| Cow::Owned(value.to_vec()))
+                }
+            }
+            _ => check(op, link, &item.value, &arg, st),
+        };
+        let Some(value) = matched else { continue };
         any = true;
         let name = item.name();
         vars.matched_var = Some((name.clone(), value.to_vec()));

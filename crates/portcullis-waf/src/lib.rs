@@ -4,6 +4,7 @@
 
 pub mod actions;
 pub mod body;
+mod cache;
 mod collect;
 mod decode;
 pub mod engine;
@@ -13,6 +14,7 @@ pub mod load;
 pub mod log;
 pub mod macros;
 pub mod operator;
+pub mod prefilter;
 pub mod request;
 pub mod rules;
 pub mod transform;

@@ -4,7 +4,8 @@
 use crate::actions::{self, Disruptive, EngineMode, RuleRef};
 use crate::lexer::{self, RawDirective};
 use crate::operator::Operator;
-use crate::rules::{Entry, PhaseDefaults, Rule, RuleSet};
+use crate::rules::{ChainFilter, Entry, PhaseDefaults, Rule, RuleSet};
+use crate::transform::Transform;
 use crate::vars::{Target, parse_targets};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -236,6 +237,8 @@ impl Builder {
                 actions: acts,
                 transforms,
                 chain: None,
+                chain_id: 0,
+                slot: None,
                 file: file.clone(),
                 line,
             }));
@@ -252,6 +255,8 @@ impl Builder {
             actions: acts,
             transforms,
             chain: None,
+            chain_id: 0,
+            slot: None,
             file: file.clone(),
             line,
         })));
@@ -297,6 +302,13 @@ impl Builder {
         let mut seen = HashSet::new();
         let mut phases: [Vec<Entry>; 5] = Default::default();
         let mut count = 0;
+        let mut chains = ChainsBuilder::default();
+        for e in &mut self.entries {
+            if let Pending::Rule(r) = e {
+                chains.assign(r);
+            }
+        }
+        let chains = chains.finish().map_err(|m| here(&Arc::from("(prefilter)"), 0, m))?;
         for e in self.entries {
             match e {
                 Pending::Marker(m) => phases.iter_mut().for_each(|p| p.push(Entry::Marker(m.clone()))),
@@ -339,7 +351,71 @@ impl Builder {
             engine: self.engine,
             components: self.components,
             rule_count: count,
+            chains,
         })
+    }
+}
+
+/// Interns transformation chains and gives every prefiltered link a slot in its chain.
+#[derive(Default)]
+struct ChainsBuilder {
+    chains: Vec<(Vec<Transform>, Vec<(Vec<u8>, usize)>, usize)>,
+}
+
+impl ChainsBuilder {
+    fn assign(&mut self, rule: &mut Rule) {
+        let mut link = Some(rule);
+        while let Some(r) = link {
+            let id = match self.chains.iter().position(|(t, _, _)| *t == r.transforms) {
+                Some(i) => i,
+                None => {
+                    self.chains.push((r.transforms.clone(), Vec::new(), 0));
+                    self.chains.len() - 1
+                }
+            };
+            r.chain_id = id;
+            if !r.actions.multi_match
+                && let Some(lits) = r.op.as_ref().and_then(Operator::literals)
+                && let Some((_, literals, slots)) = self.chains.get_mut(id)
+            {
+                r.slot = Some(*slots);
+                literals.extend(lits.into_iter().map(|l| (l, *slots)));
+                *slots += 1;
+            }
+            link = r.chain.as_deref_mut();
+        }
+    }
+
+    fn finish(self) -> Result<Vec<ChainFilter>, String> {
+        self.chains
+            .into_iter()
+            .map(|(transforms, literals, slots)| {
+                let mut patterns: Vec<Vec<u8>> = Vec::new();
+                let mut literal_slots: Vec<Vec<usize>> = Vec::new();
+                let mut index: std::collections::HashMap<Vec<u8>, usize> = std::collections::HashMap::new();
+                for (lit, slot) in literals {
+                    match index.get(&lit) {
+                        Some(&i) => literal_slots.get_mut(i).into_iter().for_each(|s| s.push(slot)),
+                        None => {
+                            index.insert(lit.clone(), patterns.len());
+                            patterns.push(lit);
+                            literal_slots.push(vec![slot]);
+                        }
+                    }
+                }
+                let automaton = if patterns.is_empty() {
+                    None
+                } else {
+                    Some(
+                        aho_corasick::AhoCorasick::builder()
+                            .ascii_case_insensitive(true)
+                            .build(&patterns)
+                            .map_err(|e| format!("prefilter automaton: {e}"))?,
+                    )
+                };
+                Ok(ChainFilter { transforms, automaton, literal_slots, slots })
+            })
+            .collect()
     }
 }
 

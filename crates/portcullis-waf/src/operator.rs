@@ -11,7 +11,8 @@ use std::path::Path;
 #[derive(Debug)]
 pub enum OpKind {
     Rx(Regex),
-    Pm(AhoCorasick),
+    /// The matcher and its phrases (kept for the chain prefilter).
+    Pm(AhoCorasick, Vec<Vec<u8>>),
     DetectSqli,
     DetectXss,
     ValidateByteRange(Box<[bool; 256]>),
@@ -62,7 +63,7 @@ pub fn compile_regex(pattern: &str, case_insensitive: bool) -> Result<Regex, Str
 
 /// Rewrites `\x{hh}` as `\xhh`: with Unicode off the braced form means a code point (refused
 /// above U+007F) while the plain form is the byte PCRE means.
-fn byte_escapes(pattern: &str) -> String {
+pub(crate) fn byte_escapes(pattern: &str) -> String {
     let mut out = String::with_capacity(pattern.len());
     let mut rest = pattern;
     while let Some(at) = rest.find('\\') {
@@ -152,9 +153,12 @@ impl Operator {
             "rx" => (OpKind::Rx(compile_regex(arg, false)?), "@rx"),
             "pm" => {
                 let phrases: Vec<Vec<u8>> = arg.split_whitespace().map(|p| p.as_bytes().to_vec()).collect();
-                (OpKind::Pm(phrases_matcher(&phrases)?), "@pm")
+                (OpKind::Pm(phrases_matcher(&phrases)?, phrases), "@pm")
             }
-            "pmfromfile" | "pmf" => (OpKind::Pm(phrases_matcher(&phrase_file(dir, arg)?)?), "@pmFromFile"),
+            "pmfromfile" | "pmf" => {
+                let phrases = phrase_file(dir, arg)?;
+                (OpKind::Pm(phrases_matcher(&phrases)?, phrases), "@pmFromFile")
+            }
             "detectsqli" => (OpKind::DetectSqli, "@detectSQLi"),
             "detectxss" => (OpKind::DetectXss, "@detectXSS"),
             "validatebyterange" => (OpKind::ValidateByteRange(byte_ranges(arg)?), "@validateByteRange"),
@@ -185,6 +189,21 @@ impl Operator {
             _ => return Err(format!("unknown operator @{name}")),
         };
         Ok(Operator { kind, negated, name })
+    }
+
+    /// Lower-case strings one of which any value this operator matches contains (a necessary
+    /// condition, used to skip the operator); `None` when there is no such set.
+    pub fn literals(&self) -> Option<Vec<Vec<u8>>> {
+        if self.negated {
+            return None;
+        }
+        match &self.kind {
+            OpKind::Rx(re) => crate::prefilter::necessary_literals(re.as_str()),
+            OpKind::Pm(_, phrases) if !phrases.is_empty() && phrases.iter().all(|p| !p.is_empty()) => {
+                Some(phrases.iter().map(|p| p.to_ascii_lowercase()).collect())
+            }
+            _ => None,
+        }
     }
 
     /// The template of the argument when it must be expanded per evaluation.
@@ -218,7 +237,7 @@ impl Operator {
                     None => false,
                 },
             },
-            OpKind::Pm(ac) => match ac.find(value) {
+            OpKind::Pm(ac, _) => match ac.find(value) {
                 Some(m) => {
                     if let Some(caps) = captures {
                         caps.clear();

@@ -19,6 +19,10 @@ pub struct Rule {
     pub transforms: Vec<Transform>,
     /// The next link of a chain.
     pub chain: Option<Box<Rule>>,
+    /// Index into [`RuleSet::chains`] of this link's transformation chain.
+    pub chain_id: usize,
+    /// This link's bit in its chain's prefilter, when its operator has one.
+    pub slot: Option<usize>,
     pub file: Arc<str>,
     pub line: usize,
 }
@@ -55,6 +59,18 @@ impl Default for PhaseDefaults {
     }
 }
 
+/// One distinct transformation chain and the prefilter of the rules that use it.
+#[derive(Debug)]
+pub struct ChainFilter {
+    pub transforms: Vec<Transform>,
+    /// Case-insensitive automaton over the literals of every prefiltered rule of this chain.
+    pub automaton: Option<aho_corasick::AhoCorasick>,
+    /// Literal index -> the slots (rules) it satisfies.
+    pub literal_slots: Vec<Vec<usize>>,
+    /// Number of slots (bits) of this chain.
+    pub slots: usize,
+}
+
 /// Everything the engine needs, immutable once built; shared across requests.
 #[derive(Debug)]
 pub struct RuleSet {
@@ -66,6 +82,7 @@ pub struct RuleSet {
     pub engine: EngineMode,
     pub components: Vec<String>,
     pub rule_count: usize,
+    pub chains: Vec<ChainFilter>,
 }
 
 impl RuleSet {
