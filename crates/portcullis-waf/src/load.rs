@@ -359,8 +359,11 @@ impl Builder {
 /// Interns transformation chains and gives every prefiltered link a slot in its chain.
 #[derive(Default)]
 struct ChainsBuilder {
-    chains: Vec<(Vec<Transform>, Vec<(Vec<u8>, usize)>, usize)>,
+    /// (transformations, (literal, slot) pairs, slot count) per chain.
+    chains: Vec<PendingChain>,
 }
+
+type PendingChain = (Vec<Transform>, Vec<(Vec<u8>, usize)>, usize);
 
 impl ChainsBuilder {
     fn assign(&mut self, rule: &mut Rule) {
