@@ -19,7 +19,7 @@ const HEADERS: [(&[u8], &[u8]); 5] = [
 /// fill it up to 4096.
 pub fn order_json() -> String {
     let item = |k: usize| {
-        let colour = ["blue", "green", "grey"][k % 3];
+        let colour = ["blue", "green", "grey"].get(k % 3).copied().unwrap_or("blue");
         let amount = 12.5 + 3.25 * k as f64;
         format!(
             r#"{{"sku":"SKU-{}","name":"Organic cotton t-shirt, size M, colour {colour}","quantity":{},"unitPrice":{{"amount":{amount},"currency":"EUR"}},"attributes":{{"size":"M","material":"cotton","fit":"regular"}},"tags":["summer","basics"]}}"#,
