@@ -33,6 +33,15 @@ pub struct Interruption {
     pub action: Disruptive,
 }
 
+/// What survives between phase 1 and phase 2 when the caller cannot keep the transaction
+/// (its request view borrows data the caller changes in between): TX variables, removals,
+/// mode, matches. Resume with the same request.
+#[derive(Debug)]
+pub struct Suspended {
+    vars: Vars,
+    st: State,
+}
+
 #[derive(Debug)]
 struct State {
     mode: EngineMode,
@@ -81,6 +90,39 @@ impl<'r, 'a> Transaction<'r, 'a> {
                 captures: Vec::new(),
                 limits,
             },
+            cache: Cache::default(),
+        }
+    }
+
+    /// Overrides the rule set's engine mode (a route in `detect` mode runs DetectionOnly).
+    pub fn set_mode(&mut self, mode: EngineMode) {
+        self.st.mode = mode;
+    }
+
+    /// Removes rules for this transaction (like `ctl:ruleRemoveById`).
+    pub fn remove_rules(&mut self, which: RuleRef) {
+        self.st.removed.push(which);
+    }
+
+    /// Removes targets from rules for this transaction (like `ctl:ruleRemoveTargetById`).
+    pub fn remove_targets(&mut self, which: RuleRef, targets: Vec<Target>) {
+        self.st.removed_targets.push((which, targets));
+    }
+
+    /// Keeps the state for [`Transaction::resume`]; the value cache is dropped (it is keyed
+    /// by addresses the caller may reuse).
+    pub fn suspend(self) -> Suspended {
+        Suspended { vars: self.vars, st: self.st }
+    }
+
+    /// Continues a suspended transaction over the same request (views may be rebuilt).
+    pub fn resume(rules: &'r RuleSet, req: Request<'a>, suspended: Suspended) -> Self {
+        let parsed = req.parse_head();
+        Transaction {
+            rules,
+            data: Data { req, parsed, resp: None },
+            vars: suspended.vars,
+            st: suspended.st,
             cache: Cache::default(),
         }
     }

@@ -25,3 +25,8 @@ pub use engine::{Interruption, Match, Transaction};
 pub use load::{Builder, LoadError, load_files};
 pub use request::{Request, Response};
 pub use rules::{Rule, RuleSet};
+
+/// Portcullis's own compact rule set (`waf.builtin`): libinjection SQLi/XSS on arguments,
+/// body values and cookies, path traversal, scanner user agents, oversized arguments,
+/// unparsable bodies. Each rule blocks on its own.
+pub const BUILTIN_RULES: &str = include_str!("../rules/builtin.conf");

@@ -64,6 +64,11 @@ pub enum ErrorKind {
     PolicyDenied,
     /// A CORS preflight from an origin, method or header the route does not allow.
     CorsRejected,
+    /// The WAF blocked the request (the rules that matched are in the WAF log, never in
+    /// the answer).
+    WafBlocked,
+    /// The request body is larger than the WAF inspects and the WAF is set to refuse it.
+    WafBodyTooLarge,
     /// The external authorizer could not be asked (and fails closed).
     AuthUnavailable,
     /// Could not connect to, or lost the connection to, every tried target.
@@ -80,7 +85,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for documentation checks and exhaustive tests.
-    pub const ALL: [ErrorKind; 28] = {
+    pub const ALL: [ErrorKind; 30] = {
         use ErrorKind::*;
         [
             BadRequest,
@@ -105,6 +110,8 @@ impl ErrorKind {
             AuthForbidden,
             PolicyDenied,
             CorsRejected,
+            WafBlocked,
+            WafBodyTooLarge,
             AuthUnavailable,
             UpstreamUnavailable,
             UpstreamBadResponse,
@@ -127,7 +134,8 @@ impl ErrorKind {
             Misdirected => StatusCode::MISDIRECTED_REQUEST,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             RouteLimit | GlobalLimit => StatusCode::TOO_MANY_REQUESTS,
-            IpBlocked | InvalidKey | AuthForbidden | PolicyDenied | CorsRejected => StatusCode::FORBIDDEN,
+            IpBlocked | InvalidKey | AuthForbidden | PolicyDenied | CorsRejected | WafBlocked => StatusCode::FORBIDDEN,
+            WafBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             PlanLimit | QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             AuthMissing | AuthInvalidToken | AuthExpired => StatusCode::UNAUTHORIZED,
             UpstreamUnavailable | UpstreamBadResponse => StatusCode::BAD_GATEWAY,
@@ -163,6 +171,8 @@ impl ErrorKind {
             AuthForbidden => "auth.forbidden",
             PolicyDenied => "policy.denied",
             CorsRejected => "cors.rejected",
+            WafBlocked => "waf.blocked",
+            WafBodyTooLarge => "waf.body_too_large",
             AuthUnavailable => "auth.unavailable",
             UpstreamUnavailable => "upstream.unavailable",
             UpstreamBadResponse => "upstream.bad_response",
@@ -198,6 +208,8 @@ impl ErrorKind {
             AuthForbidden => "Not allowed",
             PolicyDenied => "Not allowed from this address",
             CorsRejected => "Cross-origin request not allowed",
+            WafBlocked => "Request blocked",
+            WafBodyTooLarge => "Request body too large to inspect",
             AuthUnavailable => "Authorization service unavailable",
             UpstreamUnavailable => "Upstream unavailable",
             UpstreamBadResponse => "Upstream sent an invalid response",
