@@ -12,11 +12,14 @@ pub struct BodyLimits {
     pub max_depth: usize,
     /// Most arguments taken from one body; the rest set REQBODY_ERROR.
     pub max_args: usize,
+    /// The body was cut at the inspection limit: processors take what they can, and a
+    /// document that ends early is not an error.
+    pub partial: bool,
 }
 
 impl Default for BodyLimits {
     fn default() -> Self {
-        BodyLimits { max_depth: 64, max_args: 1000 }
+        BodyLimits { max_depth: 64, max_args: 1000, partial: false }
     }
 }
 
@@ -33,7 +36,7 @@ pub fn process<'a>(p: &mut Parsed<'a>, content_type: Option<&'a [u8]>, limits: B
             parse_query(body, &mut p.args_post);
             Ok(())
         }
-        Some(BodyProcessor::Json) => json(body, limits, &mut p.args_post),
+        Some(BodyProcessor::Json) => crate::json::flatten(body, limits.partial, limits.max_depth, &mut p.args_post),
         Some(BodyProcessor::Multipart) => multipart(body, content_type.unwrap_or_default(), p),
         Some(BodyProcessor::Xml) => xml(body, limits, p),
     };
@@ -41,51 +44,14 @@ pub fn process<'a>(p: &mut Parsed<'a>, content_type: Option<&'a [u8]>, limits: B
         p.args_post.truncate(limits.max_args);
         p.body_error.get_or_insert_with(|| format!("more than {} arguments", limits.max_args));
     }
-    if let Err(e) = result {
-        p.body_error = Some(e);
-    }
-}
-
-fn json<'a>(body: &'a [u8], limits: BodyLimits, out: &mut Vec<(Bytes<'a>, Bytes<'a>)>) -> Result<(), String> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("JSON parsing error: {e}"))?;
-    let mut name = b"json".to_vec();
-    flatten(&value, &mut name, 0, limits, out)
-}
-
-fn flatten<'a>(
-    value: &serde_json::Value,
-    name: &mut Vec<u8>,
-    depth: usize,
-    limits: BodyLimits,
-    out: &mut Vec<(Bytes<'a>, Bytes<'a>)>,
-) -> Result<(), String> {
-    use serde_json::Value;
-    if depth > limits.max_depth {
-        return Err(format!("JSON nesting deeper than {}", limits.max_depth));
-    }
-    let len = name.len();
-    match value {
-        Value::Object(map) => {
-            for (k, v) in map {
-                name.push(b'.');
-                name.extend_from_slice(k.as_bytes());
-                flatten(v, name, depth + 1, limits, out)?;
-                name.truncate(len);
-            }
+    match result {
+        // A cut body ends inside something; that is the cut, not a malformed body.
+        Err(e)
+            if limits.partial && (e.contains("unterminated") || e.contains("unclosed") || e.contains("header end")) => {
         }
-        Value::Array(items) => {
-            for (i, v) in items.iter().enumerate() {
-                name.push(b'.');
-                name.extend_from_slice(i.to_string().as_bytes());
-                flatten(v, name, depth + 1, limits, out)?;
-                name.truncate(len);
-            }
-        }
-        Value::String(s) => out.push((Cow::Owned(name.clone()), Cow::Owned(s.as_bytes().to_vec()))),
-        Value::Null => out.push((Cow::Owned(name.clone()), Cow::Borrowed(&[]))),
-        other => out.push((Cow::Owned(name.clone()), Cow::Owned(other.to_string().into_bytes()))),
+        Err(e) => p.body_error = Some(e),
+        Ok(()) => {}
     }
-    Ok(())
 }
 
 /// The `boundary` parameter of a multipart Content-Type.
@@ -198,9 +164,16 @@ fn multipart<'a>(body: &'a [u8], content_type: &'a [u8], p: &mut Parsed<'a>) -> 
 /// Collects XML text nodes and attribute values (`XML:/*` and `XML://@*`). Refuses DTDs,
 /// which are where entity expansion attacks live.
 fn xml(body: &[u8], limits: BodyLimits, p: &mut Parsed<'_>) -> Result<(), String> {
+    let mut text = Vec::new();
+    let result = xml_scan(body, limits, &mut p.xml_attrs, &mut text);
+    let text = crate::decode::html_entity(&text).unwrap_or(text);
+    p.xml_text.push(text);
+    result
+}
+
+fn xml_scan(body: &[u8], limits: BodyLimits, attrs: &mut Vec<Vec<u8>>, text: &mut Vec<u8>) -> Result<(), String> {
     let mut i = 0;
     let mut depth: usize = 0;
-    let mut text = Vec::new();
     while i < body.len() {
         let rest = body.get(i..).unwrap_or_default();
         if rest.first() != Some(&b'<') {
@@ -225,7 +198,7 @@ fn xml(body: &[u8], limits: BodyLimits, p: &mut Parsed<'_>) -> Result<(), String
             if tag.starts_with(b"/") {
                 depth = depth.checked_sub(1).ok_or("XML: unbalanced end tag")?;
             } else {
-                attributes(tag, &mut p.xml_attrs);
+                attributes(tag, attrs);
                 if !tag.ends_with(b"/") {
                     depth += 1;
                     if depth > limits.max_depth {
@@ -239,8 +212,6 @@ fn xml(body: &[u8], limits: BodyLimits, p: &mut Parsed<'_>) -> Result<(), String
     if depth != 0 {
         return Err("XML: unclosed element".into());
     }
-    let text = crate::decode::html_entity(&text).unwrap_or(text);
-    p.xml_text.push(text);
     Ok(())
 }
 

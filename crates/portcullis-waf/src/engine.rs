@@ -99,6 +99,12 @@ impl<'r, 'a> Transaction<'r, 'a> {
         self.st.mode = mode;
     }
 
+    /// Says the body given to [`Transaction::request_body`] is only the first part of it (cut
+    /// at the inspection limit): a document ending early is then not a body error.
+    pub fn set_body_partial(&mut self, partial: bool) {
+        self.st.limits.partial = partial;
+    }
+
     /// Removes rules for this transaction (like `ctl:ruleRemoveById`).
     pub fn remove_rules(&mut self, which: RuleRef) {
         self.st.removed.push(which);

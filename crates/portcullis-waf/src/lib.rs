@@ -9,6 +9,8 @@ mod collect;
 mod decode;
 pub mod engine;
 pub mod ftw;
+pub mod iplist;
+mod json;
 pub mod lexer;
 pub mod load;
 pub mod log;

@@ -67,6 +67,8 @@ pub enum ErrorKind {
     /// The WAF blocked the request (the rules that matched are in the WAF log, never in
     /// the answer).
     WafBlocked,
+    /// The client address is on the WAF's `ip_deny` list.
+    WafIpDenied,
     /// The request body is larger than the WAF inspects and the WAF is set to refuse it.
     WafBodyTooLarge,
     /// The external authorizer could not be asked (and fails closed).
@@ -85,7 +87,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for documentation checks and exhaustive tests.
-    pub const ALL: [ErrorKind; 30] = {
+    pub const ALL: [ErrorKind; 31] = {
         use ErrorKind::*;
         [
             BadRequest,
@@ -111,6 +113,7 @@ impl ErrorKind {
             PolicyDenied,
             CorsRejected,
             WafBlocked,
+            WafIpDenied,
             WafBodyTooLarge,
             AuthUnavailable,
             UpstreamUnavailable,
@@ -134,7 +137,9 @@ impl ErrorKind {
             Misdirected => StatusCode::MISDIRECTED_REQUEST,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             RouteLimit | GlobalLimit => StatusCode::TOO_MANY_REQUESTS,
-            IpBlocked | InvalidKey | AuthForbidden | PolicyDenied | CorsRejected | WafBlocked => StatusCode::FORBIDDEN,
+            IpBlocked | InvalidKey | AuthForbidden | PolicyDenied | CorsRejected | WafBlocked | WafIpDenied => {
+                StatusCode::FORBIDDEN
+            }
             WafBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             PlanLimit | QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             AuthMissing | AuthInvalidToken | AuthExpired => StatusCode::UNAUTHORIZED,
@@ -172,6 +177,7 @@ impl ErrorKind {
             PolicyDenied => "policy.denied",
             CorsRejected => "cors.rejected",
             WafBlocked => "waf.blocked",
+            WafIpDenied => "waf.ip_denied",
             WafBodyTooLarge => "waf.body_too_large",
             AuthUnavailable => "auth.unavailable",
             UpstreamUnavailable => "upstream.unavailable",
@@ -209,6 +215,7 @@ impl ErrorKind {
             PolicyDenied => "Not allowed from this address",
             CorsRejected => "Cross-origin request not allowed",
             WafBlocked => "Request blocked",
+            WafIpDenied => "Not allowed from this address",
             WafBodyTooLarge => "Request body too large to inspect",
             AuthUnavailable => "Authorization service unavailable",
             UpstreamUnavailable => "Upstream unavailable",

@@ -9,7 +9,9 @@ use crate::config::Runtime;
 use crate::config::runtime::RouteRt;
 use crate::error::GatewayError;
 use crate::headers;
-use crate::phases::{auth, hygiene, ip_rules, policy, response, route, sign, throttle, upstream_request, validate};
+use crate::phases::{
+    auth, hygiene, ip_rules, policy, response, route, sign, throttle, upstream_request, validate, waf,
+};
 use crate::proxy::{self, body::ReqBody, body::RespBody};
 use crate::server::ConnInfo;
 use crate::state::Gateway;
@@ -42,12 +44,16 @@ pub enum Phase {
     Route,
     /// Global and route resource policies on the client IP.
     Policy,
+    /// WAF IP lists, then rules over the request line, headers and cookies (CRS phase 1).
+    WafHeaders,
     /// The route's methods (mTLS, API key, JWT), scopes and claims → principal and plan.
     Authenticate,
     /// Route-scoped IP rules, the route's bucket, then the global ceiling.
     Throttle,
     /// Body size limit and receive deadline.
     Validate,
+    /// WAF rules over the body (CRS phase 2): the body is read, inspected, then forwarded.
+    WafBody,
     /// Hop-by-hop and spoofable identity headers out; forwarding and identity headers in.
     UpstreamRequest,
     /// HMAC signature for upstreams that verify the gateway sent the request.
@@ -62,9 +68,11 @@ pub const PHASES: &[Phase] = &[
     Phase::PreRouteGuard,
     Phase::Route,
     Phase::Policy,
+    Phase::WafHeaders,
     Phase::Authenticate,
     Phase::Throttle,
     Phase::Validate,
+    Phase::WafBody,
     Phase::UpstreamRequest,
     Phase::Sign,
     Phase::Upstream,
@@ -129,6 +137,10 @@ pub struct RequestCtx {
     pub cors_preflight: bool,
     /// Time the upstream took to send its response head.
     pub upstream_time: Option<std::time::Duration>,
+    /// Ids of WAF rules that matched, for the access log.
+    pub waf_rules: Vec<u32>,
+    /// The WAF transaction between `waf_headers` and `waf_body`.
+    pub waf: Option<portcullis_waf::engine::Suspended>,
 }
 
 impl RequestCtx {
@@ -157,6 +169,8 @@ impl RequestCtx {
             upgrade: false,
             cors_preflight: false,
             upstream_time: None,
+            waf_rules: Vec::new(),
+            waf: None,
         }
     }
 }
@@ -168,9 +182,11 @@ async fn run(ctx: &mut RequestCtx) -> Result<http::Response<RespBody>, GatewayEr
             Phase::PreRouteGuard => ip_rules::pre_route(ctx)?,
             Phase::Route => route::route(ctx)?,
             Phase::Policy => policy::policy(ctx)?,
+            Phase::WafHeaders => waf::headers(ctx)?,
             Phase::Authenticate => auth::authenticate(ctx).await?,
             Phase::Throttle => throttle::throttle(ctx)?,
             Phase::Validate => validate::validate(ctx)?,
+            Phase::WafBody => waf::body(ctx).await?,
             Phase::UpstreamRequest => upstream_request::prepare(ctx)?,
             Phase::Sign => sign::sign(ctx).await?,
             Phase::Upstream => proxy::forward(ctx).await?,

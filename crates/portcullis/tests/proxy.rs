@@ -185,7 +185,7 @@ async fn http10_upstream_answers_reach_http11_clients_as_http11() {
 }
 
 /// A 50 MB upload streams through the real binary while its peak RSS stays far below the
-/// body size.
+/// body size (the WAF inspects its first MiB and forwards the rest as it arrives).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_upload_streams_with_bounded_memory() {
     const SIZE: u64 = 50 * 1024 * 1024;
@@ -198,6 +198,7 @@ async fn large_upload_streams_with_bounded_memory() {
 listeners: [{{ name: public, bind: "127.0.0.1:{port}" }}]
 log: {{ access: off }}
 limits: {{ max_body_bytes: 100MiB, body_timeout: 60s }}
+waf: {{ on_body_limit: inspect_prefix }}
 upstreams: {{ up: {{ targets: ["{}"] }} }}
 routes: [{{ name: all, match: {{ path: "/*" }}, upstream: up }}]
 "#,

@@ -96,6 +96,7 @@ async fn an_early_answer_during_an_upload_reaches_the_client() {
 listeners: [{{ name: public, bind: "127.0.0.1:0" }}]
 log: {{ access: off }}
 limits: {{ max_body_bytes: 100MiB }}
+waf: {{ on_body_limit: inspect_prefix }}
 upstreams: {{ up: {{ targets: ["{}"], timeout: 5s }} }}
 routes: [{{ name: all, match: {{ path: "/*" }}, upstream: up }}]
 "#,
@@ -192,6 +193,7 @@ async fn an_upstream_that_stops_reading_and_never_answers_times_out() {
 listeners: [{{ name: public, bind: "127.0.0.1:0" }}]
 log: {{ access: off }}
 limits: {{ max_body_bytes: 200MiB, body_timeout: 60s }}
+waf: {{ on_body_limit: inspect_prefix }}
 upstreams: {{ up: {{ targets: ["{}"], timeout: 500ms }} }}
 routes: [{{ name: all, match: {{ path: "/*" }}, upstream: up }}]
 "#,

@@ -23,23 +23,34 @@ setvar:tx.max_num_args=255,setvar:tx.max_file_size=64100,setvar:tx.combined_file
 /// `extra` rules between setup and rules.
 pub fn load_crs(dir: &Path, extra: &str) -> Result<RuleSet, crate::LoadError> {
     let mut b = crate::Builder::new();
-    let setup = ["crs-setup.conf", "crs-setup.conf.example"].iter().map(|n| dir.join(n)).find(|p| p.is_file());
-    if let Some(setup) = setup {
-        b.file(&setup)?;
-    }
-    b.text("(test setup)", extra, dir)?;
-    let rules_dir = if dir.join("rules").is_dir() { dir.join("rules") } else { dir.to_path_buf() };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&rules_dir)
-        .map_err(|e| crate::LoadError { file: rules_dir.display().to_string(), line: 0, message: e.to_string() })?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "conf"))
-        .collect();
-    files.sort();
-    for f in files {
-        b.file(&f)?;
-    }
+    b.crs(dir, extra)?;
     b.build()
+}
+
+impl crate::Builder {
+    /// Adds CRS from `dir` in its documented order: `crs-setup.conf` (else the `.example`),
+    /// then `extra` (settings that must run before CRS's initialization), then
+    /// `rules/*.conf` by name.
+    pub fn crs(&mut self, dir: &Path, extra: &str) -> Result<&mut Self, crate::LoadError> {
+        let b = self;
+        let setup = ["crs-setup.conf", "crs-setup.conf.example"].iter().map(|n| dir.join(n)).find(|p| p.is_file());
+        if let Some(setup) = setup {
+            b.file(&setup)?;
+        }
+        b.text("(test setup)", extra, dir)?;
+        let rules_dir = if dir.join("rules").is_dir() { dir.join("rules") } else { dir.to_path_buf() };
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&rules_dir)
+            .map_err(|e| crate::LoadError { file: rules_dir.display().to_string(), line: 0, message: e.to_string() })?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "conf"))
+            .collect();
+        files.sort();
+        for f in files {
+            b.file(&f)?;
+        }
+        Ok(b)
+    }
 }
 
 /// One test's verdict.

@@ -17,6 +17,7 @@ use std::time::Duration;
 use super::compile_auth;
 pub use super::compile_limits::DEFAULT_ROUTE_THROTTLE;
 use super::compile_limits::{checked_throttle, ip_rules, limit_rt, warn_routes_at_ceiling};
+use super::compile_waf;
 
 /// Collects errors while compiling.
 pub(super) struct Ctx<'a> {
@@ -87,6 +88,7 @@ pub fn compile(loaded: Loaded, previous: Option<&Runtime>) -> Result<Runtime, Co
         auth: &auth,
         signers: &signers,
     };
+    let waf = compile_waf::waf(&mut cx, cfg, &mut watched);
     let (routes, router) = routes(&mut cx, cfg, &upstreams, &defaults, previous);
     let (key_header, store_url) = keys_and_plans(&mut cx, cfg, &route_names);
     let access_log = access_target(&mut cx, cfg.log.access.as_deref());
@@ -119,6 +121,7 @@ pub fn compile(loaded: Loaded, previous: Option<&Runtime>) -> Result<Runtime, Co
         store_url,
         access_log,
         watched_files: watched,
+        waf,
         loaded,
     })
 }
@@ -377,6 +380,7 @@ fn routes(
         let (route_auth, strip_headers) = compile_auth::route_auth(cx, &p, r.auth.as_ref(), defaults.auth, &cfg.auth);
         let policy = compile_auth::policy(cx, &format!("{p}.policy"), &r.name, r.policy.as_ref());
         let cors = compile_auth::cors(cx, &format!("{p}.cors"), r.cors.as_ref(), &r.matcher.methods);
+        let waf = compile_waf::route_waf(cx, &p, r.waf.as_ref(), cfg);
         let prev_limit = previous.and_then(|pr| pr.routes.iter().find(|x| *x.name == *r.name)).map(|x| &x.limit);
         if let Some(upstream) = upstream {
             out.push(Arc::new(RouteRt {
@@ -393,6 +397,7 @@ fn routes(
                 strip_headers,
                 policy,
                 has_ip_rules: defaults.ip_scoped.contains(r.name.as_str()),
+                waf,
                 metrics: std::sync::OnceLock::new(),
             }));
         }

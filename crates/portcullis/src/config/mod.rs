@@ -3,10 +3,12 @@
 pub mod compile;
 pub(crate) mod compile_auth;
 pub(crate) mod compile_limits;
+pub mod compile_waf;
 pub mod load;
 pub mod locate;
 pub mod model;
 pub mod model_auth;
+pub mod model_waf;
 pub mod runtime;
 pub mod units;
 

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub use super::model_auth::*;
+pub use super::model_waf::*;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
@@ -59,6 +60,9 @@ pub struct Config {
     /// Resource policy applied to every route (routes may add their own).
     #[serde(default)]
     pub policy: Option<Policy>,
+    /// The web application firewall (built-in rules unless `crs` is set).
+    #[serde(default)]
+    pub waf: Waf,
 }
 
 /// Durable state.
@@ -245,6 +249,9 @@ pub struct Defaults {
     /// Each route gets its own bucket with these numbers unless it sets `throttle`.
     #[serde(default)]
     pub throttle: Option<Throttle>,
+    /// The WAF mode of routes that do not set one.
+    #[serde(default)]
+    pub waf: Option<WafDefaults>,
 }
 
 /// A token bucket: `rate` tokens per second, `burst` tokens at most.
@@ -472,6 +479,9 @@ pub struct Route {
     /// `false` as not, whatever its name and path suggest.
     #[serde(default)]
     pub sensitive: Option<bool>,
+    /// WAF mode and exclusions for this route.
+    #[serde(default)]
+    pub waf: Option<RouteWaf>,
 }
 
 /// Request matching.

@@ -55,6 +55,8 @@ pub struct Runtime {
     pub access_log: AccessTarget,
     /// Files whose change triggers a reload (the config and the TLS files it names).
     pub watched_files: Vec<PathBuf>,
+    /// The WAF: rules, body limit, log, IP lists.
+    pub waf: super::compile_waf::WafRt,
 }
 
 impl Runtime {
@@ -171,6 +173,8 @@ pub struct RouteRt {
     pub strip_headers: Vec<String>,
     /// The route's resource policy.
     pub policy: Option<crate::phases::policy::PolicyRt>,
+    /// WAF mode and exclusions.
+    pub waf: super::compile_waf::RouteWafRt,
     /// Metric handles, made on the route's first request.
     pub metrics: std::sync::OnceLock<crate::observe::metrics::RouteHandles>,
 }

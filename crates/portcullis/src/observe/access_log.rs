@@ -60,6 +60,8 @@ pub struct Record {
     pub listener: Arc<str>,
     /// Upstream name.
     pub upstream: Option<Arc<str>>,
+    /// Ids of the WAF rules that matched (block or detect mode).
+    pub waf_rules: Vec<u32>,
 }
 
 /// The line as written (field order and names are the documented contract).
@@ -79,7 +81,7 @@ struct Line<'a> {
     key_id: Option<&'a str>,
     decision: &'a str,
     reason: Option<&'a str>,
-    waf_rules: [&'a str; 0],
+    waf_rules: &'a [u32],
     listener: &'a str,
     upstream: Option<&'a str>,
 }
@@ -101,7 +103,7 @@ impl Record {
             key_id: self.key_id.as_deref(),
             decision: self.decision,
             reason: self.reason,
-            waf_rules: [],
+            waf_rules: &self.waf_rules,
             listener: &self.listener,
             upstream: self.upstream.as_deref(),
         };
@@ -277,6 +279,7 @@ mod tests {
                 key_id: None,
                 listener: Arc::from("l"),
                 upstream: None,
+                waf_rules: if i == 1 { vec![942100, 949110] } else { Vec::new() },
             });
         }
         std::thread::sleep(FLUSH_EVERY * 3);
@@ -285,5 +288,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
         assert_eq!(v["request_id"], "r0");
         assert_eq!(v["waf_rules"], serde_json::json!([]));
+        let v: serde_json::Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+        assert_eq!(v["waf_rules"], serde_json::json!([942100, 949110]));
     }
 }

@@ -67,6 +67,11 @@ struct AuthorizerDecision {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WafRule {
+    rule: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -97,6 +102,7 @@ pub struct Metrics {
     policy_matches: Family<PolicyAction, Counter>,
     jwks_fetches: Family<ProviderResult, Counter>,
     authorizer_decisions: Family<AuthorizerDecision, Counter>,
+    waf_matches: Family<WafRule, Counter>,
     /// Config generation now serving.
     pub config_generation: Gauge,
     /// Access-log lines dropped because the writer fell behind.
@@ -136,6 +142,7 @@ impl Metrics {
             policy_matches: Family::default(),
             jwks_fetches: Family::default(),
             authorizer_decisions: Family::default(),
+            waf_matches: Family::default(),
             config_generation: Gauge::default(),
             access_log_dropped: Counter::default(),
             no_route: Arc::from(NO_ROUTE),
@@ -179,6 +186,11 @@ impl Metrics {
             "authorizer_decisions",
             "External authorizer decisions, by authorizer, source (call or cache) and result",
             m.authorizer_decisions.clone(),
+        );
+        registry.register(
+            "waf_matches",
+            "WAF rules that matched and log, by rule id (in block and detect mode)",
+            m.waf_matches.clone(),
         );
         registry.register(
             "config_generation",
@@ -261,6 +273,11 @@ impl Metrics {
     /// A request a resource policy refused (`deny`) or would have refused (`dry_run`).
     pub fn policy_match(&self, policy: &Arc<str>, action: &'static str) {
         self.policy_matches.get_or_create(&PolicyAction { policy: policy.clone(), action }).inc();
+    }
+
+    /// A WAF rule matched (and logs).
+    pub fn waf_match(&self, rule: u32) {
+        self.waf_matches.get_or_create(&WafRule { rule }).inc();
     }
 
     /// A JWKS fetch (`ok`, `error`).

@@ -3,6 +3,7 @@
 
 pub mod access_log;
 pub mod metrics;
+pub mod waf_log;
 
 use crate::error::{GatewayError, Side};
 use crate::pipeline::RequestCtx;
@@ -105,6 +106,7 @@ pub fn attach(ctx: &mut RequestCtx, resp: &mut http::Response<RespBody>, error: 
         key_id: ctx.key.as_ref().map(|k| k.id.clone()),
         listener: ctx.conn.listener.clone(),
         upstream: route.map(|r| r.upstream.name.clone()),
+        waf_rules: std::mem::take(&mut ctx.waf_rules),
     });
     resp.body_mut().on_complete(Box::new(LogOnFinish {
         gw: ctx.gw.clone(),

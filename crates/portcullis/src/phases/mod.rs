@@ -13,3 +13,4 @@ pub mod sign;
 pub mod throttle;
 pub mod upstream_request;
 pub mod validate;
+pub mod waf;

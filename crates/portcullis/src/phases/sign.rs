@@ -21,11 +21,10 @@
 //! Absent headers are empty lines. Header values cannot contain newlines, so the string is
 //! unambiguous. docs/backend-verification.md shows how to verify it.
 
-use crate::error::{ErrorKind, GatewayError};
+use crate::error::GatewayError;
 use crate::pipeline::{Flow, RequestCtx};
-use crate::proxy::body::{BodyErrorKind, ReqBody};
+use crate::proxy::body::ReqBody;
 use http::{HeaderName, HeaderValue};
-use http_body_util::BodyExt;
 use sha2::Digest;
 
 /// `x-portcullis-timestamp`.
@@ -62,24 +61,12 @@ impl SignRt {
     }
 }
 
-/// Reads the whole (limited) body into memory for hashing.
-async fn read_body(body: ReqBody) -> Result<bytes::Bytes, GatewayError> {
-    match body.collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) => Err(match e.kind {
-            BodyErrorKind::TooLarge => GatewayError::new(ErrorKind::TooLarge),
-            BodyErrorKind::Timeout => GatewayError::new(ErrorKind::BodyTimeout),
-            BodyErrorKind::Aborted => GatewayError::new(ErrorKind::BadRequest).with_detail("client aborted the body"),
-        }),
-    }
-}
-
 /// The phase (after `upstream_request`, so it signs exactly what is sent).
 pub async fn sign(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
     let Some(signer) = ctx.route.as_ref().and_then(|r| r.sign.clone()) else { return Ok(Flow::Continue) };
     let content = if signer.hash_body {
         let bytes = match ctx.upstream_body.take() {
-            Some(body) => read_body(body).await?,
+            Some(body) => crate::proxy::read_all(body).await?,
             None => bytes::Bytes::new(),
         };
         let digest = hex::encode(sha2::Sha256::digest(&bytes));

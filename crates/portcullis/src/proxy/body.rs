@@ -78,6 +78,8 @@ pub enum ReqBody {
 /// A client body with limits.
 #[derive(Debug)]
 pub struct LimitedBody {
+    /// Bytes already read from `inner` (the part the WAF inspected), sent first.
+    head: Option<Bytes>,
     inner: Incoming,
     limit: u64,
     seen: u64,
@@ -88,7 +90,38 @@ pub struct LimitedBody {
 impl ReqBody {
     /// Wraps a client body: at most `limit` bytes, all of them before `deadline`.
     pub fn limited(inner: Incoming, limit: u64, deadline: Instant) -> ReqBody {
-        ReqBody::Stream(Box::new(LimitedBody { inner, limit, seen: 0, deadline, sleep: None }))
+        ReqBody::Stream(Box::new(LimitedBody { head: None, inner, limit, seen: 0, deadline, sleep: None }))
+    }
+
+    /// Reads up to `max` bytes. Returns them and the body to forward: all of it, the bytes
+    /// read first and the rest streaming after them (memory stays bounded by `max`).
+    pub async fn read_prefix(self, max: usize) -> Result<(Bytes, ReqBody), BodyError> {
+        use http_body_util::BodyExt as _;
+        let mut body = match self {
+            ReqBody::Full(Some(b)) => return Ok((b.clone(), ReqBody::Full(Some(b)))),
+            s @ ReqBody::Stream(_) => s,
+            other => return Ok((Bytes::new(), other)),
+        };
+        let mut buf = bytes::BytesMut::new();
+        while buf.len() < max {
+            match body.frame().await {
+                None => {
+                    let all = buf.freeze();
+                    return Ok((all.clone(), if all.is_empty() { ReqBody::Empty } else { ReqBody::Full(Some(all)) }));
+                }
+                Some(Err(e)) => return Err(e),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        buf.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+        let head = buf.freeze();
+        if let ReqBody::Stream(s) = &mut body {
+            s.head = Some(head.clone());
+        }
+        Ok((head, body))
     }
 }
 
@@ -108,7 +141,7 @@ impl Body for ReqBody {
         match self {
             ReqBody::Empty => true,
             ReqBody::Full(b) => b.is_none(),
-            ReqBody::Stream(s) => s.inner.is_end_stream(),
+            ReqBody::Stream(s) => s.head.is_none() && s.inner.is_end_stream(),
         }
     }
 
@@ -116,13 +149,27 @@ impl Body for ReqBody {
         match self {
             ReqBody::Empty => SizeHint::with_exact(0),
             ReqBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            ReqBody::Stream(s) => s.inner.size_hint(),
+            ReqBody::Stream(s) => {
+                let head = s.head.as_ref().map_or(0, |h| h.len() as u64);
+                let inner = s.inner.size_hint();
+                match inner.exact() {
+                    Some(n) => SizeHint::with_exact(n + head),
+                    None => {
+                        let mut h = SizeHint::new();
+                        h.set_lower(inner.lower() + head);
+                        h
+                    }
+                }
+            }
         }
     }
 }
 
 impl LimitedBody {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if let Some(head) = self.head.take() {
+            return Poll::Ready(Some(Ok(Frame::data(head))));
+        }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {

@@ -33,7 +33,18 @@ fn idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
 }
 
-fn body_error(kind: BodyErrorKind) -> GatewayError {
+/// Reads a whole (limited) request body into memory.
+pub async fn read_all(body: ReqBody) -> Result<bytes::Bytes, GatewayError> {
+    use http_body_util::BodyExt as _;
+    body.collect().await.map(|c| c.to_bytes()).map_err(|e| body_error(e.kind))
+}
+
+/// Reads up to `max` bytes of a request body; returns them and the body to forward.
+pub async fn read_prefix(body: ReqBody, max: usize) -> Result<(bytes::Bytes, ReqBody), GatewayError> {
+    body.read_prefix(max).await.map_err(|e| body_error(e.kind))
+}
+
+pub(crate) fn body_error(kind: BodyErrorKind) -> GatewayError {
     match kind {
         BodyErrorKind::TooLarge => GatewayError::new(ErrorKind::TooLarge),
         BodyErrorKind::Timeout => GatewayError::new(ErrorKind::BodyTimeout),

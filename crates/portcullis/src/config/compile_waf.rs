@@ -1,0 +1,188 @@
+//! `waf`, `defaults.waf` and `routes[].waf` → the compiled rule set, IP lists and per-route
+//! modes and exclusions.
+
+use super::compile::Ctx;
+use super::model::{self, RouteWaf, WafBodyLimit, WafMode};
+use crate::observe::waf_log::WafLog;
+use portcullis_waf::actions::RuleRef;
+use portcullis_waf::iplist::{IpAction, IpList};
+use portcullis_waf::vars::{Target, parse_targets};
+use portcullis_waf::{Builder, RuleSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The compiled `waf` section.
+#[derive(Debug)]
+pub struct WafRt {
+    /// The rules; `None` when no rules are configured (builtin off and no CRS).
+    pub rules: Option<Arc<RuleSet>>,
+    /// Body bytes inspected.
+    pub body_limit: u64,
+    /// What a larger body gets.
+    pub on_body_limit: WafBodyLimit,
+    /// The WAF log.
+    pub log: Arc<WafLog>,
+    /// `ip_deny` and `ip_allow`.
+    pub ips: Arc<IpList>,
+}
+
+/// A route's WAF mode and exclusions.
+#[derive(Debug, Clone)]
+pub struct RouteWafRt {
+    /// Block, detect or off.
+    pub mode: WafMode,
+    /// Rules removed on this route.
+    pub remove: Vec<RuleRef>,
+    /// Targets removed from rules on this route.
+    pub remove_targets: Vec<(RuleRef, Vec<Target>)>,
+}
+
+/// Settings CRS reads from TX before its initialization runs (id outside CRS's ranges).
+fn crs_settings(paranoia: u8, threshold: u32) -> String {
+    format!(
+        "SecAction \"id:99000,phase:1,pass,nolog,t:none,setvar:tx.blocking_paranoia_level={paranoia},\
+         setvar:tx.inbound_anomaly_score_threshold={threshold}\"\n"
+    )
+}
+
+fn load_rules(cx: &mut Ctx, w: &model::Waf, watched: &mut Vec<PathBuf>) -> Option<Arc<RuleSet>> {
+    let mut b = Builder::new();
+    let mut any = false;
+    if let Some(crs) = &w.crs {
+        let paranoia = crs.paranoia.unwrap_or(1);
+        let threshold = crs.inbound_threshold.unwrap_or(5);
+        cx.require(
+            "waf.crs",
+            &[
+                ("paranoia", (1..=4).contains(&paranoia), "between 1 and 4"),
+                ("inbound_threshold", threshold >= 1, "at least 1"),
+            ],
+        );
+        let dir = cx.resolve(&crs.path);
+        if !dir.join("rules").is_dir() {
+            cx.err(
+                "waf.crs.path",
+                format!("{} has no rules/ directory (expected the OWASP CRS v4 layout)", dir.display()),
+            );
+            return None;
+        }
+        if let Err(e) = b.crs(&dir, &crs_settings(paranoia, threshold)) {
+            cx.err("waf.crs.path", format!("CRS does not load: {e}"));
+            return None;
+        }
+        any = true;
+    }
+    if w.builtin.unwrap_or(w.crs.is_none()) {
+        if let Err(e) = b.text("(builtin rules)", portcullis_waf::BUILTIN_RULES, std::path::Path::new(".")) {
+            cx.err("waf.builtin", format!("built-in rules do not load: {e}"));
+            return None;
+        }
+        any = true;
+    }
+    for (i, f) in w.rules.iter().enumerate() {
+        let path = cx.resolve(f);
+        if let Err(e) = b.file(&path) {
+            cx.err(&format!("waf.rules[{i}]"), format!("rule file does not load: {e}"));
+            return None;
+        }
+        watched.push(path);
+        any = true;
+    }
+    if !any {
+        return None;
+    }
+    match b.build() {
+        Ok(r) => Some(Arc::new(r)),
+        Err(e) => {
+            cx.err("waf", format!("rules do not load: {e}"));
+            None
+        }
+    }
+}
+
+fn ip_lists(cx: &mut Ctx, w: &model::Waf, watched: &mut Vec<PathBuf>) -> IpList {
+    let mut list = IpList::default();
+    for (field, entries, action) in
+        [("ip_deny", &w.ip_deny, IpAction::Deny), ("ip_allow", &w.ip_allow, IpAction::Allow)]
+    {
+        for (i, entry) in entries.iter().enumerate() {
+            let p = format!("waf.{field}[{i}]");
+            if let Some(file) = entry.strip_prefix("file:") {
+                let path = cx.resolve(std::path::Path::new(file));
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => match portcullis_waf::iplist::parse_file(&text) {
+                        Ok(nets) => nets.into_iter().for_each(|n| list.add(n, action)),
+                        Err((line, msg)) => cx.err(&p, format!("{}:{line}: {msg}", path.display())),
+                    },
+                    Err(e) => cx.err(&p, format!("cannot read {}: {e}", path.display())),
+                }
+                watched.push(path);
+            } else {
+                match portcullis_waf::iplist::parse_net(entry) {
+                    Ok(n) => list.add(n, action),
+                    Err(msg) => cx.err(&p, msg),
+                }
+            }
+        }
+    }
+    list
+}
+
+fn waf_log(cx: &mut Ctx, target: Option<&str>) -> WafLog {
+    match target.unwrap_or("stderr") {
+        "stderr" => WafLog::Stderr,
+        "stdout" => WafLog::Stdout,
+        "off" => WafLog::Off,
+        file => {
+            let path = cx.resolve(std::path::Path::new(file));
+            match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+                Ok(f) => WafLog::File(std::sync::Mutex::new(f)),
+                Err(e) => {
+                    cx.err("waf.log", format!("cannot open {}: {e}", path.display()));
+                    WafLog::Off
+                }
+            }
+        }
+    }
+}
+
+/// The `waf` section. Files it reads are added to `watched` (a change reloads).
+pub(super) fn waf(cx: &mut Ctx, cfg: &model::Config, watched: &mut Vec<PathBuf>) -> WafRt {
+    let w = &cfg.waf;
+    let body_limit = w.body_limit.map_or(1 << 20, |s| s.0);
+    cx.require("waf", &[("body_limit", (1024..=64 << 20).contains(&body_limit), "between 1KiB and 64MiB")]);
+    WafRt {
+        rules: load_rules(cx, w, watched),
+        body_limit,
+        on_body_limit: w.on_body_limit.unwrap_or(WafBodyLimit::Reject),
+        log: Arc::new(waf_log(cx, w.log.as_deref())),
+        ips: Arc::new(ip_lists(cx, w, watched)),
+    }
+}
+
+/// A route's WAF settings over `defaults.waf`.
+pub(super) fn route_waf(cx: &mut Ctx, p: &str, r: Option<&RouteWaf>, cfg: &model::Config) -> RouteWafRt {
+    let default_mode = cfg.defaults.waf.as_ref().and_then(|d| d.mode).unwrap_or(WafMode::Block);
+    let mut out = RouteWafRt {
+        mode: r.and_then(|r| r.mode).unwrap_or(default_mode),
+        remove: Vec::new(),
+        remove_targets: Vec::new(),
+    };
+    let Some(r) = r else { return out };
+    for (i, ids) in r.exclude_rules.iter().enumerate() {
+        match RuleRef::parse_ids(ids) {
+            Ok(refs) => out.remove.push(refs),
+            Err(e) => cx.err(&format!("{p}.waf.exclude_rules[{i}]"), e),
+        }
+    }
+    out.remove.extend(r.exclude_tags.iter().map(|t| RuleRef::Tag(t.clone())));
+    for (i, t) in r.exclude_targets.iter().enumerate() {
+        let at = format!("{p}.waf.exclude_targets[{i}]");
+        match (RuleRef::parse_ids(&t.rule), parse_targets(&t.targets)) {
+            (Ok(rule), Ok(targets)) => out.remove_targets.push((rule, targets)),
+            (Err(e), _) => cx.err(&format!("{at}.rule"), e),
+            (_, Err(e)) => cx.err(&format!("{at}.targets"), e),
+        }
+    }
+    out
+}

@@ -1,0 +1,114 @@
+//! The `waf` section, `defaults.waf` and `routes[].waf`.
+
+use super::units::Size;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// The web application firewall: which rules, how much of a body, where its log goes, IP lists.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Waf {
+    /// Stock OWASP Core Rule Set v4: the directory with `crs-setup.conf(.example)` and `rules/`.
+    #[serde(default)]
+    pub crs: Option<Crs>,
+    /// Portcullis's compact built-in rules (SQLi/XSS with libinjection, traversal, scanners,
+    /// oversized arguments). Default: on when `crs` is not set, off when it is.
+    #[serde(default)]
+    pub builtin: Option<bool>,
+    /// More SecLang files loaded after the rules above (own rules, `SecRuleUpdateTargetById`
+    /// exclusions), relative to the config file.
+    #[serde(default)]
+    pub rules: Vec<PathBuf>,
+    /// Bytes of a request body the WAF reads and inspects (default 1MiB).
+    #[serde(default)]
+    pub body_limit: Option<Size>,
+    /// A body over `body_limit`: `reject` (413 `waf.body_too_large`, the default) or
+    /// `inspect_prefix` (inspect the first `body_limit` bytes, forward all of it).
+    #[serde(default)]
+    pub on_body_limit: Option<WafBodyLimit>,
+    /// Where the WAF log goes, one ModSecurity-style line per matched rule: `stderr` (default),
+    /// `stdout`, `off`, or a file path (relative to the config file).
+    #[serde(default)]
+    pub log: Option<String>,
+    /// Client addresses refused with 403 `waf.ip_denied`: CIDRs or addresses, or `file:PATH`
+    /// (one per line, `#` comments). The longest matching prefix of both lists decides.
+    #[serde(default)]
+    pub ip_deny: Vec<String>,
+    /// Client addresses exempt from `ip_deny` and from WAF rules (trusted scanners, monitors).
+    #[serde(default)]
+    pub ip_allow: Vec<String>,
+}
+
+/// OWASP CRS settings.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Crs {
+    /// CRS directory (relative to the config file).
+    pub path: PathBuf,
+    /// Paranoia level 1..4 (default 1): higher catches more and blocks more false positives.
+    #[serde(default)]
+    pub paranoia: Option<u8>,
+    /// Inbound anomaly score at which a request is blocked (default 5: one critical match).
+    #[serde(default)]
+    pub inbound_threshold: Option<u32>,
+}
+
+/// What the WAF does on a route.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WafMode {
+    /// Matching requests are refused (403 `waf.blocked`).
+    Block,
+    /// Matches are logged, requests pass.
+    Detect,
+    /// No inspection.
+    Off,
+}
+
+/// What happens to a body larger than `waf.body_limit`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WafBodyLimit {
+    /// 413 `waf.body_too_large`.
+    Reject,
+    /// Inspect the first `body_limit` bytes; forward the whole body.
+    InspectPrefix,
+}
+
+/// `defaults.waf`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WafDefaults {
+    /// Mode of routes that do not set one (default `block`).
+    #[serde(default)]
+    pub mode: Option<WafMode>,
+}
+
+/// A route's WAF settings: its mode and exclusions for false positives, without editing
+/// rule files.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteWaf {
+    /// `block`, `detect` or `off`; `defaults.waf.mode` when absent.
+    #[serde(default)]
+    pub mode: Option<WafMode>,
+    /// Rule ids (or ranges `942100-942199`) that do not run on this route.
+    #[serde(default)]
+    pub exclude_rules: Vec<String>,
+    /// Rule tags (`attack-sqli`, `paranoia-level/2`) whose rules do not run on this route.
+    #[serde(default)]
+    pub exclude_tags: Vec<String>,
+    /// Variables a rule must not look at on this route.
+    #[serde(default)]
+    pub exclude_targets: Vec<WafTargetExclusion>,
+}
+
+/// One rule (or id range) and the variables it skips, in SecLang target syntax.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WafTargetExclusion {
+    /// Rule id or range (`942100`, `942100-942999`).
+    pub rule: String,
+    /// Targets, e.g. `ARGS:password` or `REQUEST_COOKIES:/^_ga/|ARGS:json.note`.
+    pub targets: String,
+}

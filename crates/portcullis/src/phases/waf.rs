@@ -1,0 +1,155 @@
+//! Phases `waf_headers` and `waf_body`: the WAF's IP lists, then its rules over the request
+//! line, headers and cookies (phase 1) and, once the body is read, over the body (phase 2).
+//!
+//! In `block` mode a disruptive match (CRS: the anomaly score reaching the threshold) ends
+//! the request with 403 `waf.blocked`; in `detect` mode matches are only logged. Every
+//! logged match is a WAF log line, a `portcullis_waf_matches_total{rule}` count and an id in
+//! the access log's `waf_rules`. The answer never names a rule.
+
+use crate::config::model::{WafBodyLimit, WafMode};
+use crate::error::{ErrorKind, GatewayError};
+use crate::pipeline::{Flow, RequestCtx};
+use crate::proxy::body::ReqBody;
+use portcullis_waf::actions::EngineMode;
+use portcullis_waf::iplist::IpAction;
+use portcullis_waf::{BodyLimits, Interruption, Match, Request, Transaction};
+
+fn protocol(v: http::Version) -> &'static [u8] {
+    match v {
+        http::Version::HTTP_10 => b"HTTP/1.0",
+        http::Version::HTTP_2 => b"HTTP/2.0",
+        http::Version::HTTP_3 => b"HTTP/3.0",
+        _ => b"HTTP/1.1",
+    }
+}
+
+/// The target the rules see: the normalized path (the one routed and forwarded, DESIGN §3)
+/// and the query as received.
+fn checked_uri(ctx: &RequestCtx) -> String {
+    let path = if ctx.path.is_empty() { ctx.parts.uri.path() } else { ctx.path.as_str() };
+    match ctx.parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    }
+}
+
+/// The engine's view of the request; no copies of header names or values.
+fn view<'a>(ctx: &'a RequestCtx, uri: &'a str, body: &'a [u8]) -> Request<'a> {
+    let mut headers: Vec<(&[u8], &[u8])> =
+        ctx.parts.headers.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())).collect();
+    // HTTP/2 carries the host in :authority, which is not a header; rules expect Host.
+    if !ctx.parts.headers.contains_key(http::header::HOST)
+        && let Some(h) = &ctx.host_header
+    {
+        headers.push((b"host", h.as_bytes()));
+    }
+    Request {
+        method: ctx.parts.method.as_str().as_bytes(),
+        uri: uri.as_bytes(),
+        protocol: protocol(ctx.parts.version),
+        headers,
+        body,
+        remote_addr: "",
+        remote_port: ctx.conn.peer.port(),
+        server_port: ctx.conn.local.port(),
+        unique_id: ctx.request_id.to_str().unwrap_or_default(),
+    }
+}
+
+/// Logs, counts and remembers new matches; `Err` when the engine interrupted the request.
+fn finish(
+    ctx: &mut RequestCtx,
+    fresh: &[Match],
+    interruption: Option<Interruption>,
+    client: &str,
+    uri: &str,
+) -> Result<Flow, GatewayError> {
+    let id = ctx.request_id.to_str().unwrap_or_default().to_string();
+    for m in fresh {
+        ctx.rt.waf.log.write(&portcullis_waf::log::line(m, client, uri, &id));
+        ctx.gw.metrics.waf_match(m.rule.id);
+        ctx.waf_rules.push(m.rule.id);
+    }
+    match interruption {
+        Some(i) => Err(GatewayError::new(ErrorKind::WafBlocked).with_detail(format!("rule {}", i.rule_id))),
+        None => Ok(Flow::Continue),
+    }
+}
+
+/// Phase `waf_headers`.
+pub fn headers(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
+    let rt = ctx.rt.clone();
+    match rt.waf.ips.lookup(ctx.client_ip) {
+        Some(IpAction::Deny) => return Err(GatewayError::new(ErrorKind::WafIpDenied)),
+        Some(IpAction::Allow) => return Ok(Flow::Continue),
+        None => {}
+    }
+    let (Some(rules), Some(route)) = (rt.waf.rules.as_deref(), ctx.route.clone()) else { return Ok(Flow::Continue) };
+    if route.waf.mode == WafMode::Off {
+        return Ok(Flow::Continue);
+    }
+    let uri = checked_uri(ctx);
+    let client = ctx.client_ip.to_string();
+    let mut req = view(ctx, &uri, &[]);
+    req.remote_addr = &client;
+    let mut tx = Transaction::new(rules, req, body_limits());
+    if route.waf.mode == WafMode::Detect {
+        tx.set_mode(EngineMode::DetectionOnly);
+    }
+    for r in &route.waf.remove {
+        tx.remove_rules(r.clone());
+    }
+    for (r, t) in &route.waf.remove_targets {
+        tx.remove_targets(r.clone(), t.clone());
+    }
+    tx.request_headers();
+    let fresh = tx.matches().to_vec();
+    let interruption = tx.interruption();
+    ctx.waf = Some(tx.suspend());
+    finish(ctx, &fresh, interruption, &client, &uri)
+}
+
+fn body_limits() -> BodyLimits {
+    BodyLimits::default()
+}
+
+/// Phase `waf_body`: reads the body (within the route's limit), inspects at most
+/// `waf.body_limit` bytes of it, and hands the same bytes on to the upstream.
+pub async fn body(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
+    let Some(suspended) = ctx.waf.take() else { return Ok(Flow::Continue) };
+    let rt = ctx.rt.clone();
+    let Some(rules) = rt.waf.rules.as_deref() else { return Ok(Flow::Continue) };
+    let limit = rt.waf.body_limit;
+    let reject = rt.waf.on_body_limit == WafBodyLimit::Reject;
+    let declared =
+        ctx.parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if reject && declared.is_some_and(|n| n > limit) {
+        return Err(GatewayError::new(ErrorKind::WafBodyTooLarge).with_detail(format!("body over {limit} bytes")));
+    }
+    // One byte more than the limit tells a body over it from one exactly at it.
+    let max = usize::try_from(limit).unwrap_or(usize::MAX).saturating_add(1);
+    let (prefix, forward) = match ctx.upstream_body.take() {
+        Some(body) => crate::proxy::read_prefix(body, max).await?,
+        None => (bytes::Bytes::new(), ReqBody::Empty),
+    };
+    ctx.upstream_body = Some(forward);
+    if reject && prefix.len() as u64 > limit {
+        return Err(GatewayError::new(ErrorKind::WafBodyTooLarge).with_detail(format!("body over {limit} bytes")));
+    }
+    let inspected = prefix.get(..prefix.len().min(max - 1)).unwrap_or_default();
+    let uri = checked_uri(ctx);
+    let client = ctx.client_ip.to_string();
+    let result = {
+        let mut req = view(ctx, &uri, inspected);
+        req.remote_addr = &client;
+        let mut tx = Transaction::resume(rules, req, suspended);
+        tx.set_body_partial(prefix.len() > inspected.len());
+        let before = tx.matches().len();
+        tx.request_body();
+        let fresh: Vec<_> = tx.matches().iter().skip(before).cloned().collect();
+        let interruption = tx.interruption();
+        (fresh, interruption)
+    };
+    let (fresh, interruption) = result;
+    finish(ctx, &fresh, interruption, &client, &uri)
+}
