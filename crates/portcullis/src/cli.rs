@@ -59,6 +59,44 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// WAF tools.
+    Waf {
+        /// What to do.
+        #[command(subcommand)]
+        action: WafAction,
+    },
+}
+
+/// `portcullis waf` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum WafAction {
+    /// Run go-ftw regression tests (CRS's own suite): in-process by default (detection mode,
+    /// paranoia 4, CRS's test setup rule), or over HTTP against a running gateway with --url.
+    /// Prints pass/fail per rule file, positive and negative tests apart, then `N passed, M
+    /// failed`; exit 0 when nothing failed.
+    Test {
+        /// CRS directory (crs-setup.conf(.example) and rules/).
+        #[arg(long)]
+        rules: PathBuf,
+        /// Directory of go-ftw YAML test files (searched recursively).
+        #[arg(long)]
+        tests: PathBuf,
+        /// go-ftw overrides file (every entry needs a reason).
+        #[arg(long)]
+        overrides: Option<PathBuf>,
+        /// One JSON object per test, then the totals.
+        #[arg(long)]
+        json: bool,
+        /// List every failed test with the reason.
+        #[arg(long)]
+        failures: bool,
+        /// Send the requests to a running gateway at this address (host:port) instead.
+        #[arg(long, requires = "log")]
+        url: Option<String>,
+        /// The gateway's WAF log file (`waf.log`), read for the verdicts in --url mode.
+        #[arg(long)]
+        log: Option<PathBuf>,
+    },
 }
 
 /// Output of `portcullis lint`.

@@ -79,10 +79,15 @@ Portcullis demo: gateway on {base}, demo backend behind it.
 
   # 5. No route, wrong method: problem+json with a stable code
   curl -s {base}/nope; curl -s -X DELETE {base}/api/orders/1
+
+  # 6. Attacks meet the built-in WAF (no CRS needed): 403 waf.blocked, the backend never sees
+  #    them, and the WAF log (stderr) names the rule: [id "100100"] [msg "SQL injection"]
+  curl -s "{base}/api/orders/42?id=1'%20OR%20'1'='1"
+  curl -s "{base}/api/orders/42?q=%3Cscript%3Ealert(1)%3C/script%3E"
 "#
     );
     if let Some(a) = admin {
-        println!("  # 6. Metrics\n  curl -s http://{a}/metrics | grep portcullis_requests\n");
+        println!("  # 7. Metrics\n  curl -s http://{a}/metrics | grep -E 'portcullis_(requests|waf_matches)'\n");
     }
     println!("Press Ctrl-C to stop.");
 }

@@ -23,6 +23,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod waf_cli;
 
 use std::path::Path;
 

@@ -34,6 +34,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Waf { action } = &cli.command {
+        return portcullis::waf_cli::run(action);
+    }
     if let Command::Schema = &cli.command {
         println!("{}", portcullis::config::schema());
         return ExitCode::SUCCESS;
@@ -87,7 +90,11 @@ fn main() -> ExitCode {
                 run(&config, !no_watch).await
             }
             Command::Demo => portcullis::demo::run().await.map_err(anyhow::Error::from),
-            Command::Validate { .. } | Command::Keys { .. } | Command::Lint { .. } | Command::Schema => Ok(()),
+            Command::Validate { .. }
+            | Command::Keys { .. }
+            | Command::Lint { .. }
+            | Command::Schema
+            | Command::Waf { .. } => Ok(()),
         }
     });
     match result {

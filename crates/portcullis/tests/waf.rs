@@ -179,3 +179,20 @@ routes: [{ name: r, match: { path: "/*" }, upstream: up, waf: { exclude_rules: [
     assert!(err.contains(":7:"), "the crs line is named: {err}");
     assert!(err.contains("not a rule id"), "{err}");
 }
+
+#[tokio::test]
+async fn the_demo_config_blocks_sqli_and_script_without_crs() {
+    let up = MockUpstream::start().await;
+    let demo = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/demo.yaml")).unwrap();
+    let yaml = demo
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("admin: { bind: \"127.0.0.1:9901\" }", "")
+        .replace("http://127.0.0.1:18081", &up.url());
+    let gw = TestGateway::start(&yaml).await;
+    for attack in ["/api/orders/42?id=1'%20OR%20'1'='1", "/api/orders/42?q=%3Cscript%3Ealert(1)%3C/script%3E"] {
+        let r = get(&gw, attack).await;
+        assert_eq!((r.status, r.json()["code"].as_str()), (403, Some("waf.blocked")), "{attack}");
+    }
+    assert_eq!(up.count(), 0);
+    assert_eq!(get(&gw, "/api/orders/42").await.status, 200);
+}

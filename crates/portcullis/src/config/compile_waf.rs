@@ -66,7 +66,11 @@ fn load_rules(cx: &mut Ctx, w: &model::Waf, watched: &mut Vec<PathBuf>) -> Optio
             );
             return None;
         }
-        if let Err(e) = b.crs(&dir, &crs_settings(paranoia, threshold)) {
+        let setup = crs.setup.as_ref().map(|s| cx.resolve(s));
+        if let Some(s) = &setup {
+            watched.push(s.clone());
+        }
+        if let Err(e) = b.crs(&dir, setup.as_deref(), &crs_settings(paranoia, threshold)) {
             cx.err("waf.crs.path", format!("CRS does not load: {e}"));
             return None;
         }

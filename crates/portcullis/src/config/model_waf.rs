@@ -51,6 +51,10 @@ pub struct Crs {
     /// Inbound anomaly score at which a request is blocked (default 5: one critical match).
     #[serde(default)]
     pub inbound_threshold: Option<u32>,
+    /// Your own `crs-setup.conf` (relative to the config file), used instead of the one in
+    /// `path` (else `crs-setup.conf.example` there).
+    #[serde(default)]
+    pub setup: Option<PathBuf>,
 }
 
 /// What the WAF does on a route.

@@ -1,0 +1,61 @@
+//! CRS's regression suite over HTTP through the real gateway (`portcullis waf test --url`),
+//! judged from the gateway's WAF log: checks end to end what the in-process run checks in
+//! crates/portcullis-waf/tests/crs_regression.rs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // tests: a panic is a failed assertion
+
+use portcullis_testkit::{MockUpstream, TestGateway};
+use portcullis_waf::ftw;
+use std::path::PathBuf;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crs_regression_suite_over_http() {
+    let dir = std::env::var_os("PORTCULLIS_CRS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/crs"));
+    if !dir.join("tests/regression/tests").is_dir() {
+        eprintln!("\n*** SKIPPED: CRS regression tests not found at {} (set PORTCULLIS_CRS) ***\n", dir.display());
+        return;
+    }
+    let crs = dir.canonicalize().unwrap();
+    let up = MockUpstream::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let setup = std::fs::read_to_string(crs.join("crs-setup.conf.example")).unwrap() + ftw::TEST_SETUP;
+    std::fs::write(work.path().join("ftw-setup.conf"), setup).unwrap();
+    let yaml = format!(
+        r#"
+listeners: [{{ name: public, bind: "127.0.0.1:0" }}]
+log: {{ access: off }}
+upstreams: {{ up: {{ targets: ["{}"] }} }}
+defaults: {{ waf: {{ mode: detect }}, throttle: {{ rate: 1000000, burst: 1000000 }} }}
+waf:
+  crs: {{ path: "{}", paranoia: 4, setup: ftw-setup.conf }}
+  log: waf.log
+routes: [{{ name: all, match: {{ path: "/*" }}, upstream: up }}]
+"#,
+        up.url(),
+        crs.display()
+    );
+    let gw = TestGateway::start_in(work, &yaml, false).await.unwrap();
+    let addr = gw.addr();
+    let log = gw.dir().join("waf.log");
+    let tests = crs.join("tests/regression/tests");
+    let outcomes = tokio::task::spawn_blocking(move || {
+        ftw::run(&tests, &Default::default(), |raw| ftw::http::exchange(addr, &log, raw)).unwrap()
+    })
+    .await
+    .unwrap();
+    // Response rules (95x, 980) do not run in the gateway yet (docs/config.md "WAF").
+    let request_side: Vec<_> = outcomes.iter().filter(|o| o.file.starts_with("REQUEST-")).collect();
+    let failed: Vec<String> = request_side
+        .iter()
+        .filter(|o| !o.passed)
+        .map(|o| format!("{}-{}: {}", o.rule_id, o.test_id, o.reason))
+        .collect();
+    println!("{}", ftw::report(&outcomes, false));
+    println!("request-side failures over HTTP ({} of {}):\n{}", failed.len(), request_side.len(), failed.join("\n"));
+    assert!(request_side.len() > 3900);
+    // Most failures are requests the gateway's own hygiene refuses with 400 before the WAF
+    // runs (they never reach a backend either); measured 47 of 3,958 (docs/performance.md).
+    assert!(failed.len() * 100 <= request_side.len() * 2, "{} request-side failures over HTTP", failed.len());
+}
