@@ -154,6 +154,30 @@ fn each_check_triggers_on_its_pattern_and_only_then() {
             config("plans: { free: { throttle: { rate: 1, burst: 1 } } }", "", ""),
             config("plans: { free: { throttle: { rate: 1, burst: 1 }, quota: { limit: 100, period: day } } }", "", ""),
         ),
+        (
+            "PC017",
+            config("defaults: { waf: { mode: detect } }", "", ""),
+            config("defaults: { waf: { mode: block } }", "", ""),
+        ),
+        (
+            "PC017",
+            config(
+                "",
+                "",
+                "  - { name: raw, match: { path: /raw }, upstream: u, throttle: { rate: 5, burst: 5 }, waf: { mode: off } }",
+            ),
+            config(
+                "",
+                "",
+                "  - { name: raw, match: { path: /raw }, upstream: u, throttle: { rate: 5, burst: 5 }, waf: { mode: block } }",
+            ),
+        ),
+        ("PC017", config("waf: { builtin: false }", "", ""), config("waf: { builtin: true }", "", "")),
+        (
+            "PC018",
+            config("waf: { ip_allow: [\"0.0.0.0/0\"] }", "", ""),
+            config("waf: { ip_allow: [\"10.0.0.7\"] }", "", ""),
+        ),
     ];
     for (id, bad, good) in &cases {
         let found = lint_ids(bad, &[secret]);

@@ -55,6 +55,16 @@ pub(super) const RULES: &[Rule] = &[
         description: "A JWT provider allows HS* together with RS*/ES*/PS*/EdDSA",
     },
     Rule { id: "PC016", name: "plan-without-quota", description: "A usage plan has no quota" },
+    Rule {
+        id: "PC017",
+        name: "public-route-waf-weak",
+        description: "A public route (no auth, or auth: none) runs with the WAF off, in detect mode, or without rules",
+    },
+    Rule {
+        id: "PC018",
+        name: "waf-allow-everyone",
+        description: "waf.ip_allow contains 0.0.0.0/0 or ::/0: every client skips the WAF",
+    },
 ];
 
 fn rule(id: &str) -> Rule {
@@ -92,6 +102,44 @@ pub(super) fn run(cx: &mut Ctx) {
     upstreams(cx, cfg);
     proxies_and_rules(cx, cfg);
     providers_and_plans(cx, cfg);
+    waf(cx, cfg);
+}
+
+fn waf(cx: &mut Ctx, cfg: &Config) {
+    let w = &cfg.waf;
+    let has_rules = w.crs.is_some() || w.builtin.unwrap_or(w.crs.is_none()) || !w.rules.is_empty();
+    let default_mode = cfg.defaults.waf.as_ref().and_then(|d| d.mode).unwrap_or(model::WafMode::Block);
+    for (i, r) in cfg.routes.iter().enumerate() {
+        let public = matches!(r.auth, None | Some(model::RouteAuthSpec::None(_)));
+        let mode = r.waf.as_ref().and_then(|x| x.mode).unwrap_or(default_mode);
+        if public && (mode != model::WafMode::Block || !has_rules) {
+            let (path, what) = match (has_rules, r.waf.as_ref().and_then(|x| x.mode)) {
+                (false, _) => ("waf".to_string(), "the WAF has no rules (builtin: false and no crs)".to_string()),
+                (true, Some(_)) => (format!("routes[{i}].waf.mode"), format!("its WAF mode is {mode:?}")),
+                (true, None) => ("defaults.waf.mode".to_string(), format!("the default WAF mode is {mode:?}")),
+            };
+            cx.add(
+                "PC017",
+                Severity::Warning,
+                &path,
+                format!("route {:?} is public and {what}: attacks reach the backend", r.name),
+                "use waf mode block on public routes (fix false positives with waf.exclude_rules / exclude_targets)",
+            );
+        }
+    }
+    for (i, entry) in w.ip_allow.iter().enumerate() {
+        if let Ok(net) = entry.trim().parse::<ipnet::IpNet>()
+            && net.prefix_len() == 0
+        {
+            cx.add(
+                "PC018",
+                Severity::Error,
+                &format!("waf.ip_allow[{i}]"),
+                format!("{entry} lets every client skip ip_deny and the WAF rules"),
+                "list only the addresses of trusted scanners or monitors",
+            );
+        }
+    }
 }
 
 /// Login, token, password and OTP endpoints by name or path, unless `sensitive` says.
