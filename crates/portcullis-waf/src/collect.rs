@@ -37,8 +37,8 @@ pub struct Data<'a> {
 /// The transaction's mutable variables that targets can name.
 #[derive(Debug, Default)]
 pub struct Vars {
-    /// TX, keys lower-case, in insertion order.
-    pub tx: Vec<(String, Vec<u8>)>,
+    /// TX, keys lower-case.
+    pub tx: std::collections::HashMap<Box<str>, Vec<u8>>,
     pub matched_var: Option<(Vec<u8>, Vec<u8>)>,
     pub matched_vars: Vec<(Vec<u8>, Vec<u8>)>,
     pub rule_id: u32,
@@ -47,18 +47,25 @@ pub struct Vars {
 
 impl Vars {
     pub fn tx_get(&self, key: &str) -> Option<&[u8]> {
-        self.tx.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_slice())
+        self.tx.get(key).map(Vec::as_slice)
     }
 
-    pub fn tx_set(&mut self, key: &str, value: Vec<u8>) {
-        match self.tx.iter_mut().find(|(k, _)| k == key) {
-            Some((_, v)) => *v = value,
-            None => self.tx.push((key.to_string(), value)),
+    /// The value slot of `key`, created empty when missing.
+    pub fn tx_slot(&mut self, key: &str) -> &mut Vec<u8> {
+        if !self.tx.contains_key(key) {
+            self.tx.insert(key.into(), Vec::new());
         }
+        self.tx.entry(key.into()).or_default()
+    }
+
+    pub fn tx_set(&mut self, key: &str, value: &[u8]) {
+        let slot = self.tx_slot(key);
+        slot.clear();
+        slot.extend_from_slice(value);
     }
 
     pub fn tx_remove(&mut self, key: &str) {
-        self.tx.retain(|(k, _)| k != key);
+        self.tx.remove(key);
     }
 }
 
@@ -137,6 +144,12 @@ pub fn values<'s>(data: &'s Data<'_>, vars: &'s Vars, target: &Target, out: &mut
             }
         }
         Var::Tx => {
+            if let Selector::Key(k) = sel {
+                if let Some((k, v)) = vars.tx.get_key_value(k.as_str()) {
+                    out.push(Item { var: Var::Tx, key: Some(Cow::Borrowed(k.as_bytes())), value: Cow::Borrowed(v) });
+                }
+                return;
+            }
             for (k, v) in &vars.tx {
                 if sel.matches(k.as_bytes()) {
                     out.push(Item { var: Var::Tx, key: Some(Cow::Borrowed(k.as_bytes())), value: Cow::Borrowed(v) });

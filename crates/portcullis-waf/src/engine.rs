@@ -4,12 +4,12 @@
 
 use crate::actions::{BodyProcessor, Ctl, Disruptive, Effect, EngineMode, RuleRef, SetOp, SetVar};
 use crate::body::{self, BodyLimits};
-use crate::cache::Cache;
+use crate::cache::{Cache, has};
 use crate::collect::{Data, Item, Vars, excluded, removed_for, values};
 use crate::macros::{MacroVar, Template};
 use crate::operator::leading_int;
 use crate::request::{Request, Response};
-use crate::rules::{Entry, Rule, RuleSet};
+use crate::rules::{Entry, PhaseDefaults, Rule, RuleSet};
 use crate::vars::{Selector, Target, Var};
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -57,7 +57,7 @@ struct State {
     limits: BodyLimits,
 }
 
-static NO_VARS: Vars = Vars { tx: Vec::new(), matched_var: None, matched_vars: Vec::new(), rule_id: 0, time_epoch: 0 };
+static NO_VARS: std::sync::LazyLock<Vars> = std::sync::LazyLock::new(Vars::default);
 
 /// One request (and optionally its response) going through the rules.
 pub struct Transaction<'r, 'a> {
@@ -90,7 +90,7 @@ impl<'r, 'a> Transaction<'r, 'a> {
                 captures: Vec::new(),
                 limits,
             },
-            cache: Cache::default(),
+            cache: Cache::new(),
         }
     }
 
@@ -129,7 +129,7 @@ impl<'r, 'a> Transaction<'r, 'a> {
             data: Data { req, parsed, resp: None },
             vars: suspended.vars,
             st: suspended.st,
-            cache: Cache::default(),
+            cache: Cache::new(),
         }
     }
 
@@ -147,6 +147,7 @@ impl<'r, 'a> Transaction<'r, 'a> {
             self.data.parsed.body = self.data.req.body;
             let ct = self.data.req.header("content-type");
             body::process(&mut self.data.parsed, ct, self.st.limits);
+            self.cache.values_changed();
             // REQUEST_BODY holds the raw body except for XML and multipart bodies, which are
             // inspected through their parsed values (as CRS's tests expect: an XML element name
             // is not an argument), unless a rule forces it.
@@ -160,6 +161,7 @@ impl<'r, 'a> Transaction<'r, 'a> {
     /// Phases 3 and 4 over a response.
     pub fn response(&mut self, resp: Response<'a>) {
         self.data.resp = Some(resp);
+        self.cache.values_changed();
         self.run_phase(3);
         self.run_phase(4);
     }
@@ -231,7 +233,8 @@ impl<'r, 'a> Transaction<'r, 'a> {
     }
 
     fn full_match(&mut self, rule: &Arc<Rule>, phase: u8) {
-        let defaults = self.rules.defaults.get(usize::from(phase) - 1).cloned().unwrap_or_default();
+        let fallback = PhaseDefaults::default();
+        let defaults = self.rules.defaults.get(usize::from(phase) - 1).unwrap_or(&fallback);
         let mut action = rule.actions.disruptive.unwrap_or(defaults.disruptive);
         if action == Disruptive::Block {
             action = defaults.disruptive;
@@ -283,22 +286,24 @@ fn eval_link(ctx: &mut Ctx<'_, '_>, rule: &Rule, link: &Rule) -> bool {
         run_effects(data, vars, st, link);
         return true;
     };
+    if let Some(slot) = link.slot
+        && !may_match_any(ctx.rules, data, ctx.cache, link, slot)
+    {
+        return false;
+    }
     let arg = op.template().map(|t| expand(data, vars, t)).unwrap_or_default();
     let items = gather(data, vars, st, rule, link);
-    let chain = ctx.rules.chains.get(link.chain_id);
     let mut any = false;
     for item in items {
-        let matched = match (&item.value, chain) {
-            // Values borrowed from the request go through the cache and the chain prefilter.
-            (Cow::Borrowed(src), Some(chain)) if !link.actions.multi_match => {
-                let crate::cache::Entry { value, hits } = ctx.cache.entry(src, link.chain_id, chain);
-                let value = value.as_deref().unwrap_or(src);
-                if link.slot.is_some_and(|slot| !crate::cache::may_match(hits, slot, chain, value)) {
-                    None
-                } else {
-                    let caps = if link.actions.capture { Some(&mut st.captures) } else { None };
-                    (op.matches(value, &arg, caps) != op.negated).then(|| Cow::Owned(value.to_vec()))
+        let matched = match &item.value {
+            // Values borrowed from the request go through the cache and the prefilter.
+            Cow::Borrowed(src) if !link.actions.multi_match => {
+                if link.slot.is_some_and(|slot| !has(ctx.cache.bits(ctx.rules, src, link.chain_id), slot)) {
+                    continue;
                 }
+                let value = ctx.cache.transformed(ctx.rules, src, link.chain_id);
+                let caps = if link.actions.capture { Some(&mut st.captures) } else { None };
+                (op.matches(value, &arg, caps) != op.negated).then(|| Cow::Owned(value.to_vec()))
             }
             _ => check(op, link, &item.value, &arg, st),
         };
@@ -311,7 +316,7 @@ fn eval_link(ctx: &mut Ctx<'_, '_>, rule: &Rule, link: &Rule) -> bool {
             for n in 0..10 {
                 let key = n.to_string();
                 match st.captures.get(n) {
-                    Some(c) => vars.tx_set(&key, c.clone()),
+                    Some(c) => vars.tx_set(&key, c),
                     None => vars.tx_remove(&key),
                 }
             }
@@ -321,24 +326,54 @@ fn eval_link(ctx: &mut Ctx<'_, '_>, rule: &Rule, link: &Rule) -> bool {
     any
 }
 
+/// Variables whose values change while rules run (never prefiltered as a whole).
+fn from_vars(var: Var) -> bool {
+    matches!(
+        var,
+        Var::Tx
+            | Var::MatchedVar
+            | Var::MatchedVarName
+            | Var::MatchedVars
+            | Var::MatchedVarsNames
+            | Var::Rule
+            | Var::TimeEpoch
+    )
+}
+
+/// False when none of the link's literals occurs in any value of any variable it targets
+/// (exclusions only remove values, so this holds for what it really inspects).
+fn may_match_any(rules: &RuleSet, data: &Data<'_>, cache: &mut Cache, link: &Rule, slot: usize) -> bool {
+    let targets = || link.targets.iter().filter(|t| !t.exclude);
+    if targets().any(|t| t.count || from_vars(t.var)) || link.actions.multi_match {
+        return true;
+    }
+    targets().any(|t| {
+        let values = || {
+            let mut found = Vec::new();
+            let all = Target { var: t.var, selector: Selector::All, count: false, exclude: false };
+            values(data, &NO_VARS, &all, &mut found);
+            if t.var == Var::Xml {
+                let attrs = Target { selector: Selector::XPath("//@*".into()), ..all };
+                values(data, &NO_VARS, &attrs, &mut found);
+            }
+            found.into_iter().map(|i| i.value).collect()
+        };
+        has(cache.union(rules, t.var as u8, link.chain_id, values), slot)
+    })
+}
+
 /// The values a link inspects, after its exclusions and any `ctl:ruleRemoveTarget*`.
 fn gather<'d>(data: &'d Data<'_>, vars: &Vars, st: &State, rule: &Rule, link: &Rule) -> Vec<Item<'d>> {
-    let mut exclusions: Vec<&Target> = link.targets.iter().filter(|t| t.exclude).collect();
-    exclusions.extend(removed_for(&st.removed_targets, rule.id, &rule.actions.tags, rule.msg_literal()));
+    let removed = !st.removed_targets.is_empty();
+    let mut exclusions: Vec<&Target> = Vec::new();
+    if removed || link.targets.iter().any(|t| t.exclude) {
+        exclusions.extend(link.targets.iter().filter(|t| t.exclude));
+        exclusions.extend(removed_for(&st.removed_targets, rule.id, &rule.actions.tags, rule.msg_literal()));
+    }
     let mut items: Vec<Item<'d>> = Vec::new();
     for t in link.targets.iter().filter(|t| !t.exclude) {
-        let from_vars = matches!(
-            t.var,
-            Var::Tx
-                | Var::MatchedVar
-                | Var::MatchedVarName
-                | Var::MatchedVars
-                | Var::MatchedVarsNames
-                | Var::Rule
-                | Var::TimeEpoch
-        );
         let start = items.len();
-        if from_vars {
+        if from_vars(t.var) {
             // TX and MATCHED_* change while the rule runs, so their values are copied.
             let mut found = Vec::new();
             values(data, vars, t, &mut found);
@@ -350,12 +385,24 @@ fn gather<'d>(data: &'d Data<'_>, vars: &Vars, st: &State, rule: &Rule, link: &R
         } else {
             values(data, &NO_VARS, t, &mut items);
         }
-        let mut tail = items.split_off(start);
-        tail.retain(|i| !excluded(i, &exclusions));
+        if !exclusions.is_empty() {
+            let mut i = start;
+            while i < items.len() {
+                if items.get(i).is_some_and(|item| excluded(item, &exclusions)) {
+                    items.remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+        }
         if t.count {
-            items.push(Item { var: t.var, key: None, value: Cow::Owned(tail.len().to_string().into_bytes()) });
-        } else {
-            items.append(&mut tail);
+            let n = items.len() - start;
+            items.truncate(start);
+            items.push(Item {
+                var: t.var,
+                key: None,
+                value: Cow::Owned(itoa::Buffer::new().format(n).as_bytes().to_vec()),
+            });
         }
     }
     items
@@ -413,16 +460,29 @@ fn setvar(data: &Data<'_>, vars: &mut Vars, sv: &SetVar) {
     if sv.collection != Var::Tx {
         return;
     }
-    let name = String::from_utf8_lossy(&expand(data, vars, &sv.name)).to_ascii_lowercase();
-    let value = expand(data, vars, &sv.value);
+    // Names are lower-cased when parsed; only a name built from macros needs it here.
+    let built;
+    let name: &str = match sv.name.literal() {
+        Some(n) => n,
+        None => {
+            built = String::from_utf8_lossy(&expand(data, vars, &sv.name)).to_ascii_lowercase();
+            &built
+        }
+    };
+    let value: Cow<'_, [u8]> = match sv.value.literal() {
+        Some(v) => Cow::Borrowed(v.as_bytes()),
+        None => Cow::Owned(expand(data, vars, &sv.value)),
+    };
     match sv.op {
-        SetOp::Delete => vars.tx_remove(&name),
-        SetOp::Set => vars.tx_set(&name, value),
+        SetOp::Delete => vars.tx_remove(name),
+        SetOp::Set => vars.tx_set(name, &value),
         SetOp::Add | SetOp::Sub => {
-            let current = vars.tx_get(&name).map(leading_int).unwrap_or(0);
+            let current = vars.tx_get(name).map(leading_int).unwrap_or(0);
             let delta = leading_int(&value);
             let next = if sv.op == SetOp::Add { current.saturating_add(delta) } else { current.saturating_sub(delta) };
-            vars.tx_set(&name, next.to_string().into_bytes());
+            let slot = vars.tx_slot(name);
+            slot.clear();
+            slot.extend_from_slice(itoa::Buffer::new().format(next).as_bytes());
         }
     }
 }

@@ -8,6 +8,7 @@ mod cache;
 mod collect;
 mod decode;
 pub mod engine;
+pub mod features;
 pub mod ftw;
 pub mod iplist;
 mod json;

@@ -4,7 +4,7 @@
 use crate::actions::{self, Disruptive, EngineMode, RuleRef};
 use crate::lexer::{self, RawDirective};
 use crate::operator::Operator;
-use crate::rules::{ChainFilter, Entry, PhaseDefaults, Rule, RuleSet};
+use crate::rules::{ChainFilter, Entry, PhaseDefaults, Prefilter, Rule, RuleSet};
 use crate::transform::Transform;
 use crate::vars::{Target, parse_targets};
 use std::collections::HashSet;
@@ -308,7 +308,7 @@ impl Builder {
                 chains.assign(r);
             }
         }
-        let chains = chains.finish().map_err(|m| here(&Arc::from("(prefilter)"), 0, m))?;
+        let (chains, prefilter) = chains.finish().map_err(|m| here(&Arc::from("(prefilter)"), 0, m))?;
         for e in self.entries {
             match e {
                 Pending::Marker(m) => phases.iter_mut().for_each(|p| p.push(Entry::Marker(m.clone()))),
@@ -352,73 +352,92 @@ impl Builder {
             components: self.components,
             rule_count: count,
             chains,
+            prefilter,
         })
     }
 }
 
-/// Interns transformation chains and gives every prefiltered link a slot in its chain.
+/// Interns transformation chains and gives every prefiltered link a slot.
 #[derive(Default)]
 struct ChainsBuilder {
-    /// (transformations, (literal, slot) pairs, slot count) per chain.
-    chains: Vec<PendingChain>,
+    chains: Vec<Vec<Transform>>,
+    /// (literal, slot) pairs.
+    literals: Vec<(Vec<u8>, usize)>,
+    slots: usize,
+    /// Slot -> its chain.
+    slot_chain: Vec<usize>,
 }
 
-type PendingChain = (Vec<Transform>, Vec<(Vec<u8>, usize)>, usize);
+/// A case-insensitive automaton over `patterns` (`None` when there are none).
+fn automaton(patterns: &[Vec<u8>]) -> Result<Option<aho_corasick::AhoCorasick>, String> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    aho_corasick::AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(patterns)
+        .map(Some)
+        .map_err(|e| format!("prefilter automaton: {e}"))
+}
 
 impl ChainsBuilder {
     fn assign(&mut self, rule: &mut Rule) {
         let mut link = Some(rule);
         while let Some(r) = link {
-            let id = match self.chains.iter().position(|(t, _, _)| *t == r.transforms) {
+            r.chain_id = match self.chains.iter().position(|t| *t == r.transforms) {
                 Some(i) => i,
                 None => {
-                    self.chains.push((r.transforms.clone(), Vec::new(), 0));
+                    self.chains.push(r.transforms.clone());
                     self.chains.len() - 1
                 }
             };
-            r.chain_id = id;
             if !r.actions.multi_match
                 && let Some(lits) = r.op.as_ref().and_then(Operator::literals)
-                && let Some((_, literals, slots)) = self.chains.get_mut(id)
             {
-                r.slot = Some(*slots);
-                literals.extend(lits.into_iter().map(|l| (l, *slots)));
-                *slots += 1;
+                r.slot = Some(self.slots);
+                self.literals.extend(lits.into_iter().map(|l| (l, self.slots)));
+                self.slot_chain.push(r.chain_id);
+                self.slots += 1;
             }
             link = r.chain.as_deref_mut();
         }
     }
 
-    fn finish(self) -> Result<Vec<ChainFilter>, String> {
-        self.chains
-            .into_iter()
-            .map(|(transforms, literals, slots)| {
-                let mut patterns: Vec<Vec<u8>> = Vec::new();
-                let mut literal_slots: Vec<Vec<usize>> = Vec::new();
-                let mut index: std::collections::HashMap<Vec<u8>, usize> = std::collections::HashMap::new();
-                for (lit, slot) in literals {
-                    match index.get(&lit) {
-                        Some(&i) => literal_slots.get_mut(i).into_iter().for_each(|s| s.push(slot)),
-                        None => {
-                            index.insert(lit.clone(), patterns.len());
-                            patterns.push(lit);
-                            literal_slots.push(vec![slot]);
-                        }
-                    }
+    fn finish(self) -> Result<(Vec<ChainFilter>, Prefilter), String> {
+        let mut patterns: Vec<Vec<u8>> = Vec::new();
+        let mut literal_slots: Vec<Vec<u32>> = Vec::new();
+        let mut index: std::collections::HashMap<Vec<u8>, usize> = std::collections::HashMap::new();
+        for (lit, slot) in self.literals {
+            match index.get(&lit) {
+                Some(&i) => literal_slots.get_mut(i).into_iter().for_each(|s| s.push(slot as u32)),
+                None => {
+                    index.insert(lit.clone(), patterns.len());
+                    patterns.push(lit);
+                    literal_slots.push(vec![slot as u32]);
                 }
-                let automaton = if patterns.is_empty() {
-                    None
-                } else {
-                    Some(
-                        aho_corasick::AhoCorasick::builder()
-                            .ascii_case_insensitive(true)
-                            .build(&patterns)
-                            .map_err(|e| format!("prefilter automaton: {e}"))?,
-                    )
-                };
-                Ok(ChainFilter { transforms, automaton, literal_slots, slots })
-            })
-            .collect()
+            }
+        }
+        let mut chains = Vec::new();
+        for (id, transforms) in self.chains.into_iter().enumerate() {
+            // This chain's own literals: those of its links' slots.
+            let mut own: Vec<Vec<u8>> = Vec::new();
+            let mut own_slots: Vec<Vec<u32>> = Vec::new();
+            for (lit, slots) in patterns.iter().zip(&literal_slots) {
+                let mine: Vec<u32> =
+                    slots.iter().copied().filter(|s| self.slot_chain.get(*s as usize) == Some(&id)).collect();
+                if !mine.is_empty() {
+                    own.push(lit.clone());
+                    own_slots.push(mine);
+                }
+            }
+            chains.push(ChainFilter {
+                triggers: crate::features::triggers(&transforms),
+                transforms,
+                automaton: automaton(&own)?,
+                literal_slots: own_slots,
+            });
+        }
+        Ok((chains, Prefilter { automaton: automaton(&patterns)?, literal_slots, slots: self.slots }))
     }
 }
 

@@ -21,7 +21,7 @@ pub struct Rule {
     pub chain: Option<Box<Rule>>,
     /// Index into [`RuleSet::chains`] of this link's transformation chain.
     pub chain_id: usize,
-    /// This link's bit in its chain's prefilter, when its operator has one.
+    /// This link's bit in the prefilter, when its operator has literals.
     pub slot: Option<usize>,
     pub file: Arc<str>,
     pub line: usize,
@@ -59,15 +59,28 @@ impl Default for PhaseDefaults {
     }
 }
 
-/// One distinct transformation chain and the prefilter of the rules that use it.
+/// One distinct transformation chain.
 #[derive(Debug)]
 pub struct ChainFilter {
     pub transforms: Vec<Transform>,
-    /// Case-insensitive automaton over the literals of every prefiltered rule of this chain.
+    /// The literals of this chain's rules alone, for values the chain changes (their scan
+    /// need not look for every other chain's literals).
     pub automaton: Option<aho_corasick::AhoCorasick>,
-    /// Literal index -> the slots (rules) it satisfies.
-    pub literal_slots: Vec<Vec<usize>>,
-    /// Number of slots (bits) of this chain.
+    /// Literal index (of `automaton`) -> slots.
+    pub literal_slots: Vec<Vec<u32>>,
+    /// Value features (see `features`) in whose absence the chain leaves a value unchanged
+    /// but for letter case, which the case-insensitive prefilter ignores.
+    pub triggers: u16,
+}
+
+/// One case-insensitive automaton over the literals of every prefiltered rule of every
+/// chain: a value is scanned once, and chains that leave it unchanged share the result.
+#[derive(Debug, Default)]
+pub struct Prefilter {
+    pub automaton: Option<aho_corasick::AhoCorasick>,
+    /// Literal index -> the slots (prefiltered rule links) it satisfies.
+    pub literal_slots: Vec<Vec<u32>>,
+    /// Number of slots, over all chains.
     pub slots: usize,
 }
 
@@ -83,6 +96,7 @@ pub struct RuleSet {
     pub components: Vec<String>,
     pub rule_count: usize,
     pub chains: Vec<ChainFilter>,
+    pub prefilter: Prefilter,
 }
 
 impl RuleSet {

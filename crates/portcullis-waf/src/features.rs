@@ -1,0 +1,136 @@
+//! Byte features of a value that decide whether a transformation can change it. A chain whose
+//! transformations find none of their trigger features in a value leaves it as it is (letter
+//! case aside), so the value's own prefilter scan serves that chain too.
+
+use crate::transform::Transform;
+
+pub const PCT: u16 = 1;
+pub const PLUS: u16 = 1 << 1;
+pub const AMP: u16 = 1 << 2;
+pub const BSL: u16 = 1 << 3;
+pub const NUL: u16 = 1 << 4;
+pub const NONASCII: u16 = 1 << 5;
+pub const WS: u16 = 1 << 6;
+pub const COMMENT: u16 = 1 << 7;
+pub const DOT: u16 = 1 << 8;
+pub const SLASH: u16 = 1 << 9;
+pub const CMD: u16 = 1 << 10;
+/// The transformation may change any value.
+pub const ALWAYS: u16 = 1 << 15;
+
+const fn table() -> [u16; 256] {
+    let mut t = [0u16; 256];
+    let mut b = 0usize;
+    while b < 256 {
+        // Indexing is fine here: `b < 256` and this runs at compile time.
+        #[allow(clippy::indexing_slicing)]
+        let slot = &mut t[b];
+        *slot = match b as u8 {
+            b'%' => PCT,
+            b'+' => PLUS,
+            b'&' => AMP,
+            b'\\' => BSL | CMD,
+            0 => NUL,
+            b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => WS,
+            b'*' | b'-' | b'#' | b'<' => COMMENT,
+            b'/' => COMMENT | SLASH,
+            b'.' => DOT,
+            b'"' | b'\'' | b'^' | b',' | b';' => CMD,
+            0xa0 => NONASCII | WS,
+            128..=255 => NONASCII,
+            _ => 0,
+        };
+        b += 1;
+    }
+    t
+}
+
+static TABLE: [u16; 256] = table();
+
+/// The features present in `value`.
+pub fn of(value: &[u8]) -> u16 {
+    value.iter().fold(0, |acc, &b| acc | TABLE.get(usize::from(b)).copied().unwrap_or(0))
+}
+
+/// The features that may make `chain` change a value (ignoring letter case).
+pub fn triggers(chain: &[Transform]) -> u16 {
+    chain.iter().fold(0, |acc, t| {
+        acc | match t {
+            Transform::Lowercase | Transform::Uppercase => 0,
+            Transform::UrlDecode | Transform::UrlDecodeUni => PCT | PLUS,
+            Transform::HtmlEntityDecode => AMP,
+            Transform::JsDecode | Transform::CssDecode | Transform::EscapeSeqDecode => BSL,
+            Transform::RemoveNulls | Transform::ReplaceNulls => NUL,
+            Transform::Utf8ToUnicode => NONASCII,
+            Transform::RemoveWhitespace
+            | Transform::CompressWhitespace
+            | Transform::Trim
+            | Transform::TrimLeft
+            | Transform::TrimRight => WS,
+            Transform::ReplaceComments | Transform::RemoveComments | Transform::RemoveCommentsChar => COMMENT,
+            Transform::NormalizePath => DOT | SLASH,
+            Transform::NormalizePathWin => DOT | SLASH | BSL,
+            Transform::CmdLine => CMD | WS,
+            Transform::Length
+            | Transform::Sha1
+            | Transform::HexEncode
+            | Transform::HexDecode
+            | Transform::Base64Decode
+            | Transform::Base64DecodeExt
+            | Transform::Base64Encode => ALWAYS,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ALL: [Transform; 28] = [
+        Transform::UrlDecode,
+        Transform::UrlDecodeUni,
+        Transform::HtmlEntityDecode,
+        Transform::JsDecode,
+        Transform::CssDecode,
+        Transform::EscapeSeqDecode,
+        Transform::RemoveNulls,
+        Transform::ReplaceNulls,
+        Transform::Utf8ToUnicode,
+        Transform::RemoveWhitespace,
+        Transform::CompressWhitespace,
+        Transform::Trim,
+        Transform::TrimLeft,
+        Transform::TrimRight,
+        Transform::ReplaceComments,
+        Transform::RemoveComments,
+        Transform::RemoveCommentsChar,
+        Transform::NormalizePath,
+        Transform::NormalizePathWin,
+        Transform::CmdLine,
+        Transform::Lowercase,
+        Transform::Uppercase,
+        Transform::Length,
+        Transform::Sha1,
+        Transform::HexEncode,
+        Transform::HexDecode,
+        Transform::Base64Decode,
+        Transform::Base64Encode,
+    ];
+
+    proptest! {
+        // The soundness the prefilter relies on: without its triggers, a transformation
+        // leaves a value unchanged but for ASCII letter case.
+        #[test]
+        fn no_trigger_means_no_change(value in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let f = of(&value);
+            for t in ALL {
+                let trig = triggers(&[t]);
+                if trig & ALWAYS == 0 && f & trig == 0 {
+                    let out = t.apply(&value).unwrap_or_else(|| value.clone());
+                    prop_assert!(out.eq_ignore_ascii_case(&value), "{t:?} changed {value:?} to {out:?}");
+                }
+            }
+        }
+    }
+}
