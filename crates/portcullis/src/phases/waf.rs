@@ -1,5 +1,6 @@
 //! Phases `waf_headers` and `waf_body`: the WAF's IP lists, then its rules over the request
-//! line, headers and cookies (phase 1) and, once the body is read, over the body (phase 2).
+//! line, headers and cookies (phase 1) and, once the body is read, over the body (phase 2;
+//! for a request without a body, right after phase 1).
 //!
 //! In `block` mode a disruptive match (CRS: the anomaly score reaching the threshold) ends
 //! the request with 403 `waf.blocked`; in `detect` mode matches are only logged. Every
@@ -103,9 +104,15 @@ pub fn headers(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
         tx.remove_targets(r.clone(), t.clone());
     }
     tx.request_headers();
+    // Without a body, phase 2 runs now on the same transaction (its value cache intact);
+    // `waf_body` then has nothing left to do.
+    let bodiless = ctx.body.as_ref().is_none_or(http_body::Body::is_end_stream);
+    if bodiless && tx.interruption().is_none() {
+        tx.request_body();
+    }
     let fresh = tx.matches().to_vec();
     let interruption = tx.interruption();
-    ctx.waf = Some(tx.suspend());
+    ctx.waf = (!bodiless).then(|| tx.suspend());
     finish(ctx, &fresh, interruption, &client, &uri)
 }
 
