@@ -13,15 +13,7 @@ static RULES: LazyLock<RuleSet> = LazyLock::new(|| {
 
 fuzz_target!(|data: &[u8]| {
     let Ok(p) = portcullis_waf::ftw::wire::parse(data) else { return };
-    let req = portcullis_waf::Request {
-        method: &p.method,
-        uri: &p.uri,
-        protocol: &p.version,
-        headers: p.headers.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect(),
-        body: &p.body,
-        remote_addr: "127.0.0.1",
-        ..Default::default()
-    };
+    let req = p.request();
     for partial in [false, true] {
         let mut tx = Transaction::new(&RULES, req.clone(), BodyLimits { partial, ..BodyLimits::default() });
         tx.request_headers();

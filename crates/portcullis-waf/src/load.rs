@@ -229,37 +229,23 @@ impl Builder {
             }
             let phase = parent.phase;
             let transforms = effective(phase, &acts);
-            parent.chain = Some(Box::new(Rule {
-                id: parent.id,
-                phase,
-                targets,
-                op,
-                actions: acts,
-                transforms,
-                chain: None,
-                chain_id: 0,
-                slot: None,
-                file: file.clone(),
-                line,
-            }));
+            parent.chain =
+                Some(Box::new(Rule::new(parent.id, phase, targets, op, acts, transforms, file.clone(), line)));
             return Ok(());
         }
         let id = acts.id.ok_or("rule has no id")?;
         let phase = acts.phase.unwrap_or(2);
         let transforms = effective(phase, &acts);
-        self.entries.push(Pending::Rule(Box::new(Rule {
+        self.entries.push(Pending::Rule(Box::new(Rule::new(
             id,
             phase,
             targets,
             op,
-            actions: acts,
+            acts,
             transforms,
-            chain: None,
-            chain_id: 0,
-            slot: None,
-            file: file.clone(),
+            file.clone(),
             line,
-        })));
+        ))));
         Ok(())
     }
 

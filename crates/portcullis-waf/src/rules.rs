@@ -28,6 +28,21 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// A rule or link not yet placed in a chain or given a prefilter slot.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: u32,
+        phase: u8,
+        targets: Vec<Target>,
+        op: Option<Operator>,
+        actions: Actions,
+        transforms: Vec<Transform>,
+        file: Arc<str>,
+        line: usize,
+    ) -> Rule {
+        Rule { id, phase, targets, op, actions, transforms, chain: None, chain_id: 0, slot: None, file, line }
+    }
+
     pub fn links(&self) -> impl Iterator<Item = &Rule> {
         std::iter::successors(Some(self), |r| r.chain.as_deref())
     }

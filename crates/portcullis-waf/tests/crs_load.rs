@@ -5,15 +5,7 @@
 use std::path::PathBuf;
 
 fn crs_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("PORTCULLIS_CRS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/crs"));
-    if dir.join("rules").is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("\n*** SKIPPED: CRS not found at {} (set PORTCULLIS_CRS) ***\n", dir.display());
-        None
-    }
+    portcullis_waf::ftw::test_crs_dir()
 }
 
 #[test]

@@ -6,18 +6,10 @@
 
 use portcullis_testkit::{MockUpstream, TestGateway};
 use portcullis_waf::ftw;
-use std::path::PathBuf;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crs_regression_suite_over_http() {
-    let dir = std::env::var_os("PORTCULLIS_CRS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/crs"));
-    if !dir.join("tests/regression/tests").is_dir() {
-        eprintln!("\n*** SKIPPED: CRS regression tests not found at {} (set PORTCULLIS_CRS) ***\n", dir.display());
-        return;
-    }
-    let crs = dir.canonicalize().unwrap();
+    let Some(crs) = ftw::test_crs_dir() else { return };
     let up = MockUpstream::start().await;
     let work = tempfile::tempdir().unwrap();
     let setup = std::fs::read_to_string(crs.join("crs-setup.conf.example")).unwrap() + ftw::TEST_SETUP;

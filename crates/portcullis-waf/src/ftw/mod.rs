@@ -7,11 +7,25 @@ pub mod wire;
 
 use crate::body::BodyLimits;
 use crate::engine::Transaction;
-use crate::request::{Request, Response};
+use crate::request::Response;
 use crate::rules::RuleSet;
 use model::{Output, OverrideFile, TestFile};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+
+/// The CRS directory tests use: `PORTCULLIS_CRS`, else `../shared/crs` beside the checkout.
+/// `None` (after saying so on stderr) when it is not there.
+pub fn test_crs_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("PORTCULLIS_CRS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/crs"));
+    if dir.join("rules").is_dir() && dir.join("tests/regression/tests").is_dir() {
+        dir.canonicalize().ok()
+    } else {
+        eprintln!("\n*** SKIPPED: CRS not found at {} (set PORTCULLIS_CRS) ***\n", dir.display());
+        None
+    }
+}
 
 /// The setup rule CRS's test suite adds (crs/README.md): detection only, paranoia 4, the
 /// test limits.
@@ -85,17 +99,7 @@ pub fn exchange(rules: &RuleSet, raw: &[u8]) -> Exchange {
     let Ok(p) = wire::parse(raw) else {
         return Exchange { error: false, status: 400, ..Exchange::default() };
     };
-    let req = Request {
-        method: &p.method,
-        uri: &p.uri,
-        protocol: &p.version,
-        headers: p.headers.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect(),
-        body: &p.body,
-        remote_addr: "127.0.0.1",
-        remote_port: 40000,
-        server_port: 80,
-        unique_id: "aaaaaaaaaaaaaaaaaaaaaaaaaaa0",
-    };
+    let req = p.request();
     let reflect = reflected(&p);
     let mut tx = Transaction::new(rules, req, BodyLimits::default());
     tx.request_headers();

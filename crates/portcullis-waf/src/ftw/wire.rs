@@ -124,6 +124,23 @@ pub struct Parsed {
     pub body: Vec<u8>,
 }
 
+impl Parsed {
+    /// The engine's view of this request, from a loopback client.
+    pub fn request(&self) -> crate::Request<'_> {
+        crate::Request {
+            method: &self.method,
+            uri: &self.uri,
+            protocol: &self.version,
+            headers: self.headers.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect(),
+            body: &self.body,
+            remote_addr: "127.0.0.1",
+            remote_port: 40000,
+            server_port: 80,
+            unique_id: "aaaaaaaaaaaaaaaaaaaaaaaaaaa0",
+        }
+    }
+}
+
 /// Reads a request as Portcullis's HTTP/1 server does (httparse, as hyper uses it); `Err` is
 /// what the server answers 400 to.
 pub fn parse(raw: &[u8]) -> Result<Parsed, String> {
