@@ -188,3 +188,16 @@ async fn the_demo_config_blocks_sqli_and_script_without_crs() {
     assert_eq!(up.count(), 0);
     assert_eq!(get(&gw, "/api/orders/42").await.status, 200);
 }
+
+#[tokio::test]
+async fn detect_mode_never_refuses_an_oversized_body() {
+    let up = MockUpstream::start().await;
+    let routes = r#"  - { name: watch, match: { path: "/watch/*" }, upstream: up, waf: { mode: detect } }"#;
+    let gw = gateway(&up, ", body_limit: 1KiB", routes).await;
+    let big = format!(r#"{{"q":"1' OR '1'='1","pad":"{}"}}"#, "a".repeat(2000));
+    let r = post_json(&gw, "/watch/upload", &big).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.requests()[0].body.len(), big.len());
+    assert!(waf_log(&gw).contains(r#"[id "100101"]"#), "the prefix was inspected and the match logged");
+    assert_eq!(post_json(&gw, "/upload", &big).await.status, 413, "block-mode routes still refuse");
+}

@@ -127,7 +127,9 @@ pub async fn body(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
     let rt = ctx.rt.clone();
     let Some(rules) = rt.waf.rules.as_deref() else { return Ok(Flow::Continue) };
     let limit = rt.waf.body_limit;
-    let reject = rt.waf.on_body_limit == WafBodyLimit::Reject;
+    // Detect mode never refuses: an oversized body is inspected up to the limit and passes.
+    let detect = ctx.route.as_ref().is_some_and(|r| r.waf.mode == WafMode::Detect);
+    let reject = rt.waf.on_body_limit == WafBodyLimit::Reject && !detect;
     let declared =
         ctx.parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if reject && declared.is_some_and(|n| n > limit) {
