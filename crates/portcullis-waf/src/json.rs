@@ -7,7 +7,7 @@ use crate::request::Bytes;
 use std::borrow::Cow;
 
 enum Frame {
-    /// Object: the length of the name before this level; whether a key is pending.
+    /// The length of the name before this level.
     Object {
         base: usize,
     },

@@ -44,8 +44,6 @@ pub enum NumCmp {
 pub struct Operator {
     pub kind: OpKind,
     pub negated: bool,
-    /// The operator as written, for logs (`@rx ...`).
-    pub name: &'static str,
 }
 
 /// Compiles a pattern as ModSecurity does (PCRE with DOTALL and MULTILINE) over bytes.
@@ -149,38 +147,38 @@ impl Operator {
             None => ("rx", rest),
         };
         let template = || Template::parse(arg);
-        let (kind, name) = match name.to_ascii_lowercase().as_str() {
-            "rx" => (OpKind::Rx(compile_regex(arg, false)?), "@rx"),
+        let kind = match name.to_ascii_lowercase().as_str() {
+            "rx" => OpKind::Rx(compile_regex(arg, false)?),
             "pm" => {
                 let phrases: Vec<Vec<u8>> = arg.split_whitespace().map(|p| p.as_bytes().to_vec()).collect();
-                (OpKind::Pm(phrases_matcher(&phrases)?, phrases), "@pm")
+                OpKind::Pm(phrases_matcher(&phrases)?, phrases)
             }
             "pmfromfile" | "pmf" => {
                 let phrases = phrase_file(dir, arg)?;
-                (OpKind::Pm(phrases_matcher(&phrases)?, phrases), "@pmFromFile")
+                OpKind::Pm(phrases_matcher(&phrases)?, phrases)
             }
-            "detectsqli" => (OpKind::DetectSqli, "@detectSQLi"),
-            "detectxss" => (OpKind::DetectXss, "@detectXSS"),
-            "validatebyterange" => (OpKind::ValidateByteRange(byte_ranges(arg)?), "@validateByteRange"),
-            "validateurlencoding" => (OpKind::ValidateUrlEncoding, "@validateUrlEncoding"),
-            "validateutf8encoding" => (OpKind::ValidateUtf8Encoding, "@validateUtf8Encoding"),
+            "detectsqli" => OpKind::DetectSqli,
+            "detectxss" => OpKind::DetectXss,
+            "validatebyterange" => OpKind::ValidateByteRange(byte_ranges(arg)?),
+            "validateurlencoding" => OpKind::ValidateUrlEncoding,
+            "validateutf8encoding" => OpKind::ValidateUtf8Encoding,
             "ipmatch" => {
                 let nets = arg.split([',', ' ']).filter(|s| !s.is_empty()).map(parse_net).collect::<Result<_, _>>()?;
-                (OpKind::IpMatch(nets), "@ipMatch")
+                OpKind::IpMatch(nets)
             }
-            "unconditionalmatch" => (OpKind::Unconditional, "@unconditionalMatch"),
-            "nomatch" => (OpKind::NoMatch, "@noMatch"),
-            "within" => (OpKind::Within(template()?), "@within"),
-            "streq" => (OpKind::StrEq(template()?), "@streq"),
-            "contains" => (OpKind::Contains(template()?), "@contains"),
-            "containsword" => (OpKind::ContainsWord(template()?), "@containsWord"),
-            "beginswith" => (OpKind::BeginsWith(template()?), "@beginsWith"),
-            "endswith" => (OpKind::EndsWith(template()?), "@endsWith"),
-            "eq" => (OpKind::Num(NumCmp::Eq, template()?), "@eq"),
-            "ge" => (OpKind::Num(NumCmp::Ge, template()?), "@ge"),
-            "gt" => (OpKind::Num(NumCmp::Gt, template()?), "@gt"),
-            "le" => (OpKind::Num(NumCmp::Le, template()?), "@le"),
-            "lt" => (OpKind::Num(NumCmp::Lt, template()?), "@lt"),
+            "unconditionalmatch" => OpKind::Unconditional,
+            "nomatch" => OpKind::NoMatch,
+            "within" => OpKind::Within(template()?),
+            "streq" => OpKind::StrEq(template()?),
+            "contains" => OpKind::Contains(template()?),
+            "containsword" => OpKind::ContainsWord(template()?),
+            "beginswith" => OpKind::BeginsWith(template()?),
+            "endswith" => OpKind::EndsWith(template()?),
+            "eq" => OpKind::Num(NumCmp::Eq, template()?),
+            "ge" => OpKind::Num(NumCmp::Ge, template()?),
+            "gt" => OpKind::Num(NumCmp::Gt, template()?),
+            "le" => OpKind::Num(NumCmp::Le, template()?),
+            "lt" => OpKind::Num(NumCmp::Lt, template()?),
             "rbl" | "geolookup" | "inspectfile" | "fuzzyhash" | "verifycc" | "verifycpf" | "verifyssn"
             | "gsblookup" | "rsub" | "ipmatchfromfile" | "ipmatchf" | "strmatch" | "validatedtd" | "validateschema"
             | "validatehash" => {
@@ -188,7 +186,7 @@ impl Operator {
             }
             _ => return Err(format!("unknown operator @{name}")),
         };
-        Ok(Operator { kind, negated, name })
+        Ok(Operator { kind, negated })
     }
 
     /// Lower-case strings one of which any value this operator matches contains (a necessary

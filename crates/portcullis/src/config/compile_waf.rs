@@ -76,7 +76,7 @@ fn load_rules(cx: &mut Ctx, w: &model::Waf, watched: &mut Vec<PathBuf>) -> Optio
         }
         any = true;
     }
-    if w.builtin.unwrap_or(w.crs.is_none()) {
+    if w.builtin_enabled() {
         if let Err(e) = b.text("(builtin rules)", portcullis_waf::BUILTIN_RULES, std::path::Path::new(".")) {
             cx.err("waf.builtin", format!("built-in rules do not load: {e}"));
             return None;
@@ -166,7 +166,7 @@ pub(super) fn waf(cx: &mut Ctx, cfg: &model::Config, watched: &mut Vec<PathBuf>)
 
 /// A route's WAF settings over `defaults.waf`.
 pub(super) fn route_waf(cx: &mut Ctx, p: &str, r: Option<&RouteWaf>, cfg: &model::Config) -> RouteWafRt {
-    let default_mode = cfg.defaults.waf.as_ref().and_then(|d| d.mode).unwrap_or(WafMode::Block);
+    let default_mode = model::default_waf_mode(cfg.defaults.waf.as_ref());
     let mut out = RouteWafRt {
         mode: r.and_then(|r| r.mode).unwrap_or(default_mode),
         remove: Vec::new(),

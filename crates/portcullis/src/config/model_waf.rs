@@ -39,6 +39,23 @@ pub struct Waf {
     pub ip_allow: Vec<String>,
 }
 
+impl Waf {
+    /// Whether the built-in rules load: as set, else on exactly when no CRS is configured.
+    pub fn builtin_enabled(&self) -> bool {
+        self.builtin.unwrap_or(self.crs.is_none())
+    }
+
+    /// Whether any rules load at all (CRS, built-in or own files).
+    pub fn has_rules(&self) -> bool {
+        self.crs.is_some() || self.builtin_enabled() || !self.rules.is_empty()
+    }
+}
+
+/// The WAF mode of routes that set none: `defaults.waf.mode`, else `block`.
+pub fn default_waf_mode(defaults: Option<&WafDefaults>) -> WafMode {
+    defaults.and_then(|d| d.mode).unwrap_or(WafMode::Block)
+}
+
 /// OWASP CRS settings.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -107,8 +107,8 @@ pub(super) fn run(cx: &mut Ctx) {
 
 fn waf(cx: &mut Ctx, cfg: &Config) {
     let w = &cfg.waf;
-    let has_rules = w.crs.is_some() || w.builtin.unwrap_or(w.crs.is_none()) || !w.rules.is_empty();
-    let default_mode = cfg.defaults.waf.as_ref().and_then(|d| d.mode).unwrap_or(model::WafMode::Block);
+    let has_rules = w.has_rules();
+    let default_mode = model::default_waf_mode(cfg.defaults.waf.as_ref());
     for (i, r) in cfg.routes.iter().enumerate() {
         let public = matches!(r.auth, None | Some(model::RouteAuthSpec::None(_)));
         let mode = r.waf.as_ref().and_then(|x| x.mode).unwrap_or(default_mode);

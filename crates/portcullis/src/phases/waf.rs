@@ -93,7 +93,7 @@ pub fn headers(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
     let client = ctx.client_ip.to_string();
     let mut req = view(ctx, &uri, &[]);
     req.remote_addr = &client;
-    let mut tx = Transaction::new(rules, req, body_limits());
+    let mut tx = Transaction::new(rules, req, BodyLimits::default());
     if route.waf.mode == WafMode::Detect {
         tx.set_mode(EngineMode::DetectionOnly);
     }
@@ -114,10 +114,6 @@ pub fn headers(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
     let interruption = tx.interruption();
     ctx.waf = (!bodiless).then(|| tx.suspend());
     finish(ctx, &fresh, interruption, &client, &uri)
-}
-
-fn body_limits() -> BodyLimits {
-    BodyLimits::default()
 }
 
 /// Phase `waf_body`: reads the body (within the route's limit), inspects at most
