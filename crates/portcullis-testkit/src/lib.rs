@@ -7,6 +7,7 @@
 //!   a test can assert that an attack never reached it;
 //! - [`ScriptedUpstream`]: a raw TCP backend that misbehaves on cue;
 //! - [`client`]: HTTP/1.1, HTTP/2 and TLS requests, and a raw TCP client;
+//! - [`RedisServer`]: a real `redis-server` on a free port, for cluster tests;
 //! - [`Pki`]: a CA, a server certificate and client certificates made with rcgen;
 //! - [`tokens`]: JWT signing keys (EC, Ed25519, RSA, HMAC), JWKS documents, tokens.
 
@@ -16,12 +17,14 @@
 pub mod client;
 mod gateway;
 mod pki;
+mod redis;
 mod scripted;
 pub mod tokens;
 mod upstream;
 
 pub use gateway::{GatewayProcess, TestGateway, free_port};
 pub use pki::Pki;
+pub use redis::RedisServer;
 pub use scripted::{ScriptedUpstream, Step};
 pub use upstream::{MockUpstream, Recorded, Reply};
 

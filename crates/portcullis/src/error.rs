@@ -44,6 +44,9 @@ pub enum ErrorKind {
     RouteLimit,
     /// The global ceiling is reached.
     GlobalLimit,
+    /// A shared limit could not be checked because the store (Redis) is down and
+    /// `state.on_failure` is `closed`.
+    StoreUnavailable,
     /// The client IP is over a rate-based IP rule (403 by default, 429 if the rule says so).
     IpBlocked,
     /// The key's plan limit (over all routes, or for this route) is reached.
@@ -87,7 +90,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for documentation checks and exhaustive tests.
-    pub const ALL: [ErrorKind; 31] = {
+    pub const ALL: [ErrorKind; 32] = {
         use ErrorKind::*;
         [
             BadRequest,
@@ -102,6 +105,7 @@ impl ErrorKind {
             MethodNotAllowed,
             RouteLimit,
             GlobalLimit,
+            StoreUnavailable,
             IpBlocked,
             PlanLimit,
             QuotaExceeded,
@@ -136,7 +140,7 @@ impl ErrorKind {
             RouteNotFound => StatusCode::NOT_FOUND,
             Misdirected => StatusCode::MISDIRECTED_REQUEST,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            RouteLimit | GlobalLimit => StatusCode::TOO_MANY_REQUESTS,
+            RouteLimit | GlobalLimit | StoreUnavailable => StatusCode::TOO_MANY_REQUESTS,
             IpBlocked | InvalidKey | AuthForbidden | PolicyDenied | CorsRejected | WafBlocked | WafIpDenied => {
                 StatusCode::FORBIDDEN
             }
@@ -166,6 +170,7 @@ impl ErrorKind {
             MethodNotAllowed => "route.method_not_allowed",
             RouteLimit => "throttle.route_limit",
             GlobalLimit => "throttle.global_limit",
+            StoreUnavailable => "throttle.store_unavailable",
             IpBlocked => "throttle.ip_blocked",
             PlanLimit => "throttle.plan_limit",
             QuotaExceeded => "throttle.quota_exceeded",
@@ -204,6 +209,7 @@ impl ErrorKind {
             MethodNotAllowed => "Method not allowed on this route",
             RouteLimit => "Route rate limit exceeded",
             GlobalLimit => "Gateway rate limit exceeded",
+            StoreUnavailable => "Rate limit could not be checked",
             IpBlocked => "Too many requests from this address",
             PlanLimit => "Plan rate limit exceeded",
             QuotaExceeded => "Quota exceeded",

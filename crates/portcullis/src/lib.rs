@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -26,6 +27,7 @@ pub mod tls;
 pub mod waf_cli;
 
 use std::path::Path;
+use std::sync::Arc;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,8 +48,17 @@ pub async fn start(
 ) -> Result<(server::Running, Vec<tokio::task::JoinHandle<()>>), StartError> {
     let rt = config::load_runtime(config, None)?;
     let gw = state::Gateway::new(rt)?;
-    let running = server::Running::start(gw.clone()).await?;
     let mut tasks = Vec::new();
+    if let Some(settings) = gw.runtime.load().store.as_ref().filter(|s| s.is_redis()) {
+        let cluster = cluster::Cluster::connect(settings, &gw.metrics)
+            .await
+            .map_err(|e| std::io::Error::other(format!("state.store {}: {e}", store::redis::redact(&settings.url))))?;
+        let cluster = Arc::new(cluster);
+        tasks.push(cluster.spawn_health());
+        tasks.push(cluster::events::spawn_listener(gw.clone(), cluster.clone()).await);
+        let _ = gw.cluster.set(cluster);
+    }
+    let running = server::Running::start(gw.clone()).await?;
     if let Some(keys) = gw.keys.clone() {
         tasks.push(keys::spawn_sync(gw.clone(), keys));
     }

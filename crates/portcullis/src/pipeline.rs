@@ -184,7 +184,7 @@ async fn run(ctx: &mut RequestCtx) -> Result<http::Response<RespBody>, GatewayEr
             Phase::Policy => policy::policy(ctx)?,
             Phase::WafHeaders => waf::headers(ctx)?,
             Phase::Authenticate => auth::authenticate(ctx).await?,
-            Phase::Throttle => throttle::throttle(ctx)?,
+            Phase::Throttle => throttle::throttle(ctx).await?,
             Phase::Validate => validate::validate(ctx)?,
             Phase::WafBody => waf::body(ctx).await?,
             Phase::UpstreamRequest => upstream_request::prepare(ctx)?,

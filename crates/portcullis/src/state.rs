@@ -26,6 +26,8 @@ pub struct Gateway {
     pub conns: Arc<ConnLimiter>,
     /// API keys and plans, when a store is configured.
     pub keys: Option<Arc<crate::keys::Keys>>,
+    /// Cluster mode (a Redis store): shared limits, node health, events. Set once at start.
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     /// The config file, re-read on reload.
     pub config_path: PathBuf,
     /// Set once shutdown starts (readiness goes to 503).
@@ -38,7 +40,7 @@ pub struct Gateway {
 impl Gateway {
     /// State for a compiled config.
     pub fn new(runtime: Runtime) -> std::io::Result<Arc<Gateway>> {
-        let keys = match &runtime.store_url {
+        let keys = match &runtime.store {
             Some(url) => {
                 let base = runtime.loaded.path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
                 let store = crate::store::open(url, &base).map_err(std::io::Error::other)?;
@@ -60,6 +62,7 @@ impl Gateway {
             clock,
             conns: Arc::new(ConnLimiter::default()),
             keys,
+            cluster: std::sync::OnceLock::new(),
             shutting_down: AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
         }))
@@ -141,8 +144,8 @@ fn warn_static_changes(old: &Runtime, new: &Runtime) {
     if old.admin.as_ref().map(|a| a.bind) != new.admin.as_ref().map(|a| a.bind) {
         tracing::warn!("admin.bind changed in the config: restart to apply");
     }
-    if old.store_url != new.store_url {
-        tracing::warn!("state.store changed in the config: restart to apply");
+    if old.store != new.store {
+        tracing::warn!("state changed in the config: restart to apply");
     }
 }
 

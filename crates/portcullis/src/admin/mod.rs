@@ -2,6 +2,7 @@
 //! loopback or a management network), and `/api/v1/*` behind a bearer token whose SHA-256
 //! is `admin.token_sha256`. Without that setting the API answers 403.
 
+use crate::cluster::events::{Event, broadcast};
 use crate::state::Gateway;
 use axum::Router;
 use axum::extract::State;
@@ -56,15 +57,14 @@ async fn flush_auth_cache(
     if let Some(refusal) = refuse(&gw, &headers) {
         return refusal;
     }
-    let rt = gw.runtime.load();
-    for authorizer in rt.auth.external.values() {
-        authorizer.flush(q.principal.as_deref());
-    }
+    let event = Event::AuthCache(q.principal.clone());
+    let authorizers = event.apply(&gw).await;
+    broadcast(&gw, &event).await;
     tracing::info!(principal = ?q.principal, "authorizer decision cache flushed");
     let body = serde_json::json!({
         "flushed": q.principal.as_deref().map_or("all", |_| "principal"),
         "principal": q.principal,
-        "authorizers": rt.auth.external.keys().collect::<Vec<_>>(),
+        "authorizers": authorizers,
     });
     ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
@@ -117,6 +117,7 @@ async fn reload(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response 
     }
     match gw.reload().await {
         Ok(generation) => {
+            broadcast(&gw, &Event::Reload).await;
             axum::Json(serde_json::json!({ "status": "reloaded", "generation": generation })).into_response()
         }
         Err(e) => {
@@ -174,9 +175,11 @@ async fn unblock_ip(
     let Ok(addr) = ip.trim().parse::<std::net::IpAddr>() else {
         return problem(StatusCode::BAD_REQUEST, "admin.bad_ip", "Not an IP address");
     };
-    let rt = gw.runtime.load();
-    let rules: Vec<&str> = rt.ip_rules.iter().filter(|r| r.forget(addr)).map(|r| &*r.name).collect();
-    if rules.is_empty() {
+    let event = Event::Unblock(addr);
+    let rules = event.apply(&gw).await;
+    // In a cluster another node may be the one tracking it: tell them all.
+    broadcast(&gw, &event).await;
+    if rules.is_empty() && gw.cluster.get().is_none() {
         return problem(StatusCode::NOT_FOUND, "admin.ip_not_tracked", "No rule tracks this address");
     }
     tracing::info!(ip = %addr, ?rules, "IP unblocked through the admin API");

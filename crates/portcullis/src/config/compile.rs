@@ -66,7 +66,7 @@ pub fn compile(loaded: Loaded, previous: Option<&Runtime>) -> Result<Runtime, Co
     };
     let global = cfg.global.throttle.as_ref().map(|t| {
         let t = checked_throttle(&mut cx, "global.throttle", t, false);
-        limit_rt(t, "global", limits.max_rate_keys, previous.and_then(|p| p.global.as_ref()))
+        limit_rt(t, "global", "global".to_string(), limits.max_rate_keys, previous.and_then(|p| p.global.as_ref()))
     });
     let route_names: HashSet<&str> = cfg.routes.iter().map(|r| r.name.as_str()).collect();
     let ip_rules = ip_rules(
@@ -118,7 +118,7 @@ pub fn compile(loaded: Loaded, previous: Option<&Runtime>) -> Result<Runtime, Co
         identity,
         policy,
         key_header,
-        store_url,
+        store: store_url,
         access_log,
         watched_files: watched,
         waf,
@@ -387,7 +387,13 @@ fn routes(
                 name: Arc::from(r.name.as_str()),
                 upstream,
                 strip_prefix: r.strip_prefix.clone(),
-                limit: limit_rt(throttle, "route", defaults.limits.max_rate_keys, prev_limit),
+                limit: limit_rt(
+                    throttle,
+                    "route",
+                    format!("route/{}", r.name),
+                    defaults.limits.max_rate_keys,
+                    prev_limit,
+                ),
                 max_body_bytes,
                 log_sample,
                 hide_headers: r.hide_headers.unwrap_or(false),
@@ -426,7 +432,7 @@ fn keys_and_plans(
     cx: &mut Ctx,
     cfg: &model::Config,
     route_names: &HashSet<&str>,
-) -> (http::HeaderName, Option<String>) {
+) -> (http::HeaderName, Option<crate::store::StoreSettings>) {
     let header = cfg.api_keys.header.as_deref().unwrap_or("x-api-key");
     let key_header = http::HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()).unwrap_or_else(|_| {
         cx.err("api_keys.header", format!("{header:?} is not a header name"));
@@ -453,17 +459,42 @@ fn keys_and_plans(
         }
     }
     let store_url = match &cfg.state {
-        Some(s) => {
-            let ok = s.store == "memory" || s.store.strip_prefix("sqlite:").is_some_and(|p| !p.is_empty());
-            if !ok {
-                cx.err("state.store", format!("state.store {:?}: use sqlite:PATH or memory", s.store));
-            }
-            Some(s.store.clone())
-        }
-        None if uses_keys || !cfg.plans.is_empty() => Some("sqlite:portcullis.db".to_string()),
+        Some(s) => Some(store_settings(cx, s)),
+        None if uses_keys || !cfg.plans.is_empty() => Some(crate::store::StoreSettings {
+            url: "sqlite:portcullis.db".to_string(),
+            prefix: DEFAULT_PREFIX.to_string(),
+            on_failure: model::OnFailure::Local,
+            timeout: DEFAULT_STORE_TIMEOUT,
+        }),
         None => None,
     };
     (key_header, store_url)
+}
+
+const DEFAULT_PREFIX: &str = "portcullis";
+const DEFAULT_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(50);
+
+fn store_settings(cx: &mut Ctx, s: &model::State) -> crate::store::StoreSettings {
+    let redis = crate::store::is_redis_url(&s.store);
+    let ok = redis || s.store == "memory" || s.store.strip_prefix("sqlite:").is_some_and(|p| !p.is_empty());
+    if !ok {
+        cx.err("state.store", format!("state.store {:?}: use sqlite:PATH, memory or redis://host:port", s.store));
+    }
+    if redis && let Err(e) = redis::Client::open(s.store.as_str()) {
+        cx.err("state.store", format!("state.store: {}: {e}", crate::store::redis::redact(&s.store)));
+    }
+    if !redis && (s.prefix.is_some() || s.on_failure.is_some() || s.timeout.is_some()) {
+        cx.err("state", "state.prefix, state.on_failure and state.timeout apply to a Redis store only");
+    }
+    let prefix = s.prefix.clone().unwrap_or_else(|| DEFAULT_PREFIX.to_string());
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        cx.err("state.prefix", format!("state.prefix {prefix:?} must be letters, digits, '-', '_' or '.'"));
+    }
+    let timeout = s.timeout.map_or(DEFAULT_STORE_TIMEOUT, |d| d.0);
+    if timeout.is_zero() || timeout > std::time::Duration::from_secs(5) {
+        cx.err("state.timeout", "state.timeout must be above 0 and at most 5s");
+    }
+    crate::store::StoreSettings { url: s.store.clone(), prefix, on_failure: s.on_failure.unwrap_or_default(), timeout }
 }
 
 fn access_target(cx: &mut Ctx, v: Option<&str>) -> AccessTarget {

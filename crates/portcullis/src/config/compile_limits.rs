@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Route bucket when neither the route nor `defaults.throttle` sets one.
-pub const DEFAULT_ROUTE_THROTTLE: Throttle = Throttle { rate: 1000.0, burst: 2000, per: None };
+pub const DEFAULT_ROUTE_THROTTLE: Throttle = Throttle { rate: 1000.0, burst: 2000, per: None, strict: false };
 
 /// Checks the numbers; `per` is refused where a limit cannot be partitioned.
 pub(super) fn checked_throttle(cx: &mut Ctx, path: &str, t: &Throttle, allow_per: bool) -> Throttle {
@@ -37,6 +37,7 @@ fn policy_value(name: &str, t: &Throttle) -> HeaderValue {
 pub(crate) fn limit_rt(
     t: Throttle,
     name: &'static str,
+    id: String,
     max_keys: usize,
     previous: Option<&Arc<LimitRt>>,
 ) -> Arc<LimitRt> {
@@ -53,7 +54,10 @@ pub(crate) fn limit_rt(
             },
         },
     };
-    Arc::new(LimitRt { policy: policy_value(name, &t), throttle: t, buckets, policy_name: name })
+    // The shared (Redis) bucket's identity: which limit, and its numbers, so that nodes on
+    // different configs during a rolling change never share a bucket with different rates.
+    let shared_id = format!("{id}|{}|{}|{:?}", t.rate, t.burst, t.per);
+    Arc::new(LimitRt { policy: policy_value(name, &t), throttle: t, buckets, policy_name: name, shared_id })
 }
 
 /// Logs a warning for every route whose own limit is not below the global ceiling: the

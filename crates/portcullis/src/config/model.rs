@@ -69,8 +69,36 @@ pub struct Config {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct State {
-    /// `sqlite:PATH` (relative to the config file) or `memory`.
+    /// `sqlite:PATH` (relative to the config file), `memory`, or `redis://[:password@]host:port[/db]`
+    /// (`rediss://` for TLS) to share keys, plans, quotas, limits and admin actions across nodes.
     pub store: String,
+    /// Redis only: prefix of every Redis key name and channel (default `portcullis`), so several
+    /// gateways can share one Redis.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Redis only: what shared limits do while Redis cannot be reached. `local` (default): each
+    /// node enforces its share (limit / nodes seen) from memory; `open`: shared limits admit;
+    /// `closed`: shared limits refuse (429 `throttle.store_unavailable`). Quotas keep counting
+    /// locally in every mode and are added to Redis when it is back.
+    #[serde(default)]
+    pub on_failure: Option<OnFailure>,
+    /// Redis only: how long one Redis call may take before the node treats Redis as down
+    /// (default `50ms`).
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+}
+
+/// Behaviour of shared limits while the store is unreachable.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Each node enforces limit / nodes from memory.
+    #[default]
+    Local,
+    /// Shared limits admit everything.
+    Open,
+    /// Shared limits refuse everything.
+    Closed,
 }
 
 /// API key settings.
@@ -267,6 +295,11 @@ pub struct Throttle {
     /// allowed on `global`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per: Option<Partition>,
+    /// Cluster mode (Redis store) only: check every request against Redis in one atomic
+    /// round trip instead of spending tokens leased to this node. Exact, at the cost of a
+    /// Redis call per request: for low limits such as a login endpoint.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strict: bool,
 }
 
 /// What a partitioned bucket is keyed by.

@@ -49,8 +49,8 @@ pub struct Runtime {
     pub policy: Option<crate::phases::policy::PolicyRt>,
     /// Header carrying API keys.
     pub key_header: http::HeaderName,
-    /// `state.store` (static).
-    pub store_url: Option<String>,
+    /// `state` (static).
+    pub store: Option<crate::store::StoreSettings>,
     /// Where access-log lines go.
     pub access_log: AccessTarget,
     /// Files whose change triggers a reload (the config and the TLS files it names).
@@ -142,6 +142,8 @@ pub struct LimitRt {
     pub policy: HeaderValue,
     /// The policy name in headers (`route` or `global`).
     pub policy_name: &'static str,
+    /// Which limit this is across cluster nodes (names its Redis buckets).
+    pub shared_id: String,
 }
 
 /// A compiled route.

@@ -37,7 +37,7 @@ pub enum KeysCmd {
 
 fn open(config_path: &Path) -> Result<(Keys, Arc<config::Runtime>), String> {
     let rt = config::load_runtime(config_path, None).map_err(|e| e.to_string())?;
-    let url = rt.store_url.clone().ok_or_else(|| {
+    let url = rt.store.clone().ok_or_else(|| {
         format!(
             "{}: no key store: set state.store, or require keys on a route (auth: {{ api_key: true }})",
             config_path.display()

@@ -88,9 +88,15 @@ pub fn plan_problems(plan: &Plan, route_names: &HashSet<&str>) -> Vec<(String, S
     out
 }
 
-fn keyed(t: &Throttle, name: &'static str, max_keys: usize, previous: Option<&Arc<LimitRt>>) -> Arc<LimitRt> {
+fn keyed(
+    t: &Throttle,
+    name: &'static str,
+    id: String,
+    max_keys: usize,
+    previous: Option<&Arc<LimitRt>>,
+) -> Arc<LimitRt> {
     let t = Throttle { per: Some(Partition::Key), ..t.clone() };
-    limit_rt(t, name, max_keys, previous)
+    limit_rt(t, name, id, max_keys, previous)
 }
 
 impl PlanRt {
@@ -98,16 +104,15 @@ impl PlanRt {
         PlanRt {
             name: Arc::from(name),
             from_config,
-            throttle: spec
-                .throttle
-                .as_ref()
-                .map(|t| keyed(t, "plan", max_keys, previous.and_then(|p| p.throttle.as_ref()))),
+            throttle: spec.throttle.as_ref().map(|t| {
+                keyed(t, "plan", format!("plan/{name}"), max_keys, previous.and_then(|p| p.throttle.as_ref()))
+            }),
             routes: spec
                 .routes
                 .iter()
                 .map(|(route, t)| {
                     let prev = previous.and_then(|p| p.routes.get(route));
-                    (route.clone(), keyed(t, "plan-route", max_keys, prev))
+                    (route.clone(), keyed(t, "plan-route", format!("plan/{name}/route/{route}"), max_keys, prev))
                 })
                 .collect(),
             quota: spec.quota.as_ref().map(|q| {

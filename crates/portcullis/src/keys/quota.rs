@@ -5,7 +5,7 @@
 //! one `AtomicU64` updated by compare-and-swap: concurrent requests admit exactly `limit`
 //! per period, and the switch to a new period is part of the same atomic step.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Length of a quota period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
@@ -76,12 +76,18 @@ pub fn bounds(now: i64, period: Period, offset: i64) -> (i64, i64) {
     (start + offset, end + offset)
 }
 
-/// One key's quota count, and whether it changed since the last flush.
+/// One key's quota count as this node knows it: the last total the store returned plus what
+/// this node counted since, and that local part (the delta not yet added to the store).
+///
+/// Stores add deltas, never overwrite totals, so several gateway nodes (or a gateway and the
+/// `keys` CLI) sharing one store count every request once. A delta that could not be written
+/// (store down) stays pending and is added when the store is back.
 #[derive(Debug, Default)]
 pub struct QuotaCell {
     /// period start in minutes since the epoch (high 32 bits) | count (low 32 bits)
     packed: AtomicU64,
-    dirty: AtomicBool,
+    /// the same packing: the period and how many of its requests the store has not seen
+    pending: AtomicU64,
 }
 
 fn pack(period_min: u32, used: u32) -> u64 {
@@ -96,20 +102,33 @@ fn minutes(start: i64) -> u32 {
     u32::try_from(start.div_euclid(60)).unwrap_or(0)
 }
 
+fn saturate(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Adds `n` to a packed count of `period`; a count of an older period starts over.
+fn add_in_period(cell: &AtomicU64, period: u32, n: u32) {
+    let _ = cell.fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+        let (p, used) = unpack(cur);
+        match p.cmp(&period) {
+            std::cmp::Ordering::Equal => Some(pack(p, used.saturating_add(n))),
+            std::cmp::Ordering::Less => Some(pack(period, n)),
+            std::cmp::Ordering::Greater => None,
+        }
+    });
+}
+
 impl QuotaCell {
     /// A cell holding `used` requests of the period starting at `start`.
     pub fn restored(start: i64, used: u64) -> QuotaCell {
-        QuotaCell {
-            packed: AtomicU64::new(pack(minutes(start), u32::try_from(used).unwrap_or(u32::MAX))),
-            dirty: AtomicBool::new(false),
-        }
+        QuotaCell { packed: AtomicU64::new(pack(minutes(start), saturate(used))), pending: AtomicU64::new(0) }
     }
 
     /// Counts one request in the period starting at `start` if fewer than `limit` were;
     /// returns how many remain, or `None` when the quota is used up.
     pub fn try_take(&self, start: i64, limit: u64) -> Option<u64> {
         let period = minutes(start);
-        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        let limit = saturate(limit);
         let mut cur = self.packed.load(Ordering::Acquire);
         loop {
             let (p, used) = unpack(cur);
@@ -119,7 +138,7 @@ impl QuotaCell {
             }
             match self.packed.compare_exchange_weak(cur, pack(period, used + 1), Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
-                    self.dirty.store(true, Ordering::Release);
+                    add_in_period(&self.pending, period, 1);
                     return Some(u64::from(limit - used - 1));
                 }
                 Err(actual) => cur = actual,
@@ -133,13 +152,32 @@ impl QuotaCell {
         if p == minutes(start) { u64::from(used) } else { 0 }
     }
 
-    /// `(period start, count)` if it changed since the last call.
-    pub fn take_dirty(&self) -> Option<(i64, u64)> {
-        if !self.dirty.swap(false, Ordering::AcqRel) {
-            return None;
-        }
-        let (p, used) = unpack(self.packed.load(Ordering::Acquire));
-        Some((i64::from(p) * 60, u64::from(used)))
+    /// Takes the requests counted here since the last flush: `(period start, count)`, or
+    /// `None` when there are none. Give them back with [`QuotaCell::unflushed`] if the store
+    /// cannot take them.
+    pub fn take_pending(&self) -> Option<(i64, u64)> {
+        let (p, n) = unpack(self.pending.swap(0, Ordering::AcqRel));
+        (n > 0).then(|| (i64::from(p) * 60, u64::from(n)))
+    }
+
+    /// Puts back a delta the store did not take (it is sent again with the next flush).
+    pub fn unflushed(&self, start: i64, n: u64) {
+        add_in_period(&self.pending, minutes(start), saturate(n));
+    }
+
+    /// Takes the store's total for a period: the count becomes that total plus what was
+    /// counted here after the flush. A total for an older period is ignored.
+    pub fn reconcile(&self, start: i64, total: u64) {
+        let period = minutes(start);
+        let _ = self.packed.fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+            let (p, _) = unpack(cur);
+            if p > period {
+                return None;
+            }
+            let (pp, pn) = unpack(self.pending.load(Ordering::Acquire));
+            let local = if pp == period { pn } else { 0 };
+            Some(pack(period, saturate(total).saturating_add(local)))
+        });
     }
 }
 
@@ -186,8 +224,8 @@ mod tests {
         assert_eq!(c.try_take(start, 3), Some(0));
         assert_eq!(c.try_take(start, 3), None);
         assert_eq!(c.used(start), 3);
-        assert_eq!(c.take_dirty(), Some((start, 3)));
-        assert_eq!(c.take_dirty(), None);
+        assert_eq!(c.take_pending(), Some((start, 3)));
+        assert_eq!(c.take_pending(), None);
         assert_eq!(c.try_take(end, 3), Some(2), "the next period starts from zero");
         assert_eq!(c.used(start), 0);
     }
@@ -203,6 +241,26 @@ mod tests {
             .collect();
         let total: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
         assert_eq!(total, 1234);
+    }
+
+    #[test]
+    fn deltas_flush_once_and_totals_from_other_nodes_are_taken() {
+        let c = QuotaCell::default();
+        for _ in 0..3 {
+            c.try_take(60_000, 100);
+        }
+        let (start, n) = c.take_pending().unwrap();
+        assert_eq!((start, n), (60_000, 3));
+        c.try_take(60_000, 100); // counted while the flush is in flight
+        c.reconcile(60_000, 50); // another node counted 47 more
+        assert_eq!(c.used(60_000), 51);
+        assert_eq!(c.take_pending(), Some((60_000, 1)), "only the request after the flush is pending");
+        // the store was down: the delta is put back and sent with the next flush
+        c.unflushed(60_000, 1);
+        c.try_take(60_000, 100);
+        assert_eq!(c.take_pending(), Some((60_000, 2)));
+        c.reconcile(0, 999);
+        assert_eq!(c.used(60_000), 52, "a total for an older period is ignored");
     }
 
     #[test]

@@ -11,15 +11,28 @@ use std::time::Duration;
 /// How often counts are flushed and the store polled.
 pub const INTERVAL: Duration = Duration::from_secs(1);
 
-/// Writes every changed quota count to the store.
+/// Adds every key's requests counted since the last flush to the store and takes the totals
+/// back (other nodes count too). When the store fails, the deltas stay pending for the next
+/// flush, so no request goes uncounted.
 pub fn flush_quotas(keys: &Keys) -> Result<usize, StoreError> {
     let index = keys.index.load();
-    let rows: Vec<(String, i64, u64)> = index
-        .entries()
-        .filter_map(|e| e.quota.take_dirty().map(|(start, used)| (e.id.to_string(), start, used)))
-        .collect();
-    keys.store.save_quota_usage(&rows)?;
-    Ok(rows.len())
+    let taken: Vec<(&Arc<super::KeyEntry>, i64, u64)> =
+        index.entries().filter_map(|e| e.quota.take_pending().map(|(start, n)| (e, start, n))).collect();
+    let rows: Vec<(String, i64, u64)> = taken.iter().map(|(e, start, n)| (e.id.to_string(), *start, *n)).collect();
+    match keys.store.add_quota_usage(&rows) {
+        Ok(totals) => {
+            for ((e, _, _), (_, start, total)) in taken.iter().zip(totals) {
+                e.quota.reconcile(start, total);
+            }
+            Ok(rows.len())
+        }
+        Err(err) => {
+            for (e, start, n) in taken {
+                e.quota.unflushed(start, n);
+            }
+            Err(err)
+        }
+    }
 }
 
 fn once(gw: &Gateway, keys: &Keys) {

@@ -37,6 +37,11 @@ struct ListenerLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabel {
+    mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
 }
@@ -103,6 +108,9 @@ pub struct Metrics {
     jwks_fetches: Family<ProviderResult, Counter>,
     authorizer_decisions: Family<AuthorizerDecision, Counter>,
     waf_matches: Family<WafRule, Counter>,
+    store_degraded: Family<ModeLabel, Counter>,
+    /// 1 while the shared store (Redis) answers, 0 while it does not; 1 for the embedded store.
+    pub store_up: Gauge,
     /// Config generation now serving.
     pub config_generation: Gauge,
     /// Access-log lines dropped because the writer fell behind.
@@ -143,6 +151,8 @@ impl Metrics {
             jwks_fetches: Family::default(),
             authorizer_decisions: Family::default(),
             waf_matches: Family::default(),
+            store_degraded: Family::default(),
+            store_up: Gauge::default(),
             config_generation: Gauge::default(),
             access_log_dropped: Counter::default(),
             no_route: Arc::from(NO_ROUTE),
@@ -191,6 +201,13 @@ impl Metrics {
             "waf_matches",
             "WAF rules that matched and log, by rule id (in block and detect mode)",
             m.waf_matches.clone(),
+        );
+        m.store_up.set(1);
+        registry.register("store_up", "1 while the state store answers, 0 while it does not", m.store_up.clone());
+        registry.register(
+            "store_degraded_decisions",
+            "Shared-limit decisions made without the store (Redis down), by state.on_failure mode",
+            m.store_degraded.clone(),
         );
         registry.register(
             "config_generation",
@@ -291,6 +308,11 @@ impl Metrics {
         self.authorizer_decisions
             .get_or_create(&AuthorizerDecision { authorizer: authorizer.clone(), source, result })
             .inc();
+    }
+
+    /// The counter of shared-limit decisions taken without the store in `mode`.
+    pub fn store_degraded_counter(&self, mode: &'static str) -> Counter {
+        self.store_degraded.get_or_create(&ModeLabel { mode }).clone()
     }
 
     /// A reload attempt (`ok`, `invalid`).

@@ -14,6 +14,7 @@
 //! rule takes no token anywhere (the rule counted it: that is how a flooding IP stays blocked).
 
 use super::ip_rules;
+use crate::cluster::lease::Shared;
 use crate::config::runtime::{Buckets, LimitRt};
 use crate::error::{ErrorKind, GatewayError};
 use crate::keys::quota;
@@ -22,7 +23,24 @@ use portcullis_limit::{Decision, hash_key};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-fn decide(ctx: &RequestCtx, limit: &LimitRt, now: u64) -> Decision {
+/// The partition a request falls in, as bytes that name the same bucket on every node.
+fn partition(ctx: &RequestCtx, limit: &LimitRt) -> Vec<u8> {
+    let ip = || match ip_rules::aggregate(ctx.client_ip, 64) {
+        std::net::IpAddr::V4(a) => a.octets().to_vec(),
+        std::net::IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    match &limit.buckets {
+        Buckets::One(_) => Vec::new(),
+        Buckets::PerIp(_) => ip(),
+        Buckets::PerKey(_) => match &ctx.key {
+            Some(key) => key.id.as_bytes().to_vec(),
+            None => ip(),
+        },
+        Buckets::PerHeader(name, _) => ctx.parts.headers.get(name).map_or(Vec::new(), |v| v.as_bytes().to_vec()),
+    }
+}
+
+fn decide_local(ctx: &RequestCtx, limit: &LimitRt, now: u64) -> Decision {
     match &limit.buckets {
         Buckets::One(b) => b.check(now),
         Buckets::PerIp(k) => k.check(hash_key(&ip_rules::aggregate(ctx.client_ip, 64)), now),
@@ -39,6 +57,15 @@ fn decide(ctx: &RequestCtx, limit: &LimitRt, now: u64) -> Decision {
     }
 }
 
+/// In cluster mode every limit is shared through Redis (see `cluster::lease`); otherwise
+/// the buckets live in this process.
+async fn decide(ctx: &RequestCtx, limit: &LimitRt, now: u64) -> Shared {
+    match ctx.gw.cluster.get() {
+        Some(cluster) => cluster.leases.check(cluster, limit, &partition(ctx, limit), now).await,
+        None => Shared::Decided(decide_local(ctx, limit, now)),
+    }
+}
+
 fn report(ctx: &mut RequestCtx, policy: &http::HeaderValue, name: &'static str, remaining: u64, reset_secs: u64) {
     let remaining = u32::try_from(remaining).unwrap_or(u32::MAX);
     if reset_secs > 0 || ctx.rate.as_ref().is_none_or(|r| remaining < r.remaining) {
@@ -46,13 +73,18 @@ fn report(ctx: &mut RequestCtx, policy: &http::HeaderValue, name: &'static str, 
     }
 }
 
-fn check(ctx: &mut RequestCtx, limit: &Arc<LimitRt>, kind: ErrorKind, now: u64) -> Result<(), GatewayError> {
-    match decide(ctx, limit, now) {
-        Decision::Allowed { remaining } => {
+async fn check(ctx: &mut RequestCtx, limit: &Arc<LimitRt>, kind: ErrorKind, now: u64) -> Result<(), GatewayError> {
+    match decide(ctx, limit, now).await {
+        Shared::Unavailable => {
+            let wait = Duration::from_secs(1);
+            report(ctx, &limit.policy, limit.policy_name, 0, 1);
+            Err(GatewayError::new(ErrorKind::StoreUnavailable).with_retry_after(wait))
+        }
+        Shared::Decided(Decision::Allowed { remaining }) => {
             report(ctx, &limit.policy, limit.policy_name, u64::from(remaining), 0);
             Ok(())
         }
-        Decision::Denied { retry_after } => {
+        Shared::Decided(Decision::Denied { retry_after }) => {
             report(ctx, &limit.policy, limit.policy_name, 0, crate::error::retry_after_secs(retry_after));
             Err(GatewayError::new(kind).with_retry_after(retry_after))
         }
@@ -78,21 +110,21 @@ fn take_quota(ctx: &mut RequestCtx, now: u64) -> Result<(), GatewayError> {
 }
 
 /// The phase.
-pub fn throttle(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
+pub async fn throttle(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
     let Some(route) = ctx.route.clone() else { return Ok(Flow::Continue) };
     ip_rules::on_route(ctx)?;
     let now = ctx.gw.clock.now();
-    check(ctx, &route.limit, ErrorKind::RouteLimit, now)?;
+    check(ctx, &route.limit, ErrorKind::RouteLimit, now).await?;
     if let Some(plan) = ctx.plan.clone() {
         if let Some(limit) = plan.routes.get(&*route.name) {
-            check(ctx, limit, ErrorKind::PlanLimit, now)?;
+            check(ctx, limit, ErrorKind::PlanLimit, now).await?;
         }
         if let Some(limit) = &plan.throttle {
-            check(ctx, limit, ErrorKind::PlanLimit, now)?;
+            check(ctx, limit, ErrorKind::PlanLimit, now).await?;
         }
     }
     if let Some(global) = ctx.rt.global.clone() {
-        check(ctx, &global, ErrorKind::GlobalLimit, now)?;
+        check(ctx, &global, ErrorKind::GlobalLimit, now).await?;
     }
     take_quota(ctx, now)?;
     Ok(Flow::Continue)

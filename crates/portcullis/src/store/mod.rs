@@ -5,8 +5,10 @@
 //! rebuilt when the store's change counter moves, and quota counts are kept in memory and
 //! flushed every second.
 
+pub mod redis;
 mod sqlite;
 
+pub use redis::RedisStore;
 pub use sqlite::SqliteStore;
 use std::path::Path;
 use std::sync::Arc;
@@ -67,7 +69,7 @@ pub enum StoreError {
     #[error("store: {0}")]
     Db(String),
     /// The `state.store` URL is not understood.
-    #[error("state.store {0:?}: use sqlite:PATH or memory")]
+    #[error("state.store {0:?}: use sqlite:PATH, memory or redis://host:port")]
     BadUrl(String),
 }
 
@@ -89,14 +91,49 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn delete_plan(&self, name: &str) -> Result<bool, StoreError>;
     /// Quota usage: key id, period start (unix seconds), requests counted.
     fn quota_usage(&self) -> Result<Vec<(String, i64, u64)>, StoreError>;
-    /// Saves quota usage (absolute counts; replaces what is stored for those keys).
-    fn save_quota_usage(&self, rows: &[(String, i64, u64)]) -> Result<(), StoreError>;
+    /// Adds requests counted by this process (key id, period start, delta) and returns the
+    /// totals now stored, in the same order. A delta for a newer period than the stored one
+    /// starts that period; one for an older period is dropped (the stored total is returned).
+    fn add_quota_usage(&self, rows: &[(String, i64, u64)]) -> Result<Vec<(String, i64, u64)>, StoreError>;
 }
 
-/// Opens `state.store`: `sqlite:PATH` (relative to `base`) or `memory`.
-pub fn open(url: &str, base: &Path) -> Result<Arc<dyn Store>, StoreError> {
+/// `state` as compiled: where the store is and how to use it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreSettings {
+    /// `sqlite:PATH`, `memory` or `redis://…`.
+    pub url: String,
+    /// Prefix of Redis names.
+    pub prefix: String,
+    /// Shared limits while Redis is down.
+    pub on_failure: crate::config::model::OnFailure,
+    /// Per-call Redis timeout.
+    pub timeout: std::time::Duration,
+}
+
+impl StoreSettings {
+    /// True for a Redis URL.
+    pub fn is_redis(&self) -> bool {
+        is_redis_url(&self.url)
+    }
+}
+
+/// True for `redis://` and `rediss://` URLs.
+pub fn is_redis_url(url: &str) -> bool {
+    url.starts_with("redis://") || url.starts_with("rediss://")
+}
+
+/// How long the store may take on calls off the request path (admin API, sync loop, CLI):
+/// longer than a request-path call, still short enough that a stalled Redis shows as an error.
+const OFF_PATH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens the store: `sqlite:PATH` (relative to `base`), `memory` or a Redis URL.
+pub fn open(settings: &StoreSettings, base: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    let url = settings.url.as_str();
     if url == "memory" {
         return Ok(Arc::new(SqliteStore::memory()?));
+    }
+    if is_redis_url(url) {
+        return Ok(Arc::new(RedisStore::open(url, &settings.prefix, OFF_PATH_TIMEOUT)?));
     }
     match url.strip_prefix("sqlite:") {
         Some(p) if !p.is_empty() => {

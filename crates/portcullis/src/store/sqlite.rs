@@ -165,21 +165,35 @@ impl Store for SqliteStore {
         })
     }
 
-    fn save_quota_usage(&self, rows: &[(String, i64, u64)]) -> Result<(), StoreError> {
+    fn add_quota_usage(&self, rows: &[(String, i64, u64)]) -> Result<Vec<(String, i64, u64)>, StoreError> {
         if rows.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         self.with(|c| {
             let tx = c.transaction()?;
+            let mut totals = Vec::with_capacity(rows.len());
             {
+                // A delta for the stored period adds up; one for a newer period starts it
+                // over; one for an older period (flushed late) is dropped.
                 let mut st = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO quota_usage (key_id, period_start, used) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO quota_usage (key_id, period_start, used) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (key_id) DO UPDATE SET
+                       used = CASE WHEN excluded.period_start = period_start THEN used + excluded.used
+                                   WHEN excluded.period_start > period_start THEN excluded.used
+                                   ELSE used END,
+                       period_start = MAX(period_start, excluded.period_start)
+                     RETURNING period_start, used",
                 )?;
-                for (id, start, used) in rows {
-                    st.execute(params![id, start, i64::try_from(*used).unwrap_or(i64::MAX)])?;
+                for (id, start, delta) in rows {
+                    let (start, used): (i64, i64) = st
+                        .query_row(params![id, start, i64::try_from(*delta).unwrap_or(i64::MAX)], |r| {
+                            Ok((r.get(0)?, r.get(1)?))
+                        })?;
+                    totals.push((id.clone(), start, u64::try_from(used).unwrap_or(0)));
                 }
             }
-            tx.commit()
+            tx.commit()?;
+            Ok(totals)
         })
     }
 }
@@ -210,7 +224,9 @@ mod tests {
         assert!(s.update_key("k1", Some("pro"), Some(KeyStatus::Revoked)).unwrap());
         assert!(!s.update_key("nope", Some("pro"), None).unwrap());
         s.put_plan("gold", "{\"throttle\":null}").unwrap();
-        s.save_quota_usage(&[("k1".into(), 86_400, 42)]).unwrap();
+        assert_eq!(s.add_quota_usage(&[("k1".into(), 86_400, 40)]).unwrap(), vec![("k1".to_string(), 86_400, 40)]);
+        assert_eq!(s.add_quota_usage(&[("k1".into(), 86_400, 2)]).unwrap()[0].2, 42, "deltas add up");
+        assert_eq!(s.add_quota_usage(&[("k1".into(), 0, 5)]).unwrap()[0], ("k1".to_string(), 86_400, 42), "late delta");
         drop(s);
         let s = SqliteStore::open(&path).unwrap();
         let keys = s.keys().unwrap();
