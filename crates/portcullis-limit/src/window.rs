@@ -165,6 +165,26 @@ impl WindowCounter {
         out
     }
 
+    /// Raises `key`'s estimate to at least `rate` by counting the difference in the current
+    /// slot (another cluster node saw the requests), and returns the state after it. The
+    /// key then slides back under the limit like any other.
+    pub fn raise_to(&self, key: u64, rate: u64, now: u64) -> WindowState {
+        let Ok(mut map) = self.shard(key).lock() else { return WindowState { rate: 0, over_since: None } };
+        if !map.contains_key(&key) && map.len() >= self.per_shard {
+            self.make_room(&mut map, now);
+        }
+        let e = map.entry(key).or_insert_with(|| self.fresh(now));
+        self.roll(e, now);
+        let missing = rate.saturating_sub(self.estimate(e, now));
+        if let Some(c) = e.counts.get_mut(usize::from(e.head)) {
+            *c = c.saturating_add(u16::try_from(missing).unwrap_or(u16::MAX));
+        }
+        if self.estimate(e, now) > self.limit && e.over_since == 0 {
+            e.over_since = now;
+        }
+        self.state(e, now)
+    }
+
     /// Forgets `key` (an operator unblocking it).
     pub fn forget(&self, key: u64) -> bool {
         self.shard(key).lock().is_ok_and(|mut m| m.remove(&key).is_some())

@@ -22,6 +22,15 @@ pub enum Event {
     AuthCache(Option<String>),
     /// Let an IP in again in every IP rule.
     Unblock(IpAddr),
+    /// An IP went over a blocking IP rule on the sender (`rate` requests in its window).
+    Block {
+        /// The rule's name.
+        rule: String,
+        /// The address as counted (IPv6: the rule's prefix).
+        ip: IpAddr,
+        /// The sender's estimate.
+        rate: u64,
+    },
     /// Re-read the configuration file.
     Reload,
 }
@@ -33,6 +42,7 @@ impl Event {
             Event::AuthCache(None) => format!("{sender} auth-cache"),
             Event::AuthCache(Some(p)) => format!("{sender} auth-cache {p}"),
             Event::Unblock(ip) => format!("{sender} unblock {ip}"),
+            Event::Block { rule, ip, rate } => format!("{sender} block {ip} {rate} {rule}"),
             Event::Reload => format!("{sender} reload"),
         }
     }
@@ -45,6 +55,12 @@ impl Event {
             ("keys", None) => Event::Keys,
             ("auth-cache", p) => Event::AuthCache(p.map(str::to_string)),
             ("unblock", Some(ip)) => Event::Unblock(ip.parse().ok()?),
+            ("block", Some(arg)) => {
+                let mut parts = arg.splitn(3, ' ');
+                let ip = parts.next()?.parse().ok()?;
+                let rate = parts.next()?.parse().ok()?;
+                Event::Block { ip, rate, rule: parts.next().filter(|r| !r.is_empty())?.to_string() }
+            }
             ("reload", None) => Event::Reload,
             _ => return None,
         };
@@ -75,6 +91,12 @@ impl Event {
             Event::Unblock(ip) => {
                 let rt = gw.runtime.load();
                 rt.ip_rules.iter().filter(|r| r.forget(*ip)).map(|r| r.name.to_string()).collect()
+            }
+            Event::Block { rule, ip, rate } => {
+                let rt = gw.runtime.load();
+                let now = gw.clock.now();
+                let hit = rt.ip_rules.iter().filter(|r| &*r.name == rule && r.impose(*ip, *rate, now));
+                hit.map(|r| r.name.to_string()).collect()
             }
             Event::Reload => {
                 let _ = gw.reload().await;
@@ -154,12 +176,22 @@ mod tests {
             Event::AuthCache(None),
             Event::AuthCache(Some("user 1".into())),
             Event::Unblock("2001:db8::1".parse().unwrap()),
+            Event::Block { rule: "per ip".into(), ip: "192.0.2.1".parse().unwrap(), rate: 12 },
             Event::Reload,
         ] {
             let msg = e.encode("n1");
             assert_eq!(Event::decode(&msg), Some(("n1", e)), "{msg}");
         }
-        for junk in ["", "n1", "n1 unblock", "n1 unblock 300.1.1.1", "n1 keys extra", "n1 format-disk"] {
+        for junk in [
+            "",
+            "n1",
+            "n1 unblock",
+            "n1 unblock 300.1.1.1",
+            "n1 block 192.0.2.1 12",
+            "n1 block 192.0.2.1 x r",
+            "n1 keys extra",
+            "n1 format-disk",
+        ] {
             assert_eq!(Event::decode(junk), None, "{junk}");
         }
     }

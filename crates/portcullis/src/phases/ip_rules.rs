@@ -8,6 +8,7 @@
 //! one that stops is let in again once the window has slid past its burst. Nothing else is
 //! needed to unblock it; an operator can do it at once with `DELETE /api/v1/blocked-ips/{ip}`.
 
+use crate::cluster::events::{Event, broadcast};
 use crate::config::model::{IpRule, IpRuleAction};
 use crate::error::{ErrorKind, GatewayError};
 use crate::pipeline::{Flow, RequestCtx};
@@ -125,6 +126,19 @@ impl IpRuleRt {
         self.counter.forget(key)
     }
 
+    /// Blocks `ip` because another cluster node saw it go over (`rate` requests in the
+    /// window there): the count here is raised to that. True when it is over here now.
+    pub fn impose(&self, ip: IpAddr, rate: u64, now: u64) -> bool {
+        let (key, counted) = self.key(ip);
+        let state = self.counter.raise_to(key, rate, now);
+        if state.over_since.is_some()
+            && let Ok(mut b) = self.blocked.lock()
+        {
+            b.insert(key, counted);
+        }
+        state.over_since.is_some()
+    }
+
     fn applies_before_routing(&self, path: &str) -> bool {
         match &self.scope {
             RuleScope::All => true,
@@ -147,6 +161,12 @@ fn apply<'a>(ctx: &mut RequestCtx, rules: impl Iterator<Item = &'a Arc<IpRuleRt>
         {
             b.insert(key, counted);
             tracing::warn!(rule = %rule.name, ip = %counted, rate = state.rate, "IP went over its rate limit");
+            if rule.action == IpRuleAction::Block && ctx.gw.cluster.get().is_some() {
+                // The other nodes block it too (they may not have seen its requests).
+                let gw = ctx.gw.clone();
+                let event = Event::Block { rule: rule.name.to_string(), ip: counted, rate: state.rate };
+                tokio::spawn(async move { broadcast(&gw, &event).await });
+            }
         }
         match rule.action {
             IpRuleAction::Count => ctx.gw.metrics.ip_rule_match(&rule.name, "count"),
