@@ -9,19 +9,25 @@
 #                             # quota (issue 3, target >= 95%)
 #   bench/overhead.sh jwt     # RS256 bearer token from a PEM-configured provider (issue 4,
 #                             # target >= 90%); every request sends the same token, as clients do
+#   bench/overhead.sh cluster # the same route limit (rate 50k/s: never refuses here) in one
+#                             # node on a Redis store vs embedded (issue 5, target >= 90%); also
+#                             # prints Redis commands per request (target <= 0.1). Starts its own
+#                             # redis-server on 127.0.0.1:9379.
 # DUR=3 REPS=10 CONNS=64 by default (~1.5 min).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd); ROOT=$(cd "$HERE/.." && pwd)
 SHARED=${SHARED:-$ROOT/../shared/bench}
 VARIANT=${1:-keys}; DUR=${DUR:-3}; REPS=${REPS:-10}; CONNS=${CONNS:-64}
-case $VARIANT in keys | jwt) ;; *) echo "usage: $0 keys|jwt" >&2; exit 2 ;; esac
-for port in 9001 9200 9201; do
+case $VARIANT in keys | jwt | cluster) ;; *) echo "usage: $0 keys|jwt|cluster" >&2; exit 2 ;; esac
+for port in 9001 9200 9201 9379; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "port $port is already in use" >&2; exit 1; fi
 done
 command -v nginx >/dev/null && command -v wrk >/dev/null || { echo "needs nginx and wrk (apt-get install nginx wrk)" >&2; exit 1; }
 cargo build --release -q -p portcullis --manifest-path "$ROOT/Cargo.toml"
 BIN=$ROOT/target/release/portcullis
 RUN=$(mktemp -d /tmp/overhead-bench.XXXXXX); PIDS=()
+# The route's own limit; the cluster variant uses a realistic hot-route limit in both rows.
+LIMIT="{ rate: 10000000, burst: 10000000 }"
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.5; rm -rf "$RUN"; }
 trap cleanup EXIT INT TERM
 cp "$SHARED/nginx-upstream.conf" "$RUN/"
@@ -32,9 +38,21 @@ log: { access: off }'
 cat >"$RUN/plain.yaml" <<YAML
 listeners: [{ name: bench, bind: "127.0.0.1:9200" }]
 $common
-routes: [{ name: all, match: { path: "/*" }, upstream: up, throttle: { rate: 10000000, burst: 10000000 } }]
+routes: [{ name: all, match: { path: "/*" }, upstream: up, throttle: LIMIT }]
 YAML
-if [[ $VARIANT == keys ]]; then
+if [[ $VARIANT == cluster ]]; then
+  LABEL="cluster (Redis store)"; HEADER="x-bench: 1"; LIMIT="{ rate: 50000, burst: 50000 }"
+  command -v redis-server >/dev/null || { echo "needs redis-server (apt-get install redis-server)" >&2; exit 1; }
+  redis-server --bind 127.0.0.1 --port 9379 --save "" --appendonly yes --appendfsync always --dir "$RUN" \
+    --loglevel warning >/dev/null 2>&1 & PIDS+=($!)
+  for _ in $(seq 50); do redis-cli -p 9379 ping >/dev/null 2>&1 && break; sleep 0.1; done
+  cat >"$RUN/keyed.yaml" <<YAML
+listeners: [{ name: bench, bind: "127.0.0.1:9201" }]
+$common
+state: { store: "redis://127.0.0.1:9379", prefix: bench }
+routes: [{ name: all, match: { path: "/*" }, upstream: up, throttle: $LIMIT }]
+YAML
+elif [[ $VARIANT == keys ]]; then
   LABEL="key + route + plan + quota"
   cat >"$RUN/keyed.yaml" <<YAML
 listeners: [{ name: bench, bind: "127.0.0.1:9201" }]
@@ -65,6 +83,7 @@ YAML
   sig=$(printf '%s.%s' "$head" "$body" | openssl dgst -sha256 -sign "$RUN/idp.key" -binary | b64url)
   HEADER="authorization: Bearer $head.$body.$sig"
 fi
+sed -i "s/LIMIT/$LIMIT/" "$RUN/plain.yaml"
 nginx -p "$RUN/" -e stderr -c "$RUN/nginx-upstream.conf" -g 'daemon off;' >/dev/null 2>&1 & PIDS+=($!)
 taskset -c 1 "$BIN" run --no-watch -c "$RUN/plain.yaml" 2>/dev/null & PIDS+=($!)
 taskset -c 1 "$BIN" run --no-watch -c "$RUN/keyed.yaml" 2>/dev/null & PIDS+=($!)
@@ -92,8 +111,13 @@ echo "# $(date -u +%FT%TZ) wrk -t1 -c$CONNS -d${DUR}s x$REPS rounds (ABBA), medi
 printf '%-28s %10s\n' "plain route" "$p" "$LABEL" "$k"
 echo "paired ratios $VARIANT/plain: $(sort -n "$RUN/ratio" | tr '\n' ' ')"
 echo "median paired ratio: $(med "$RUN/ratio")"
+if [[ $VARIANT == cluster ]]; then
+  calls=$(redis-cli -p 9379 INFO commandstats | awk -F'calls=' '/^cmdstat_/ {split($2, a, ","); s += a[1]} END {print s}')
+  served=$(awk -v d="$DUR" '{s += $1 * d} END {printf "%d", s}' "$RUN/keyed.rps")
+  echo "Redis commands: $calls for ~$served requests to the cluster node = $(awk -v c="$calls" -v r="$served" 'BEGIN {printf "%.5f", c / r}') per request (heartbeats and the 1 s sync poll included)"
+fi
 for p in "${PIDS[@]:1}"; do kill "$p" 2>/dev/null || true; done; sleep 0.5; kill "${PIDS[0]}" 2>/dev/null || true; PIDS=(); sleep 0.5
-if command -v valgrind >/dev/null; then
+if [[ $VARIANT != cluster ]] && command -v valgrind >/dev/null; then
   sed 's/9201/9200/' "$RUN/keyed.yaml" >"$RUN/keyed-9200.yaml"
   echo "plain: $(DUR=5 "$HERE/instructions.sh" "$BIN" | cut -d' ' -f1-2)"
   echo "$VARIANT: $(DUR=5 CONFIG="$RUN/keyed-9200.yaml" HEADER="$HEADER" "$HERE/instructions.sh" "$BIN" | cut -d' ' -f1-2)"

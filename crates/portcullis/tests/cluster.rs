@@ -218,9 +218,21 @@ async fn redis_killed_mid_load_means_no_5xx_local_shares_and_recovery_with_quota
         let gw = g.gateway().clone();
         assert!(eventually(Duration::from_secs(3), || gw.cluster.get().unwrap().nodes() == 2).await, "both nodes seen");
     }
+    // Redis dies under load: not one 5xx.
+    let (stop, ok, bad) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let loads: Vec<_> =
+        gws.iter().map(|g| tokio::spawn(hammer(g.addr(), 2, stop.clone(), ok.clone(), bad.clone()))).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
     redis.kill();
-    // Requests go on: no 5xx; keyed calls keep counting locally; the hot route is held to
-    // each node's share (20 / 2 nodes = burst 10 per node).
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, Ordering::Relaxed);
+    for l in loads {
+        l.await.unwrap();
+    }
+    assert_eq!(bad.load(Ordering::Relaxed), 0, "no 5xx while Redis died");
+    // Let the local shares refill (rate 10/s per node), then: keyed calls keep counting
+    // locally; the hot route is held to each node's share (20 / 2 nodes = burst 10 per node).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let mut statuses = Vec::new();
     for g in &gws {
         for _ in 0..2 {
@@ -258,6 +270,36 @@ async fn redis_killed_mid_load_means_no_5xx_local_shares_and_recovery_with_quota
     assert_eq!(call(&gws[1], "/orders/1", Some(&key)).await, 200, "the key survived the Redis restart");
     let usage = admin(&gws[0], "GET", &format!("/api/v1/usage/{id}"), None).await.json();
     assert!(usage.to_string().contains("11") || usage.to_string().contains("10"), "{usage}");
+}
+
+#[tokio::test]
+async fn a_key_made_with_the_cli_works_at_once_and_strict_limits_ask_redis_for_every_request() {
+    let redis = RedisServer::start();
+    let up = MockUpstream::start().await;
+    let gw = TestGateway::start(&node(&redis, &up, "", "{ rate: 20, burst: 10, strict: true }")).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["keys", "create", "--plan", "free", "--name", "cli", "-c"])
+        .arg(gw.config_path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let key = text.lines().find_map(|l| l.strip_prefix("key: ")).unwrap().trim().to_string();
+    let t = Instant::now();
+    let mut ok = false;
+    while t.elapsed() < Duration::from_secs(1) && !ok {
+        ok = call(&gw, "/orders/1", Some(&key)).await == 200;
+    }
+    assert!(ok, "a key made with `portcullis keys create` works on a running node within 1 s");
+    // strict: every admitted request is one Redis round trip (without it, this limit would
+    // lease 2 tokens per call), and the burst holds.
+    let before = evalsha_calls(&redis);
+    let mut admitted = 0;
+    for _ in 0..14 {
+        admitted += u64::from(call(&gw, "/hot", None).await == 200);
+    }
+    assert!((10..=12).contains(&admitted), "burst 10 (plus what 20/s refilled meanwhile): {admitted}");
+    assert!(evalsha_calls(&redis) - before >= admitted, "one script call per admitted request");
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@
 
 use super::Cluster;
 use crate::config::model::OnFailure;
-use crate::config::runtime::LimitRt;
+use crate::config::runtime::{Buckets, LimitRt};
 use arc_swap::ArcSwapOption;
 use portcullis_limit::{Bucket, Decision, Rate};
 use redis::Script;
@@ -74,8 +74,15 @@ pub struct Lease {
     denied_until: AtomicU64,
     prefetching: AtomicBool,
     fetch: tokio::sync::Mutex<()>,
-    /// `on_failure: local`: this node's share of the limit while Redis is down.
-    fallback: ArcSwapOption<Bucket>,
+    /// `on_failure: local`: this node's share of the limit while Redis is down, and the
+    /// outage it was made for (a new outage divides by the node count of its time).
+    fallback: ArcSwapOption<(u64, Bucket)>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").field("tokens", &self.tokens.load(Ordering::Relaxed)).finish_non_exhaustive()
+    }
 }
 
 /// Every lease of this node.
@@ -148,8 +155,7 @@ impl Leases {
     }
 
     fn lease(&self, cluster: &Cluster, limit: &LimitRt, partition: &[u8]) -> Arc<Lease> {
-        let local = portcullis_limit::hash_key(&(limit.shared_id.as_str(), partition));
-        self.table.get_with(local, || {
+        let make = || {
             let mut what = limit.shared_id.as_bytes().to_vec();
             what.push(0);
             what.extend_from_slice(partition);
@@ -161,7 +167,11 @@ impl Leases {
                 fetch: tokio::sync::Mutex::new(()),
                 fallback: ArcSwapOption::empty(),
             })
-        })
+        };
+        if matches!(limit.buckets, Buckets::One(_)) {
+            return limit.lease.get_or_init(make).clone();
+        }
+        self.table.get_with(portcullis_limit::hash_key(&(limit.shared_id.as_str(), partition)), make)
     }
 
     /// Decides one request on a shared limit. `partition` names the bucket within the limit
@@ -217,31 +227,22 @@ fn degraded(cluster: &Cluster, lease: &Lease, limit: &LimitRt, now: u64) -> Shar
         OnFailure::Open => Shared::Decided(Decision::Allowed { remaining: limit.throttle.burst }),
         OnFailure::Closed => Shared::Unavailable,
         OnFailure::Local => {
+            let outage = cluster.outages();
             let bucket = match lease.fallback.load_full() {
-                Some(b) => b,
-                None => {
+                Some(b) if b.0 == outage => b,
+                _ => {
                     let n = cluster.nodes() as f64;
                     let t = &limit.throttle;
                     let share = Rate {
                         per_second: (t.rate / n).max(1e-3),
                         burst: ((f64::from(t.burst) / n).ceil() as u32).max(1),
                     };
-                    let b = Arc::new(Bucket::new(share));
+                    let b = Arc::new((outage, Bucket::new(share)));
                     lease.fallback.store(Some(b.clone()));
                     b
                 }
             };
-            Shared::Decided(bucket.check(now))
-        }
-    }
-}
-
-impl Cluster {
-    /// Forgets the local fallback buckets (called when Redis is back, so the next outage
-    /// divides by the node count of that time).
-    pub fn reset_fallbacks(&self) {
-        for (_, lease) in &self.leases.table {
-            lease.fallback.store(None);
+            Shared::Decided(bucket.1.check(now))
         }
     }
 }

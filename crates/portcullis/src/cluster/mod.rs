@@ -15,7 +15,7 @@ use crate::store::redis::Names;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use redis::aio::ConnectionManager;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// How often a node says it is alive (and counts the others).
@@ -37,6 +37,7 @@ pub struct Cluster {
     /// What shared limits do while Redis is down.
     pub on_failure: OnFailure,
     up: AtomicBool,
+    outages: AtomicU64,
     nodes: AtomicUsize,
     store_up: Gauge,
     degraded: Counter,
@@ -83,6 +84,7 @@ impl Cluster {
             timeout: settings.timeout,
             on_failure: settings.on_failure,
             up: AtomicBool::new(true),
+            outages: AtomicU64::new(0),
             nodes: AtomicUsize::new(1),
             store_up: metrics.store_up.clone(),
             degraded: metrics.store_degraded_counter(on_failure_name(settings.on_failure)),
@@ -93,6 +95,11 @@ impl Cluster {
     /// True while Redis answers.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
+    }
+
+    /// How many times Redis went down since start.
+    pub fn outages(&self) -> u64 {
+        self.outages.load(Ordering::Acquire)
     }
 
     /// Live nodes last counted (at least 1: this one).
@@ -109,6 +116,7 @@ impl Cluster {
     pub fn mark_down(&self, what: &str, err: &dyn std::fmt::Display) {
         if self.up.swap(false, Ordering::AcqRel) {
             self.store_up.set(0);
+            self.outages.fetch_add(1, Ordering::AcqRel);
             tracing::error!(
                 mode = on_failure_name(self.on_failure),
                 "Redis store unreachable ({what}: {err}): shared limits now follow state.on_failure, quotas count \
@@ -120,7 +128,6 @@ impl Cluster {
     fn mark_up(&self) {
         if !self.up.swap(true, Ordering::AcqRel) {
             self.store_up.set(1);
-            self.reset_fallbacks();
             tracing::error!("Redis store reachable again: shared limits and quota counts are shared again");
         }
     }

@@ -57,7 +57,14 @@ pub(crate) fn limit_rt(
     // The shared (Redis) bucket's identity: which limit, and its numbers, so that nodes on
     // different configs during a rolling change never share a bucket with different rates.
     let shared_id = format!("{id}|{}|{}|{:?}", t.rate, t.burst, t.per);
-    Arc::new(LimitRt { policy: policy_value(name, &t), throttle: t, buckets, policy_name: name, shared_id })
+    Arc::new(LimitRt {
+        policy: policy_value(name, &t),
+        throttle: t,
+        buckets,
+        policy_name: name,
+        shared_id,
+        lease: Default::default(),
+    })
 }
 
 /// Logs a warning for every route whose own limit is not below the global ceiling: the

@@ -144,6 +144,9 @@ pub struct LimitRt {
     pub policy_name: &'static str,
     /// Which limit this is across cluster nodes (names its Redis buckets).
     pub shared_id: String,
+    /// Cluster mode, unpartitioned limit: its lease, kept here so the hot path skips the
+    /// lease table.
+    pub lease: std::sync::OnceLock<Arc<crate::cluster::lease::Lease>>,
 }
 
 /// A compiled route.
