@@ -24,7 +24,7 @@ mod upstream;
 
 pub use gateway::{GatewayProcess, TestGateway, free_port};
 pub use pki::Pki;
-pub use redis::RedisServer;
+pub use redis::{RedisCluster, RedisServer};
 pub use scripted::{ScriptedUpstream, Step};
 pub use upstream::{MockUpstream, Recorded, Reply};
 

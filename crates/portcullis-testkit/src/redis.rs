@@ -24,8 +24,13 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
+        self.spawn_with(&[]);
+    }
+
+    fn spawn_with(&mut self, extra: &[&str]) {
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--appendonly", "yes"])
+            .args(extra)
             .args(["--appendfsync", "always", "--protected-mode", "yes", "--loglevel", "warning"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -77,6 +82,59 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
+    }
+}
+
+/// A Redis Cluster of three masters (no replicas) on free loopback ports, slots spread by
+/// `redis-cli --cluster create`.
+pub struct RedisCluster {
+    /// The nodes.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts the three nodes, joins them and waits until the cluster reports `ok`.
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let mut server = RedisServer { child: None, port: crate::free_port(), dir };
+                server.spawn_with(&["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]);
+                server
+            })
+            .collect();
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli ({e}): install redis-tools (.ci/run does)"));
+        assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+        for _ in 0..500 {
+            if nodes.iter().all(|n| n.command("CLUSTER INFO").is_some_and(|i| i.contains("cluster_state:ok"))) {
+                return RedisCluster { nodes };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the Redis Cluster never reported cluster_state:ok");
+    }
+
+    /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3`.
+    pub fn url(&self) -> String {
+        let addrs: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        format!("redis+cluster://{}", addrs.join(","))
+    }
+
+    /// Every key name on every node (`KEYS *` on each).
+    pub fn keys(&self) -> Vec<Vec<String>> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let reply = n.command("KEYS *").unwrap_or_default();
+                reply.lines().filter(|l| !l.starts_with('*') && !l.starts_with('$')).map(str::to_string).collect()
+            })
+            .collect()
     }
 }
 

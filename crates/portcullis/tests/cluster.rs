@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // tests: a panic is a failed assertion
 
 use portcullis_testkit::client::{self, Conn, Opts, empty, req};
-use portcullis_testkit::{MockUpstream, RedisServer, TestGateway, eventually};
+use portcullis_testkit::{MockUpstream, RedisCluster, RedisServer, TestGateway, eventually};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,6 +17,10 @@ fn token_sha() -> String {
 
 /// One node's config; `extra` is added to the `state` mapping.
 fn node(redis: &RedisServer, up: &MockUpstream, state_extra: &str, route_throttle: &str) -> String {
+    node_at(&redis.url(), up, state_extra, route_throttle)
+}
+
+fn node_at(redis: &str, up: &MockUpstream, state_extra: &str, route_throttle: &str) -> String {
     format!(
         r#"
 listeners: [{{ name: public, bind: "127.0.0.1:0" }}]
@@ -34,7 +38,6 @@ ip_rules:
   - {{ name: per-ip, limit: 5, window: 1m, action: block, scope: {{ path_prefix: /limited }} }}
 "#,
         sha = token_sha(),
-        redis = redis.url(),
         up = up.url()
     )
 }
@@ -255,6 +258,8 @@ async fn redis_killed_mid_load_means_no_5xx_local_shares_and_recovery_with_quota
     // Redis comes back (same data dir, AOF): the key survived, the nodes notice, and the
     // requests counted while it was down are added to the shared quota count.
     redis.restart();
+    let stored = redis.command("HGETALL {t}:keys").unwrap();
+    assert!(stored.contains(&id), "the key is in Redis after a SIGKILL and restart (AOF): {stored}");
     for g in &gws {
         let gw = g.gateway().clone();
         assert!(eventually(Duration::from_secs(5), || gw.cluster.get().unwrap().is_up()).await, "store up again");
@@ -361,4 +366,46 @@ async fn a_reload_through_one_node_reaches_the_others() {
     assert_eq!(r.status, 200, "{}", r.text());
     let gw = gws[1].gateway().clone();
     assert!(eventually(Duration::from_secs(1), || gw.runtime.load().generation > before).await, "node B reloaded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_on_a_redis_cluster_share_keys_quotas_and_limits() {
+    let redis = RedisCluster::start();
+    let up = MockUpstream::start().await;
+    let (a, b) = (
+        TestGateway::start(&node_at(&redis.url(), &up, ", timeout: 1s", "{ rate: 1, burst: 10, per: ip }")).await,
+        TestGateway::start(&node_at(&redis.url(), &up, ", timeout: 1s", "{ rate: 1, burst: 10, per: ip }")).await,
+    );
+    let r = admin(&a, "POST", "/api/v1/keys", Some(serde_json::json!({"name": "acme", "plan": "free"}))).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let (id, key) = (r.json()["id"].as_str().unwrap().to_string(), r.json()["key"].as_str().unwrap().to_string());
+    let gw = b.gateway().clone();
+    assert!(eventually(Duration::from_secs(1), || gw.keys.as_ref().unwrap().index.load().get(&id).is_some()).await);
+    for g in [&a, &b] {
+        for _ in 0..3 {
+            assert_eq!(call(g, "/orders/1", Some(&key)).await, 200);
+        }
+    }
+    // One per-IP bucket across both nodes, on whichever cluster node owns its slot.
+    let mut admitted = 0;
+    for i in 0..16 {
+        admitted += u32::from(call(if i % 2 == 0 { &a } else { &b }, "/hot", None).await == 200);
+    }
+    assert!((10..=11).contains(&admitted), "burst 10 shared by two nodes: {admitted}");
+    // Quota counts from both nodes add up in the counter's slot.
+    let usage =
+        || async { admin(&a, "GET", &format!("/api/v1/usage/{id}"), None).await.json()["quota"]["used"].as_u64() };
+    let mut used = None;
+    for _ in 0..40 {
+        used = usage().await;
+        if used == Some(6) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(used, Some(6), "3 + 3 requests counted across the nodes");
+    let keys = redis.keys();
+    let holding = keys.iter().filter(|k| !k.is_empty()).count();
+    assert!(holding >= 2, "names spread over the cluster's nodes: {keys:?}");
+    assert!(keys.iter().flatten().all(|k| !k.contains(&id)), "no raw key id in names: {keys:?}");
 }

@@ -128,8 +128,9 @@ pub async fn spawn_listener(gw: Arc<Gateway>, cluster: Arc<Cluster>) -> tokio::t
     let mut subscribed = Some(subscribed);
     let task = tokio::spawn(async move {
         let mut first = true;
-        loop {
-            match cluster.client().get_async_pubsub().await {
+        let clients = cluster.pubsub_clients();
+        for client in clients.iter().cycle() {
+            match client.get_async_pubsub().await {
                 Ok(mut pubsub) => {
                     if let Err(e) = pubsub.subscribe(&cluster.names.events).await {
                         tracing::warn!("cluster events: subscribe failed: {e}");

@@ -12,9 +12,9 @@ pub mod lease;
 use crate::config::model::OnFailure;
 use crate::store::StoreSettings;
 use crate::store::redis::Names;
+use crate::store::redis_conn::{AsyncConn, Target};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use redis::aio::ConnectionManager;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -27,8 +27,8 @@ const RETRY: Duration = Duration::from_millis(250);
 
 /// One node's view of the cluster.
 pub struct Cluster {
-    client: redis::Client,
-    conn: ConnectionManager,
+    target: Target,
+    conn: AsyncConn,
     /// Redis names.
     pub names: Names,
     /// This node's random id (in the node set and on the events it sends).
@@ -66,18 +66,13 @@ impl Cluster {
         settings: &StoreSettings,
         metrics: &crate::observe::metrics::Metrics,
     ) -> Result<Cluster, redis::RedisError> {
-        let client = redis::Client::open(settings.url.as_str())?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.timeout.max(Duration::from_millis(500))))
-            .set_response_timeout(Some(settings.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(RETRY);
-        let conn = client.get_connection_manager_with_config(config).await?;
+        let target = Target::parse(&settings.url, settings.timeout)?;
+        let conn = target.connect_async(settings.timeout, RETRY).await?;
         use rand::RngExt;
         let node_id: String = hex::encode(rand::rng().random::<[u8; 8]>());
         metrics.store_up.set(1);
         Ok(Cluster {
-            client,
+            target,
             conn,
             names: Names::new(&settings.prefix),
             node_id,
@@ -132,8 +127,8 @@ impl Cluster {
         }
     }
 
-    /// A connection handle for one call (the manager multiplexes and reconnects).
-    pub fn conn(&self) -> ConnectionManager {
+    /// A connection handle for one call (multiplexed; reconnects by itself).
+    pub fn conn(&self) -> AsyncConn {
         self.conn.clone()
     }
 
@@ -191,8 +186,8 @@ impl Cluster {
         })
     }
 
-    /// The client (for the pub/sub connection).
-    fn client(&self) -> &redis::Client {
-        &self.client
+    /// Where pub/sub subscriptions are tried, in order.
+    fn pubsub_clients(&self) -> Vec<redis::Client> {
+        self.target.pubsub_clients()
     }
 }

@@ -480,7 +480,7 @@ fn store_settings(cx: &mut Ctx, s: &model::State) -> crate::store::StoreSettings
     if !ok {
         cx.err("state.store", format!("state.store {:?}: use sqlite:PATH, memory or redis://host:port", s.store));
     }
-    if redis && let Err(e) = redis::Client::open(s.store.as_str()) {
+    if redis && let Err(e) = crate::store::redis_conn::Target::parse(&s.store, DEFAULT_STORE_TIMEOUT) {
         cx.err("state.store", format!("state.store: {}: {e}", crate::store::redis::redact(&s.store)));
     }
     if !redis && (s.prefix.is_some() || s.on_failure.is_some() || s.timeout.is_some()) {

@@ -5,7 +5,7 @@
 //! one `AtomicU64` updated by compare-and-swap: concurrent requests admit exactly `limit`
 //! per period, and the switch to a new period is part of the same atomic step.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 /// Length of a quota period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
@@ -88,7 +88,13 @@ pub struct QuotaCell {
     packed: AtomicU64,
     /// the same packing: the period and how many of its requests the store has not seen
     pending: AtomicU64,
+    /// flushes left during which the total is read back even with nothing to add, so a
+    /// node that serves a key keeps learning what the other nodes counted for it
+    watch: AtomicU8,
 }
+
+/// Flushes (seconds) a key is watched after this node last counted a request for it.
+const WATCH_FLUSHES: u8 = 30;
 
 fn pack(period_min: u32, used: u32) -> u64 {
     (u64::from(period_min) << 32) | u64::from(used)
@@ -121,7 +127,11 @@ fn add_in_period(cell: &AtomicU64, period: u32, n: u32) {
 impl QuotaCell {
     /// A cell holding `used` requests of the period starting at `start`.
     pub fn restored(start: i64, used: u64) -> QuotaCell {
-        QuotaCell { packed: AtomicU64::new(pack(minutes(start), saturate(used))), pending: AtomicU64::new(0) }
+        QuotaCell {
+            packed: AtomicU64::new(pack(minutes(start), saturate(used))),
+            pending: AtomicU64::new(0),
+            watch: AtomicU8::new(0),
+        }
     }
 
     /// Counts one request in the period starting at `start` if fewer than `limit` were;
@@ -139,6 +149,7 @@ impl QuotaCell {
             match self.packed.compare_exchange_weak(cur, pack(period, used + 1), Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
                     add_in_period(&self.pending, period, 1);
+                    self.watch.store(WATCH_FLUSHES, Ordering::Relaxed);
                     return Some(u64::from(limit - used - 1));
                 }
                 Err(actual) => cur = actual,
@@ -157,7 +168,13 @@ impl QuotaCell {
     /// cannot take them.
     pub fn take_pending(&self) -> Option<(i64, u64)> {
         let (p, n) = unpack(self.pending.swap(0, Ordering::AcqRel));
-        (n > 0).then(|| (i64::from(p) * 60, u64::from(n)))
+        if n > 0 {
+            return Some((i64::from(p) * 60, u64::from(n)));
+        }
+        // Nothing to add, but still watched: a zero delta reads the total back.
+        let watched = self.watch.fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| w.checked_sub(1)).is_ok();
+        let (p, _) = unpack(self.packed.load(Ordering::Acquire));
+        (watched && p > 0).then(|| (i64::from(p) * 60, 0))
     }
 
     /// Puts back a delta the store did not take (it is sent again with the next flush).
@@ -225,7 +242,7 @@ mod tests {
         assert_eq!(c.try_take(start, 3), None);
         assert_eq!(c.used(start), 3);
         assert_eq!(c.take_pending(), Some((start, 3)));
-        assert_eq!(c.take_pending(), None);
+        assert_eq!(c.take_pending(), Some((start, 0)), "watched: the total is read back");
         assert_eq!(c.try_take(end, 3), Some(2), "the next period starts from zero");
         assert_eq!(c.used(start), 0);
     }
@@ -255,6 +272,10 @@ mod tests {
         c.reconcile(60_000, 50); // another node counted 47 more
         assert_eq!(c.used(60_000), 51);
         assert_eq!(c.take_pending(), Some((60_000, 1)), "only the request after the flush is pending");
+        for _ in 0..WATCH_FLUSHES {
+            assert_eq!(c.take_pending(), Some((60_000, 0)));
+        }
+        assert_eq!(c.take_pending(), None, "no longer watched after 30 idle flushes");
         // the store was down: the delta is put back and sent with the next flush
         c.unflushed(60_000, 1);
         c.try_take(60_000, 100);

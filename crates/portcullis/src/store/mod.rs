@@ -6,6 +6,7 @@
 //! flushed every second.
 
 pub mod redis;
+pub mod redis_conn;
 mod sqlite;
 
 pub use redis::RedisStore;
@@ -117,9 +118,9 @@ impl StoreSettings {
     }
 }
 
-/// True for `redis://` and `rediss://` URLs.
+/// True for `redis://`, `rediss://`, `redis+cluster://` and `rediss+cluster://` URLs.
 pub fn is_redis_url(url: &str) -> bool {
-    url.starts_with("redis://") || url.starts_with("rediss://")
+    ["redis://", "rediss://", "redis+cluster://", "rediss+cluster://"].iter().any(|p| url.starts_with(p))
 }
 
 /// How long the store may take on calls off the request path (admin API, sync loop, CLI):

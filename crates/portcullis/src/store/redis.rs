@@ -11,8 +11,9 @@
 //! connection behind a mutex, reconnected on the next call after an error, with short
 //! connect/read/write timeouts so a stalled Redis cannot hang the sync loop or the admin API.
 
+use super::redis_conn::{SyncConn, Target};
 use super::{KeyRecord, KeyStatus, Store, StoreError};
-use redis::{Connection, Script};
+use redis::Script;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -22,20 +23,16 @@ const QUOTA_TTL_SECS: u64 = 40 * 86_400;
 
 /// Redis-backed [`Store`].
 pub struct RedisStore {
-    client: redis::Client,
+    target: Target,
     names: Names,
     timeout: Duration,
-    conn: Mutex<Option<Connection>>,
+    conn: Mutex<Option<SyncConn>>,
 }
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The URL may carry a password: show only where it points.
-        let info = self.client.get_connection_info();
-        f.debug_struct("RedisStore")
-            .field("addr", &info.addr().to_string())
-            .field("prefix", &self.names.prefix)
-            .finish()
+        f.debug_struct("RedisStore").field("at", &self.target.describe()).field("prefix", &self.names.prefix).finish()
     }
 }
 
@@ -126,32 +123,19 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return {start, u}";
 
 impl RedisStore {
-    /// Connects to `url` (`redis://[:password@]host:port[/db]` or `rediss://…`) and checks
-    /// that Redis answers.
+    /// Connects to `url` (`redis://[:password@]host:port[/db]`, `rediss://…`, or a Redis
+    /// Cluster as `redis+cluster://host1:port,host2:port`) and checks that Redis answers.
     pub fn open(url: &str, prefix: &str, timeout: Duration) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError::BadUrl(format!("{}: {e}", redact(url))))?;
-        let store = RedisStore { client, names: Names::new(prefix), timeout, conn: Mutex::new(None) };
+        let target = Target::parse(url, timeout).map_err(|e| StoreError::BadUrl(format!("{}: {e}", redact(url))))?;
+        let store = RedisStore { target, names: Names::new(prefix), timeout, conn: Mutex::new(None) };
         store.with(|c| redis::cmd("PING").query::<String>(c))?;
         Ok(store)
     }
 
-    /// The client, for the asynchronous users (shared limits, events).
-    pub fn client(&self) -> &redis::Client {
-        &self.client
-    }
-
-    /// The names this store uses.
-    pub fn names(&self) -> &Names {
-        &self.names
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>) -> Result<T, StoreError> {
+    fn with<T>(&self, f: impl FnOnce(&mut SyncConn) -> redis::RedisResult<T>) -> Result<T, StoreError> {
         let mut slot = self.conn.lock().map_err(|_| StoreError::Db("redis connection lock poisoned".into()))?;
         if slot.is_none() {
-            let c = self.client.get_connection_with_timeout(self.timeout).map_err(db)?;
-            c.set_read_timeout(Some(self.timeout)).map_err(db)?;
-            c.set_write_timeout(Some(self.timeout)).map_err(db)?;
-            *slot = Some(c);
+            *slot = Some(self.target.connect(self.timeout).map_err(db)?);
         }
         let Some(conn) = slot.as_mut() else { return Err(StoreError::Db("redis: no connection".into())) };
         let out = f(conn);
@@ -278,11 +262,20 @@ impl Store for RedisStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.cmd("HMGET").arg(self.quota_key(id)).arg("s").arg("u");
-        }
-        let rows: Vec<(Option<i64>, Option<u64>)> = self.with(|c| pipe.query(c))?;
+        let rows: Vec<(Option<i64>, Option<u64>)> = if self.target.is_cluster() {
+            // The counters live in different slots: one call each.
+            let mut rows = Vec::with_capacity(ids.len());
+            for id in &ids {
+                rows.push(self.with(|c| redis::cmd("HMGET").arg(self.quota_key(id)).arg("s").arg("u").query(c))?);
+            }
+            rows
+        } else {
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.cmd("HMGET").arg(self.quota_key(id)).arg("s").arg("u");
+            }
+            self.with(|c| pipe.query(c))?
+        };
         Ok(ids
             .into_iter()
             .zip(rows)
@@ -298,6 +291,16 @@ impl Store for RedisStore {
             return Ok(Vec::new());
         }
         let s = script(&QUOTA, QUOTA_LUA);
+        if self.target.is_cluster() {
+            // The counters live in different slots: one call each.
+            let mut out = Vec::with_capacity(rows.len());
+            for (id, start, delta) in rows {
+                let (start, used): (i64, u64) =
+                    self.with(|c| s.key(self.quota_key(id)).arg(*start).arg(*delta).arg(QUOTA_TTL_SECS).invoke(c))?;
+                out.push((id.clone(), start, used));
+            }
+            return Ok(out);
+        }
         // One script call per key, pipelined: one round trip for the whole flush.
         let mut pipe = redis::pipe();
         for (id, start, delta) in rows {
