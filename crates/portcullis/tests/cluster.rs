@@ -409,3 +409,55 @@ async fn nodes_on_a_redis_cluster_share_keys_quotas_and_limits() {
     assert!(holding >= 2, "names spread over the cluster's nodes: {keys:?}");
     assert!(keys.iter().flatten().all(|k| !k.contains(&id)), "no raw key id in names: {keys:?}");
 }
+
+#[tokio::test]
+async fn an_authorizer_cache_flush_on_one_node_reaches_the_others_within_a_second() {
+    let redis = RedisServer::start();
+    let up = MockUpstream::start().await;
+    let fired = Arc::new(AtomicBool::new(false));
+    let f = fired.clone();
+    let authz = MockUpstream::with(move |r| {
+        let q: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        let allow = q["headers"]["authorization"] == "Bearer alice" && !f.load(Ordering::SeqCst);
+        portcullis_testkit::Reply::ok(serde_json::json!({"allow": allow, "principal": "alice"}).to_string())
+            .header("content-type", "application/json")
+    })
+    .await;
+    let yaml = format!(
+        r#"
+listeners: [{{ name: public, bind: "127.0.0.1:0" }}]
+admin: {{ bind: "127.0.0.1:0", token_sha256: "{sha}" }}
+state: {{ store: "{redis}", prefix: "t" }}
+log: {{ access: off }}
+upstreams: {{ up: {{ targets: ["{up}"] }} }}
+auth:
+  external:
+    authz: {{ url: "{authz}/authorize", timeout: 500ms, cache_ttl: 60s }}
+routes:
+  - {{ name: secure, match: {{ path: /secure }}, upstream: up, auth: {{ external: authz }} }}
+"#,
+        sha = token_sha(),
+        redis = redis.url(),
+        up = up.url(),
+        authz = authz.url()
+    );
+    let (a, b) = (TestGateway::start(&yaml).await, TestGateway::start(&yaml).await);
+    let alice = |gw: &TestGateway| {
+        let addr = gw.addr();
+        async move {
+            let r = req("GET", "/secure").header("authorization", "Bearer alice").body(empty()).unwrap();
+            client::send(addr, &Opts::default(), r).await.unwrap().status
+        }
+    };
+    assert_eq!((alice(&a).await, alice(&b).await), (200, 200));
+    fired.store(true, Ordering::SeqCst);
+    assert_eq!(alice(&b).await, 200, "node B still has alice's allow cached");
+    let r = admin(&a, "DELETE", "/api/v1/auth-cache?principal=alice", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t = Instant::now();
+    let mut refused = false;
+    while t.elapsed() < Duration::from_secs(1) && !refused {
+        refused = alice(&b).await == 403;
+    }
+    assert!(refused, "the flush made on node A reached node B within 1 s");
+}
