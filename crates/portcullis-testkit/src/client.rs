@@ -199,3 +199,21 @@ pub async fn until_status(addr: SocketAddr, path: &str, status: u16, timeout: Du
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
 }
+
+/// The admin bearer token test configs use.
+pub const ADMIN_TOKEN: &str = "admin-t0ken";
+
+/// `admin.token_sha256` for [`ADMIN_TOKEN`].
+pub fn admin_token_sha256() -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(ADMIN_TOKEN.as_bytes()))
+}
+
+/// An admin API call with [`ADMIN_TOKEN`] and an optional JSON body.
+pub async fn admin(addr: SocketAddr, method: &str, path: &str, body: Option<serde_json::Value>) -> Resp {
+    let b = req(method, path)
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .header("content-type", "application/json");
+    let body = body.map_or_else(empty, |v| full(v.to_string()));
+    send(addr, &Opts::default(), b.body(body).unwrap()).await.unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}

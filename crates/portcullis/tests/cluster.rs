@@ -11,8 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 fn token_sha() -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(b"admin-t0ken"))
+    client::admin_token_sha256()
 }
 
 /// One node's config; `extra` is added to the `state` mapping.
@@ -43,9 +42,7 @@ ip_rules:
 }
 
 async fn admin(gw: &TestGateway, method: &str, path: &str, body: Option<serde_json::Value>) -> client::Resp {
-    let b = req(method, path).header("authorization", "Bearer admin-t0ken").header("content-type", "application/json");
-    let body = body.map_or_else(empty, |v| client::full(v.to_string()));
-    client::send(gw.admin(), &Opts::default(), b.body(body).unwrap()).await.unwrap()
+    client::admin(gw.admin(), method, path, body).await
 }
 
 async fn call(gw: &TestGateway, path: &str, key: Option<&str>) -> u16 {
@@ -70,6 +67,18 @@ async fn nodes(
     out
 }
 
+/// Tries `check` until it is true or a second has passed (asynchronous checks: requests).
+async fn within_a_second<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(1) {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 fn metric(text: &str, name: &str) -> f64 {
     text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
@@ -84,26 +93,10 @@ async fn a_key_made_on_one_node_works_on_the_others_and_its_revocation_reaches_t
     assert_eq!(r.status, 201, "{}", r.text());
     let (id, key) = (r.json()["id"].as_str().unwrap().to_string(), r.json()["key"].as_str().unwrap().to_string());
     // The node that did not make it knows it within a second (pub/sub; polling is the backstop).
-    let t = Instant::now();
-    let mut ok = false;
-    while t.elapsed() < Duration::from_secs(1) {
-        if call(c, "/orders/1", Some(&key)).await == 200 {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(ok, "a key created on node A authenticates on node C within 1 s");
+    let works = within_a_second(|| async { call(c, "/orders/1", Some(&key)).await == 200 }).await;
+    assert!(works, "a key created on node A authenticates on node C within 1 s");
     assert_eq!(admin(a, "DELETE", &format!("/api/v1/keys/{id}"), None).await.status, 200);
-    let t = Instant::now();
-    let mut refused = false;
-    while t.elapsed() < Duration::from_secs(1) {
-        if call(c, "/orders/1", Some(&key)).await == 403 {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let refused = within_a_second(|| async { call(c, "/orders/1", Some(&key)).await == 403 }).await;
     assert!(refused, "a key revoked on node A is refused on node C within 1 s");
     // Key hygiene: Redis names never hold the key, its secret or its id; every counter has a TTL.
     let names = redis.command("KEYS *").unwrap();
@@ -290,11 +283,7 @@ async fn a_key_made_with_the_cli_works_at_once_and_strict_limits_ask_redis_for_e
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let key = text.lines().find_map(|l| l.strip_prefix("key: ")).unwrap().trim().to_string();
-    let t = Instant::now();
-    let mut ok = false;
-    while t.elapsed() < Duration::from_secs(1) && !ok {
-        ok = call(&gw, "/orders/1", Some(&key)).await == 200;
-    }
+    let ok = within_a_second(|| async { call(&gw, "/orders/1", Some(&key)).await == 200 }).await;
     assert!(ok, "a key made with `portcullis keys create` works on a running node within 1 s");
     // strict: every admitted request is one Redis round trip (without it, this limit would
     // lease 2 tokens per call), and the burst holds.
@@ -454,10 +443,6 @@ routes:
     assert_eq!(alice(&b).await, 200, "node B still has alice's allow cached");
     let r = admin(&a, "DELETE", "/api/v1/auth-cache?principal=alice", None).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let t = Instant::now();
-    let mut refused = false;
-    while t.elapsed() < Duration::from_secs(1) && !refused {
-        refused = alice(&b).await == 403;
-    }
+    let refused = within_a_second(|| async { alice(&b).await == 403 }).await;
     assert!(refused, "the flush made on node A reached node B within 1 s");
 }

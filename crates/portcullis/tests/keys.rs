@@ -8,8 +8,7 @@ use portcullis_testkit::{GatewayProcess, MockUpstream, TestGateway, eventually, 
 use std::time::Duration;
 
 fn token_sha() -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(b"admin-t0ken"))
+    client::admin_token_sha256()
 }
 
 fn config(bind: &str, up: &MockUpstream) -> String {
@@ -38,9 +37,7 @@ plans:
 }
 
 async fn admin(gw: &TestGateway, method: &str, path: &str, body: Option<serde_json::Value>) -> client::Resp {
-    let b = req(method, path).header("authorization", "Bearer admin-t0ken").header("content-type", "application/json");
-    let body = body.map_or_else(empty, |v| client::full(v.to_string()));
-    client::send(gw.admin(), &Opts::default(), b.body(body).unwrap()).await.unwrap()
+    client::admin(gw.admin(), method, path, body).await
 }
 
 async fn create_key(gw: &TestGateway, plan: &str) -> (String, String) {
