@@ -11,26 +11,53 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// Arguments added to every start (password, TLS).
+    extra: Vec<String>,
+    tls: bool,
 }
 
 impl RedisServer {
     /// Starts one and waits until it answers PING. Panics with the install hint when the
     /// binary is missing (`.ci/run` installs it).
     pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// Starts one with extra `redis-server` arguments (e.g. `--requirepass`).
+    pub fn start_with(extra: &[&str]) -> RedisServer {
+        Self::launch(extra.iter().map(ToString::to_string).collect(), false)
+    }
+
+    /// Starts one that speaks TLS only, on [`RedisServer::url`]'s port (use `rediss://`),
+    /// with this certificate and key and no client certificate required.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path, ca: &std::path::Path) -> RedisServer {
+        let extra = vec![
+            "--tls-cert-file".into(),
+            cert.display().to_string(),
+            "--tls-key-file".into(),
+            key.display().to_string(),
+            "--tls-ca-cert-file".into(),
+            ca.display().to_string(),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ];
+        Self::launch(extra, true)
+    }
+
+    fn launch(extra: Vec<String>, tls: bool) -> RedisServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut server = RedisServer { child: None, port: crate::free_port(), dir };
+        let mut server = RedisServer { child: None, port: crate::free_port(), dir, extra, tls };
         server.spawn();
         server
     }
 
     fn spawn(&mut self) {
-        self.spawn_with(&[]);
-    }
-
-    fn spawn_with(&mut self, extra: &[&str]) {
+        let port = self.port.to_string();
+        let ports = if self.tls { vec!["--port", "0", "--tls-port", &port] } else { vec!["--port", &port] };
         let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--appendonly", "yes"])
-            .args(extra)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
+            .args(ports)
+            .args(&self.extra)
             .args(["--appendfsync", "always", "--protected-mode", "yes", "--loglevel", "warning"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -42,7 +69,13 @@ impl RedisServer {
             });
         self.child = Some(child);
         for _ in 0..500 {
-            if self.command("PING").is_some_and(|r| r.starts_with("+PONG")) {
+            // Any answer will do (`-NOAUTH` with a password); a TLS port is ready when it accepts.
+            let up = if self.tls {
+                std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            } else {
+                self.command("PING").is_some_and(|r| r.starts_with('+') || r.starts_with('-'))
+            };
+            if up {
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -96,12 +129,7 @@ impl RedisCluster {
     /// Starts the three nodes, joins them and waits until the cluster reports `ok`.
     pub fn start() -> RedisCluster {
         let nodes: Vec<RedisServer> = (0..3)
-            .map(|_| {
-                let dir = tempfile::tempdir().expect("tempdir");
-                let mut server = RedisServer { child: None, port: crate::free_port(), dir };
-                server.spawn_with(&["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]);
-                server
-            })
+            .map(|_| RedisServer::start_with(&["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]))
             .collect();
         let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         let out = Command::new("redis-cli")

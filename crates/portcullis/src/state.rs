@@ -43,7 +43,9 @@ impl Gateway {
         let keys = match &runtime.store {
             Some(url) => {
                 let base = runtime.loaded.path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
-                let store = crate::store::open(url, &base).map_err(std::io::Error::other)?;
+                let store = crate::store::open(url, &base).map_err(|e| {
+                    std::io::Error::other(format!("state.store {}: {e}", crate::store::redis::redact(&url.url)))
+                })?;
                 Some(Arc::new(crate::keys::Keys::load(store, &runtime).map_err(std::io::Error::other)?))
             }
             None => None,

@@ -446,3 +446,39 @@ routes:
     let refused = within_a_second(|| async { alice(&b).await == 403 }).await;
     assert!(refused, "the flush made on node A reached node B within 1 s");
 }
+
+#[tokio::test]
+async fn a_password_protected_redis_and_one_behind_tls_with_a_private_ca() {
+    let up = MockUpstream::start().await;
+    // Password in the URL.
+    let redis = RedisServer::start_with(&["--requirepass", "s3cret-pw"]);
+    let url = redis.url().replace("redis://", "redis://:s3cret-pw@");
+    let gw = TestGateway::start(&node_at(&url, &up, "", "{ rate: 100, burst: 100 }")).await;
+    assert_eq!(call(&gw, "/hot", None).await, 200);
+    let r = admin(&gw, "POST", "/api/v1/keys", Some(serde_json::json!({"name": "acme", "plan": "free"}))).await;
+    assert_eq!(r.status, 201);
+    let wrong = redis.url().replace("redis://", "redis://:nope@");
+    let yaml = node_at(&wrong, &up, "", "{ rate: 1, burst: 1 }");
+    let err = TestGateway::start_in(tempfile::tempdir().unwrap(), &yaml, false)
+        .await
+        .err()
+        .expect("a wrong password stops the start")
+        .to_string();
+    assert!(err.contains("state.store") && !err.contains("nope"), "{err}");
+    // TLS with the CA given in state.tls (the system does not trust it).
+    let pki = portcullis_testkit::Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = pki.write(dir.path());
+    let tls = RedisServer::start_tls(&cert, &key, &ca);
+    let url = tls.url().replace("redis://", "rediss://");
+    let state = format!(", tls: {{ ca: \"{}\" }}", ca.display());
+    let gw = TestGateway::start(&node_at(&url, &up, &state, "{ rate: 100, burst: 100 }")).await;
+    assert_eq!(call(&gw, "/hot", None).await, 200);
+    let r = admin(&gw, "POST", "/api/v1/keys", Some(serde_json::json!({"name": "acme", "plan": "free"}))).await;
+    assert_eq!(r.status, 201, "keys are written over TLS");
+    let yaml = node_at(&url, &up, "", "{ rate: 1, burst: 1 }");
+    assert!(
+        TestGateway::start_in(tempfile::tempdir().unwrap(), &yaml, false).await.is_err(),
+        "without the CA the certificate is not trusted"
+    );
+}

@@ -66,7 +66,7 @@ impl Cluster {
         settings: &StoreSettings,
         metrics: &crate::observe::metrics::Metrics,
     ) -> Result<Cluster, redis::RedisError> {
-        let target = Target::parse(&settings.url, settings.timeout)?;
+        let target = Target::parse(&settings.url, settings.timeout, settings.tls.as_ref())?;
         let conn = target.connect_async(settings.timeout, RETRY).await?;
         use rand::RngExt;
         let node_id: String = hex::encode(rand::rng().random::<[u8; 8]>());

@@ -465,6 +465,7 @@ fn keys_and_plans(
             prefix: DEFAULT_PREFIX.to_string(),
             on_failure: model::OnFailure::Local,
             timeout: DEFAULT_STORE_TIMEOUT,
+            tls: None,
         }),
         None => None,
     };
@@ -480,7 +481,11 @@ fn store_settings(cx: &mut Ctx, s: &model::State) -> crate::store::StoreSettings
     if !ok {
         cx.err("state.store", format!("state.store {:?}: use sqlite:PATH, memory or redis://host:port", s.store));
     }
-    if redis && let Err(e) = crate::store::redis_conn::Target::parse(&s.store, DEFAULT_STORE_TIMEOUT) {
+    let tls = s.tls.as_ref().and_then(|t| store_tls(cx, t));
+    if s.tls.is_some() && !s.store.starts_with("rediss") {
+        cx.err("state.tls", "state.tls needs a rediss:// (or rediss+cluster://) store");
+    }
+    if redis && let Err(e) = crate::store::redis_conn::Target::parse(&s.store, DEFAULT_STORE_TIMEOUT, tls.as_ref()) {
         cx.err("state.store", format!("state.store: {}: {e}", crate::store::redis::redact(&s.store)));
     }
     if !redis && (s.prefix.is_some() || s.on_failure.is_some() || s.timeout.is_some()) {
@@ -494,7 +499,32 @@ fn store_settings(cx: &mut Ctx, s: &model::State) -> crate::store::StoreSettings
     if timeout.is_zero() || timeout > std::time::Duration::from_secs(5) {
         cx.err("state.timeout", "state.timeout must be above 0 and at most 5s");
     }
-    crate::store::StoreSettings { url: s.store.clone(), prefix, on_failure: s.on_failure.unwrap_or_default(), timeout }
+    crate::store::StoreSettings {
+        url: s.store.clone(),
+        prefix,
+        on_failure: s.on_failure.unwrap_or_default(),
+        timeout,
+        tls,
+    }
+}
+
+fn store_tls(cx: &mut Ctx, t: &model::StoreTls) -> Option<crate::store::StoreTlsPem> {
+    let mut read = |field: &str, p: &std::path::Path| {
+        let path = cx.resolve(p);
+        std::fs::read(&path)
+            .map_err(|e| cx.err(&format!("state.tls.{field}"), format!("state.tls.{field}: {}: {e}", path.display())))
+            .ok()
+    };
+    let ca = read("ca", &t.ca)?;
+    let client = match (&t.cert, &t.key) {
+        (Some(c), Some(k)) => Some((read("cert", c)?, read("key", k)?)),
+        (None, None) => None,
+        _ => {
+            cx.err("state.tls", "state.tls.cert and state.tls.key go together");
+            None
+        }
+    };
+    Some(crate::store::StoreTlsPem { ca, client })
 }
 
 fn access_target(cx: &mut Ctx, v: Option<&str>) -> AccessTarget {

@@ -86,6 +86,24 @@ pub struct State {
     /// (default `50ms`).
     #[serde(default)]
     pub timeout: Option<Dur>,
+    /// `rediss://` only: trust this CA (PEM) instead of the system's, and optionally present
+    /// a client certificate (Redis `tls-auth-clients`). Paths are relative to the config file.
+    #[serde(default)]
+    pub tls: Option<StoreTls>,
+}
+
+/// TLS to Redis.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StoreTls {
+    /// CA certificate(s), PEM.
+    pub ca: PathBuf,
+    /// Client certificate chain, PEM (with `key`).
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// Client private key, PEM (with `cert`).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
 }
 
 /// Behaviour of shared limits while the store is unreachable.

@@ -109,6 +109,24 @@ pub struct StoreSettings {
     pub on_failure: crate::config::model::OnFailure,
     /// Per-call Redis timeout.
     pub timeout: std::time::Duration,
+    /// `rediss://` with a private CA (and client certificate): the files' contents, PEM.
+    pub tls: Option<StoreTlsPem>,
+}
+
+/// TLS material for Redis, read when the config is compiled.
+#[derive(Clone, PartialEq)]
+pub struct StoreTlsPem {
+    /// CA certificate(s).
+    pub ca: Vec<u8>,
+    /// Client certificate and key.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for StoreTlsPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("StoreTlsPem").field("client_cert", &self.client.is_some()).finish_non_exhaustive()
+    }
 }
 
 impl StoreSettings {
@@ -134,7 +152,7 @@ pub fn open(settings: &StoreSettings, base: &Path) -> Result<Arc<dyn Store>, Sto
         return Ok(Arc::new(SqliteStore::memory()?));
     }
     if is_redis_url(url) {
-        return Ok(Arc::new(RedisStore::open(url, &settings.prefix, OFF_PATH_TIMEOUT)?));
+        return Ok(Arc::new(RedisStore::open(settings, OFF_PATH_TIMEOUT)?));
     }
     match url.strip_prefix("sqlite:") {
         Some(p) if !p.is_empty() => {

@@ -125,9 +125,11 @@ return {start, u}";
 impl RedisStore {
     /// Connects to `url` (`redis://[:password@]host:port[/db]`, `rediss://…`, or a Redis
     /// Cluster as `redis+cluster://host1:port,host2:port`) and checks that Redis answers.
-    pub fn open(url: &str, prefix: &str, timeout: Duration) -> Result<RedisStore, StoreError> {
-        let target = Target::parse(url, timeout).map_err(|e| StoreError::BadUrl(format!("{}: {e}", redact(url))))?;
-        let store = RedisStore { target, names: Names::new(prefix), timeout, conn: Mutex::new(None) };
+    pub fn open(settings: &super::StoreSettings, timeout: Duration) -> Result<RedisStore, StoreError> {
+        let url = &settings.url;
+        let target = Target::parse(url, timeout, settings.tls.as_ref())
+            .map_err(|e| StoreError::BadUrl(format!("{}: {e}", redact(url))))?;
+        let store = RedisStore { target, names: Names::new(&settings.prefix), timeout, conn: Mutex::new(None) };
         store.with(|c| redis::cmd("PING").query::<String>(c))?;
         Ok(store)
     }

@@ -7,6 +7,7 @@
 //! slots are sent key by key instead ([`Target::is_cluster`]). Pub/sub is cluster-wide in
 //! Redis Cluster, so the event listener subscribes on one seed node.
 
+use super::StoreTlsPem;
 use redis::aio::ConnectionLike as AsyncConnectionLike;
 use redis::{Cmd, ConnectionLike, Pipeline, RedisFuture, RedisResult, Value};
 use std::time::Duration;
@@ -38,21 +39,38 @@ fn cluster_seeds(url: &str) -> Option<Vec<String>> {
 }
 
 impl Target {
-    /// Parses a `redis://`, `rediss://`, `redis+cluster://` or `rediss+cluster://` URL.
-    pub fn parse(url: &str, timeout: Duration) -> RedisResult<Target> {
+    /// Parses a `redis://`, `rediss://`, `redis+cluster://` or `rediss+cluster://` URL; `tls`
+    /// replaces the system's trusted CAs (and adds a client certificate).
+    pub fn parse(url: &str, timeout: Duration, tls: Option<&StoreTlsPem>) -> RedisResult<Target> {
+        let certs = || {
+            tls.map(|t| redis::TlsCertificates {
+                client_tls: t
+                    .client
+                    .as_ref()
+                    .map(|(cert, key)| redis::ClientTlsConfig { client_cert: cert.clone(), client_key: key.clone() }),
+                root_cert: Some(t.ca.clone()),
+            })
+        };
+        let single = |u: &str| match certs() {
+            Some(c) => redis::Client::build_with_tls(u, c),
+            None => redis::Client::open(u),
+        };
         match cluster_seeds(url) {
             Some(seeds) if seeds.is_empty() => {
                 Err(redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "no cluster seed nodes")))
             }
             Some(seeds) => {
-                let cluster = redis::cluster::ClusterClient::builder(seeds.clone())
+                let mut builder = redis::cluster::ClusterClient::builder(seeds.clone())
                     .connection_timeout(timeout.max(Duration::from_millis(500)))
-                    .response_timeout(timeout)
-                    .build()?;
-                let singles = seeds.iter().map(|s| redis::Client::open(s.as_str())).collect::<RedisResult<_>>()?;
+                    .response_timeout(timeout);
+                if let Some(c) = certs() {
+                    builder = builder.certs(c);
+                }
+                let cluster = builder.build()?;
+                let singles = seeds.iter().map(|s| single(s)).collect::<RedisResult<_>>()?;
                 Ok(Target::Cluster(Box::new(cluster), singles))
             }
-            None => Ok(Target::One(Box::new(redis::Client::open(url)?))),
+            None => Ok(Target::One(Box::new(single(url)?))),
         }
     }
 
@@ -215,8 +233,9 @@ mod tests {
         );
         assert_eq!(cluster_seeds("rediss+cluster://h:1").unwrap(), vec!["rediss://h:1"]);
         assert!(cluster_seeds("redis://h:1").is_none());
-        assert!(Target::parse("redis+cluster://", Duration::from_millis(50)).is_err());
-        assert!(Target::parse("redis+cluster://127.0.0.1:7000", Duration::from_millis(50)).unwrap().is_cluster());
-        assert!(!Target::parse("redis://127.0.0.1:6379/2", Duration::from_millis(50)).unwrap().is_cluster());
+        let t = Duration::from_millis(50);
+        assert!(Target::parse("redis+cluster://", t, None).is_err());
+        assert!(Target::parse("redis+cluster://127.0.0.1:7000", t, None).unwrap().is_cluster());
+        assert!(!Target::parse("redis://127.0.0.1:6379/2", t, None).unwrap().is_cluster());
     }
 }
