@@ -178,6 +178,16 @@ fn each_check_triggers_on_its_pattern_and_only_then() {
             config("waf: { ip_allow: [\"0.0.0.0/0\"] }", "", ""),
             config("waf: { ip_allow: [\"10.0.0.7\"] }", "", ""),
         ),
+        (
+            "PC019",
+            config("state: { store: \"redis://127.0.0.1:6379\", on_failure: open }", "", ""),
+            config("state: { store: \"redis://127.0.0.1:6379\", on_failure: local }", "", ""),
+        ),
+        (
+            "PC020",
+            config("state: { store: \"redis+cluster://127.0.0.1:7000,10.0.0.5:7000\" }", "", ""),
+            config("state: { store: \"rediss://:pw@10.0.0.5:6379\" }", "", ""),
+        ),
     ];
     for (id, bad, good) in &cases {
         let found = lint_ids(bad, &[secret]);

@@ -35,18 +35,35 @@ pub fn flush_quotas(keys: &Keys) -> Result<usize, StoreError> {
     }
 }
 
-fn once(gw: &Gateway, keys: &Keys) {
-    if let Err(e) = flush_quotas(keys) {
-        tracing::error!("quota counts not saved: {e}");
+/// One round: flush, then refresh if the store changed. The first error is returned.
+fn once(gw: &Gateway, keys: &Keys) -> Result<(), StoreError> {
+    let flushed = flush_quotas(keys);
+    if keys.stale()? {
+        keys.refresh(&gw.runtime.load())?;
     }
-    match keys.stale() {
-        Ok(true) => {
-            if let Err(e) = keys.refresh(&gw.runtime.load()) {
-                tracing::error!("keys not reloaded from the store: {e}");
+    flushed.map(|_| ())
+}
+
+/// Logs a store failure once when it starts and once when it ends, not every second (counts
+/// stay pending meanwhile and nothing is lost). With a Redis store the cluster's health
+/// check already logs the transition as an ERROR, so this loop says it at WARN.
+fn report(gw: &Gateway, failing: &mut bool, outcome: Result<(), StoreError>) {
+    let clustered = gw.cluster.get().is_some();
+    match outcome {
+        Err(e) if !*failing => {
+            *failing = true;
+            if clustered {
+                tracing::warn!("store sync failing ({e}): quota counts kept in memory until it answers");
+            } else {
+                tracing::error!("store sync failing ({e}): quota counts kept in memory until it answers");
             }
         }
-        Ok(false) => {}
-        Err(e) => tracing::error!("store not reachable: {e}"),
+        Err(e) => tracing::debug!("store sync still failing: {e}"),
+        Ok(()) if *failing => {
+            *failing = false;
+            tracing::warn!("store sync working again: pending quota counts saved");
+        }
+        Ok(()) => {}
     }
 }
 
@@ -55,10 +72,13 @@ pub fn spawn_sync(gw: Arc<Gateway>, keys: Arc<Keys>) -> tokio::task::JoinHandle<
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
         loop {
             tick.tick().await;
-            let (gw, keys) = (gw.clone(), keys.clone());
-            let _ = tokio::task::spawn_blocking(move || once(&gw, &keys)).await;
+            let (g, k) = (gw.clone(), keys.clone());
+            if let Ok(outcome) = tokio::task::spawn_blocking(move || once(&g, &k)).await {
+                report(&gw, &mut failing, outcome);
+            }
         }
     })
 }

@@ -65,6 +65,16 @@ pub(super) const RULES: &[Rule] = &[
         name: "waf-allow-everyone",
         description: "waf.ip_allow contains 0.0.0.0/0 or ::/0: every client skips the WAF",
     },
+    Rule {
+        id: "PC019",
+        name: "store-fail-open",
+        description: "state.on_failure is open: while Redis is down no shared limit holds",
+    },
+    Rule {
+        id: "PC020",
+        name: "redis-plaintext",
+        description: "The Redis store is on another host over plain TCP, or without a password",
+    },
 ];
 
 fn rule(id: &str) -> Rule {
@@ -103,6 +113,62 @@ pub(super) fn run(cx: &mut Ctx) {
     proxies_and_rules(cx, cfg);
     providers_and_plans(cx, cfg);
     waf(cx, cfg);
+    store(cx, cfg);
+}
+
+/// The hosts of a Redis URL (several for a cluster URL).
+fn redis_hosts(url: &str) -> Vec<String> {
+    let rest = url.split_once("://").map_or("", |(_, r)| r);
+    let hosts = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let hosts = hosts.split('/').next().unwrap_or_default();
+    hosts
+        .split(',')
+        .map(|h| match h.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default().to_string(),
+            None => h.rsplit_once(':').map_or(h, |(host, _)| host).to_string(),
+        })
+        .collect()
+}
+
+fn store(cx: &mut Ctx, cfg: &Config) {
+    let Some(state) = &cfg.state else { return };
+    if !crate::store::is_redis_url(&state.store) {
+        return;
+    }
+    if state.on_failure == Some(model::OnFailure::Open) {
+        cx.add(
+            "PC019",
+            Severity::Warning,
+            "state.on_failure",
+            "while Redis is unreachable every route, plan and global limit admits everything: a flood then reaches \
+             the backends (and the bill) unchecked"
+                .to_string(),
+            "use on_failure: local (each node enforces its share) or closed",
+        );
+    }
+    let remote: Vec<String> = redis_hosts(&state.store)
+        .into_iter()
+        .filter(|h| h != "localhost" && !h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()))
+        .collect();
+    let tls = state.store.starts_with("rediss");
+    let password = state.store.split_once("://").is_some_and(|(_, r)| r.contains('@'));
+    if !remote.is_empty() && (!tls || !password) {
+        let missing = match (tls, password) {
+            (false, false) => "without TLS or a password",
+            (false, true) => "over plain TCP",
+            _ => "without a password",
+        };
+        cx.add(
+            "PC020",
+            Severity::Warning,
+            "state.store",
+            format!(
+                "Redis at {} is reached {missing}: it holds key hashes and quota counts and takes admin actions",
+                remote.join(", ")
+            ),
+            "use rediss:// with a password (redis://:PASSWORD@ or an ACL user), or keep Redis on loopback",
+        );
+    }
 }
 
 fn waf(cx: &mut Ctx, cfg: &Config) {
