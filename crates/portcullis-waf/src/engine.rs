@@ -278,8 +278,19 @@ struct Ctx<'c, 'a> {
     cache: &'c mut Cache,
 }
 
+/// A value that matched, kept until the link's effects run.
+struct Hit {
+    name: Vec<u8>,
+    value: Vec<u8>,
+    captures: Vec<Vec<u8>>,
+}
+
 /// Evaluates one link: every target value through the transformations and the operator;
 /// per matching value, MATCHED_VAR(S), captures and the link's own `setvar`/`ctl` run.
+///
+/// Every value is judged before any effect runs, as libmodsecurity collects a rule's
+/// variables before it acts on a match; so TX and MATCHED_* values are read in place
+/// instead of being copied first, and only matches are copied.
 fn eval_link(ctx: &mut Ctx<'_, '_>, rule: &Rule, link: &Rule) -> bool {
     let (data, vars, st) = (ctx.data, &mut *ctx.vars, &mut *ctx.st);
     let Some(op) = &link.op else {
@@ -291,31 +302,41 @@ fn eval_link(ctx: &mut Ctx<'_, '_>, rule: &Rule, link: &Rule) -> bool {
     {
         return false;
     }
-    let arg = op.template().map(|t| expand(data, vars, t)).unwrap_or_default();
-    let items = gather(data, vars, st, rule, link);
-    let mut any = false;
-    for item in items {
-        let matched = match &item.value {
-            // Values borrowed from the request go through the cache and the prefilter.
-            Cow::Borrowed(src) if !link.actions.multi_match => {
-                if link.slot.is_some_and(|slot| !has(ctx.cache.bits(ctx.rules, src, link.chain_id), slot)) {
-                    continue;
-                }
-                let value = ctx.cache.transformed(ctx.rules, src, link.chain_id);
-                let caps = if link.actions.capture { Some(&mut st.captures) } else { None };
-                (op.matches(value, &arg, caps) != op.negated).then(|| Cow::Owned(value.to_vec()))
-            }
-            _ => check(op, link, &item.value, &arg, st),
+    let hits = {
+        let vars: &Vars = vars;
+        let arg: Cow<'_, [u8]> = match op.template() {
+            Some(t) => expand_cow(data, vars, t),
+            None => Cow::Borrowed(&[]),
         };
-        let Some(value) = matched else { continue };
-        any = true;
-        let name = item.name();
-        vars.matched_var = Some((name.clone(), value.to_vec()));
-        vars.matched_vars.push((name, value.into_owned()));
+        let mut hits: Vec<Hit> = Vec::new();
+        for item in gather(data, vars, st, rule, link) {
+            let matched = match &item.value {
+                // Values borrowed from the request go through the cache and the prefilter
+                // (the cache is keyed by address: never for values that change, as TX's).
+                Cow::Borrowed(src) if !link.actions.multi_match && !from_vars(item.var) => {
+                    if link.slot.is_some_and(|slot| !has(ctx.cache.bits(ctx.rules, src, link.chain_id), slot)) {
+                        continue;
+                    }
+                    let value = ctx.cache.transformed(ctx.rules, src, link.chain_id);
+                    let caps = if link.actions.capture { Some(&mut st.captures) } else { None };
+                    (op.matches(value, &arg, caps) != op.negated).then(|| Cow::Owned(value.to_vec()))
+                }
+                _ => check(op, link, &item.value, &arg, st),
+            };
+            let Some(value) = matched else { continue };
+            let captures = if link.actions.capture { st.captures.clone() } else { Vec::new() };
+            hits.push(Hit { name: item.name(), value: value.into_owned(), captures });
+        }
+        hits
+    };
+    let any = !hits.is_empty();
+    for hit in hits {
+        vars.matched_var = Some((hit.name.clone(), hit.value.clone()));
+        vars.matched_vars.push((hit.name, hit.value));
         if link.actions.capture {
             for n in 0..10 {
                 let key = n.to_string();
-                match st.captures.get(n) {
+                match hit.captures.get(n) {
                     Some(c) => vars.tx_set(&key, c),
                     None => vars.tx_remove(&key),
                 }
@@ -363,7 +384,7 @@ fn may_match_any(rules: &RuleSet, data: &Data<'_>, cache: &mut Cache, link: &Rul
 }
 
 /// The values a link inspects, after its exclusions and any `ctl:ruleRemoveTarget*`.
-fn gather<'d>(data: &'d Data<'_>, vars: &Vars, st: &State, rule: &Rule, link: &Rule) -> Vec<Item<'d>> {
+fn gather<'d>(data: &'d Data<'_>, vars: &'d Vars, st: &State, rule: &Rule, link: &Rule) -> Vec<Item<'d>> {
     let removed = !st.removed_targets.is_empty();
     let mut exclusions: Vec<&Target> = Vec::new();
     if removed || link.targets.iter().any(|t| t.exclude) {
@@ -373,18 +394,7 @@ fn gather<'d>(data: &'d Data<'_>, vars: &Vars, st: &State, rule: &Rule, link: &R
     let mut items: Vec<Item<'d>> = Vec::new();
     for t in link.targets.iter().filter(|t| !t.exclude) {
         let start = items.len();
-        if from_vars(t.var) {
-            // TX and MATCHED_* change while the rule runs, so their values are copied.
-            let mut found = Vec::new();
-            values(data, vars, t, &mut found);
-            items.extend(found.into_iter().map(|i| Item {
-                var: i.var,
-                key: i.key.map(|k| Cow::Owned(k.into_owned())),
-                value: Cow::Owned(i.value.into_owned()),
-            }));
-        } else {
-            values(data, &NO_VARS, t, &mut items);
-        }
+        values(data, if from_vars(t.var) { vars } else { &NO_VARS }, t, &mut items);
         if !exclusions.is_empty() {
             let mut i = start;
             while i < items.len() {
@@ -484,6 +494,14 @@ fn setvar(data: &Data<'_>, vars: &mut Vars, sv: &SetVar) {
             slot.clear();
             slot.extend_from_slice(itoa::Buffer::new().format(next).as_bytes());
         }
+    }
+}
+
+/// Expands a template's macros; a template without macros is borrowed.
+fn expand_cow<'t>(data: &Data<'_>, vars: &Vars, t: &'t Template) -> Cow<'t, [u8]> {
+    match t.literal() {
+        Some(text) => Cow::Borrowed(text.as_bytes()),
+        None => Cow::Owned(expand(data, vars, t)),
     }
 }
 
