@@ -246,6 +246,8 @@ async fn redis_killed_mid_load_means_no_5xx_local_shares_and_recovery_with_quota
     for g in &gws {
         let text = client::get(g.admin(), "/metrics").await.text();
         assert_eq!(metric(&text, "portcullis_store_up"), 0.0);
+        let status = admin(g, "GET", "/api/v1/cluster", None).await.json();
+        assert_eq!((status["store_up"].as_bool(), status["nodes"].as_u64()), (Some(false), Some(2)), "{status}");
         assert!(metric(&text, "portcullis_store_degraded_decisions_total{mode=\"local\"}") > 0.0, "{text}");
     }
     // Redis comes back (same data dir, AOF): the key survived, the nodes notice, and the

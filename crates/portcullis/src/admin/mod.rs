@@ -38,6 +38,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/api/v1/blocked-ips", get(blocked_ips))
         .route("/api/v1/blocked-ips/{ip}", axum::routing::delete(unblock_ip))
         .route("/api/v1/auth-cache", axum::routing::delete(flush_auth_cache))
+        .route("/api/v1/cluster", get(cluster_status))
         .merge(keys::routes())
         .with_state(gw)
 }
@@ -184,6 +185,26 @@ async fn unblock_ip(
     }
     tracing::info!(ip = %addr, ?rules, "IP unblocked through the admin API");
     axum::Json(serde_json::json!({ "unblocked": addr.to_string(), "rules": rules })).into_response()
+}
+
+/// This node's view of the cluster: whether Redis answers, the nodes alive, the outages
+/// since start, and what shared limits do while Redis is down.
+async fn cluster_status(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    if let Some(r) = refuse(&gw, &headers) {
+        return r;
+    }
+    let Some(c) = gw.cluster.get() else {
+        return problem(StatusCode::NOT_FOUND, "admin.no_cluster", "No Redis store: this gateway runs alone");
+    };
+    axum::Json(serde_json::json!({
+        "node_id": c.node_id,
+        "store_up": c.is_up(),
+        "nodes": c.nodes(),
+        "outages": c.outages(),
+        "on_failure": crate::cluster::on_failure_name(c.on_failure),
+        "prefix": c.names.prefix,
+    }))
+    .into_response()
 }
 
 async fn config_summary(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {

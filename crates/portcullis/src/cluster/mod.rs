@@ -51,7 +51,8 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-fn on_failure_name(m: OnFailure) -> &'static str {
+/// `state.on_failure` as written in config.
+pub fn on_failure_name(m: OnFailure) -> &'static str {
     match m {
         OnFailure::Local => "local",
         OnFailure::Open => "open",
