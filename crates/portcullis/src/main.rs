@@ -4,11 +4,6 @@ use clap::Parser;
 use portcullis::cli::{Cli, Command};
 use std::process::ExitCode;
 
-// The request path allocates many short-lived buffers (the WAF above all); glibc's malloc
-// spent ~28% of a CRS request's instructions (docs/performance.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
