@@ -41,3 +41,21 @@ pub async fn eventually(timeout: std::time::Duration, mut check: impl FnMut() ->
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// Like [`eventually`] for checks that are themselves asynchronous (a request): tries
+/// `check` every 20 ms until it is true or `timeout` passes.
+pub async fn eventually_async<F: std::future::Future<Output = bool>>(
+    timeout: std::time::Duration,
+    mut check: impl FnMut() -> F,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

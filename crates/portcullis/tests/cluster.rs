@@ -67,16 +67,9 @@ async fn nodes(
     out
 }
 
-/// Tries `check` until it is true or a second has passed (asynchronous checks: requests).
-async fn within_a_second<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(1) {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
+/// Tries an asynchronous check (a request) for up to a second.
+async fn within_a_second<F: std::future::Future<Output = bool>>(check: impl FnMut() -> F) -> bool {
+    portcullis_testkit::eventually_async(Duration::from_secs(1), check).await
 }
 
 fn metric(text: &str, name: &str) -> f64 {

@@ -23,20 +23,43 @@ use portcullis_limit::{Decision, hash_key};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-/// The partition a request falls in, as bytes that name the same bucket on every node.
-fn partition(ctx: &RequestCtx, limit: &LimitRt) -> Vec<u8> {
-    let ip = || match ip_rules::aggregate(ctx.client_ip, 64) {
-        std::net::IpAddr::V4(a) => a.octets().to_vec(),
-        std::net::IpAddr::V6(a) => a.octets().to_vec(),
+/// The partition a request falls in, as bytes that name the same bucket on every node
+/// (built without allocating: this runs for every partitioned limit in cluster mode).
+enum Partition<'a> {
+    /// An address (IPv4: 4 bytes, IPv6 cut to its /64: 16 bytes).
+    Ip([u8; 16], usize),
+    /// A key id or a header value.
+    Bytes(&'a [u8]),
+}
+
+impl AsRef<[u8]> for Partition<'_> {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Partition::Ip(b, n) => b.get(..*n).unwrap_or_default(),
+            Partition::Bytes(b) => b,
+        }
+    }
+}
+
+fn partition<'a>(ctx: &'a RequestCtx, limit: &'a LimitRt) -> Partition<'a> {
+    let ip = || {
+        let mut buf = [0u8; 16];
+        match ip_rules::aggregate(ctx.client_ip, 64) {
+            std::net::IpAddr::V4(a) => {
+                buf[..4].copy_from_slice(&a.octets());
+                Partition::Ip(buf, 4)
+            }
+            std::net::IpAddr::V6(a) => Partition::Ip(a.octets(), 16),
+        }
     };
     match &limit.buckets {
-        Buckets::One(_) => Vec::new(),
+        Buckets::One(_) => Partition::Bytes(&[]),
         Buckets::PerIp(_) => ip(),
         Buckets::PerKey(_) => match &ctx.key {
-            Some(key) => key.id.as_bytes().to_vec(),
+            Some(key) => Partition::Bytes(key.id.as_bytes()),
             None => ip(),
         },
-        Buckets::PerHeader(name, _) => ctx.parts.headers.get(name).map_or(Vec::new(), |v| v.as_bytes().to_vec()),
+        Buckets::PerHeader(name, _) => Partition::Bytes(ctx.parts.headers.get(name).map_or(&[], |v| v.as_bytes())),
     }
 }
 
@@ -61,7 +84,7 @@ fn decide_local(ctx: &RequestCtx, limit: &LimitRt, now: u64) -> Decision {
 /// the buckets live in this process.
 async fn decide(ctx: &RequestCtx, limit: &LimitRt, now: u64) -> Shared {
     match ctx.gw.cluster.get() {
-        Some(cluster) => cluster.leases.check(cluster, limit, &partition(ctx, limit), now).await,
+        Some(cluster) => cluster.leases.check(cluster, limit, partition(ctx, limit).as_ref(), now).await,
         None => Shared::Decided(decide_local(ctx, limit, now)),
     }
 }
