@@ -8,7 +8,8 @@
 //!
 //! The request path reads an in-memory index ([`KeyIndex`]) and plan table, rebuilt when the
 //! store's change counter moves (polled every second, so `portcullis keys create` against a
-//! running gateway takes effect within a second) or when the config is reloaded.
+//! running gateway takes effect within a second; a Redis store also announces every change
+//! on its events channel, see `cluster::events`) or when the config is reloaded.
 
 pub mod cli;
 pub mod plans;

@@ -1,6 +1,7 @@
-//! Once a second: quota counts that changed go to the store (so a crash, even `kill -9`,
-//! loses at most about a second of counting), and the caches are rebuilt if the store
-//! changed (a key made with `portcullis keys create`, or by another gateway process).
+//! Once a second: the requests counted since the last round are added to the store and the
+//! totals taken back (so a crash, even `kill -9`, loses at most about a second of counting,
+//! and nodes sharing a store see each other's counts), and the caches are rebuilt if the
+//! store changed (a key made with `portcullis keys create`, or by another gateway process).
 
 use super::Keys;
 use crate::state::Gateway;

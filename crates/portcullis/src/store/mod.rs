@@ -1,9 +1,10 @@
-//! Durable state: API keys, API-managed plans, quota counts. One trait, so the cluster issue
-//! can add Redis beside the embedded SQLite store.
+//! Durable state: API keys, API-managed plans, quota counts, behind one trait: SQLite for one
+//! node ([`SqliteStore`]), Redis for a cluster ([`RedisStore`]).
 //!
-//! The request path never waits on the store: keys live in an in-memory index that is
+//! The request path never waits on this trait: keys live in an in-memory index that is
 //! rebuilt when the store's change counter moves, and quota counts are kept in memory and
-//! flushed every second.
+//! added to the store every second. (In cluster mode shared rate limits talk to Redis on
+//! their own, see `cluster::lease`.)
 
 pub mod redis;
 pub mod redis_conn;
