@@ -246,3 +246,26 @@ fn degraded(cluster: &Cluster, lease: &Lease, limit: &LimitRt, now: u64) -> Shar
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::Throttle;
+
+    fn ask(rate: f64, burst: u32, strict: bool) -> Ask {
+        let t = Throttle { rate, burst, per: None, strict };
+        Ask::of(&crate::config::compile_limits::limit_rt(t, "route", "route/r".into(), 16, None))
+    }
+
+    #[test]
+    fn batches_are_100ms_of_the_rate_within_one_and_half_the_burst() {
+        let a = ask(200.0, 100, false);
+        assert_eq!((a.interval_us, a.burst, a.want), (5_000, 100, 20));
+        assert_eq!(ask(1000.0, 2000, false).want, 100);
+        assert_eq!(ask(100_000.0, 10, false).want, 5, "never more than half the burst");
+        assert_eq!(ask(0.5, 10, false).want, 1, "at least one token");
+        assert_eq!(ask(5.0, 1, false).want, 1, "a burst of one still asks for one");
+        assert_eq!(ask(1000.0, 2000, true).want, 1, "strict: one token per call");
+        assert_eq!(ask(0.001, 5, false).interval_us, 1_000_000_000);
+    }
+}
