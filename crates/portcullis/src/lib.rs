@@ -49,7 +49,9 @@ pub async fn start(
     let rt = config::load_runtime(config, None)?;
     let gw = state::Gateway::new(rt)?;
     let mut tasks = Vec::new();
-    if let Some(settings) = gw.runtime.load().store.as_ref().filter(|s| s.is_redis()) {
+    // A full Arc, not a guard: the block below awaits.
+    let rt = gw.runtime.load_full();
+    if let Some(settings) = rt.store.as_ref().filter(|s| s.is_redis()) {
         let cluster = cluster::Cluster::connect(settings, &gw.metrics)
             .await
             .map_err(|e| std::io::Error::other(format!("state.store {}: {e}", store::redis::redact(&settings.url))))?;

@@ -114,10 +114,7 @@ impl Gateway {
                 self.warm_auth();
                 if let Some(keys) = self.keys.clone() {
                     // Plans come partly from the config: rebuild them (and pick up store changes).
-                    let refreshed = tokio::task::spawn_blocking(move || keys.refresh(&next)).await;
-                    if let Ok(Err(e)) = refreshed {
-                        tracing::error!("plans not rebuilt after the reload: {e}");
-                    }
+                    keys.refresh_logged(next, "plans not rebuilt after the reload").await;
                 }
                 self.metrics.config_generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
                 self.metrics.reload("ok");

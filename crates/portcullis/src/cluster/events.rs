@@ -72,12 +72,7 @@ impl Event {
         match self {
             Event::Keys => {
                 if let Some(keys) = gw.keys.clone() {
-                    let rt = gw.runtime.load_full();
-                    match tokio::task::spawn_blocking(move || keys.refresh(&rt)).await {
-                        Ok(Err(e)) => tracing::error!("keys not reloaded from the store: {e}"),
-                        Err(e) => tracing::error!("keys not reloaded from the store: {e}"),
-                        Ok(Ok(())) => {}
-                    }
+                    keys.refresh_logged(gw.runtime.load_full(), "keys not reloaded from the store").await;
                 }
                 Vec::new()
             }

@@ -52,10 +52,7 @@ tat = tat + k * interval
 redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
 return {k, 0}";
 
-fn take_script() -> &'static Script {
-    static S: OnceLock<Script> = OnceLock::new();
-    S.get_or_init(|| Script::new(TAKE_LUA))
-}
+static TAKE: OnceLock<Script> = OnceLock::new();
 
 /// The outcome of a shared check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,22 +125,22 @@ impl Lease {
         (now < until).then(|| Decision::Denied { retry_after: Duration::from_nanos(until - now) })
     }
 
-    /// Takes what Redis granted (`None`: Redis did not answer).
-    fn absorb(&self, granted: Option<(i64, i64)>, now: u64) -> Option<i64> {
-        let (k, wait_us) = granted?;
+    /// Takes what Redis granted; false when Redis did not answer.
+    fn absorb(&self, granted: Option<(i64, i64)>, now: u64) -> bool {
+        let Some((k, wait_us)) = granted else { return false };
         if k > 0 {
             self.tokens.fetch_add(k, Ordering::AcqRel);
         } else {
             let wait = u64::try_from(wait_us).unwrap_or(0).saturating_mul(1000).max(1_000_000);
             self.denied_until.store(now.saturating_add(wait), Ordering::Release);
         }
-        Some(k)
+        true
     }
 }
 
 async fn take(cluster: &Cluster, key: &str, ask: Ask) -> Option<(i64, i64)> {
     let mut conn = cluster.conn();
-    let mut invocation = take_script().key(key);
+    let mut invocation = crate::store::redis::script(&TAKE, TAKE_LUA).key(key);
     invocation.arg(ask.interval_us).arg(ask.burst).arg(ask.want);
     cluster.call("shared limit", invocation.invoke_async(&mut conn)).await
 }
@@ -197,12 +194,10 @@ impl Leases {
         if let Some(d) = lease.local(now) {
             return Shared::Decided(d);
         }
-        match lease.absorb(take(cluster, &lease.redis_key, ask).await, now) {
-            Some(_) => {
-                Shared::Decided(lease.local(now).unwrap_or(Decision::Denied { retry_after: Duration::from_secs(1) }))
-            }
-            None => degraded(cluster, &lease, limit, now),
+        if !lease.absorb(take(cluster, &lease.redis_key, ask).await, now) {
+            return degraded(cluster, &lease, limit, now);
         }
+        Shared::Decided(lease.local(now).unwrap_or(Decision::Denied { retry_after: Duration::from_secs(1) }))
     }
 }
 

@@ -82,8 +82,6 @@ pub fn key_id(key: &str) -> Option<&str> {
 pub struct KeyEntry {
     /// Public id.
     pub id: Arc<str>,
-    /// The id as a limiter key.
-    pub bucket_key: u64,
     hash: [u8; 32],
     /// Who it is for.
     pub name: String,
@@ -124,7 +122,6 @@ impl KeyIndex {
                     Arc::new(QuotaCell::restored(start, used))
                 });
                 let entry = KeyEntry {
-                    bucket_key: portcullis_limit::hash_key(&*id),
                     id: id.clone(),
                     hash: r.hash,
                     name: r.name,
@@ -203,6 +200,17 @@ impl Keys {
         self.index.store(Arc::new(index));
         self.version.store(version, std::sync::atomic::Ordering::Release);
         Ok(())
+    }
+
+    /// [`Keys::refresh`] off the async threads (the store may block); a failure is logged
+    /// with `what` and the old caches keep serving.
+    pub async fn refresh_logged(self: Arc<Self>, rt: Arc<crate::config::Runtime>, what: &str) {
+        let done = tokio::task::spawn_blocking(move || self.refresh(&rt)).await;
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("{what}: {e}"),
+            Err(e) => tracing::error!("{what}: {e}"),
+        }
     }
 
     /// True when the store changed since the caches were built.

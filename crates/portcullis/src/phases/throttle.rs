@@ -23,12 +23,12 @@ use portcullis_limit::{Decision, hash_key};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-/// The partition a request falls in, as bytes that name the same bucket on every node
-/// (built without allocating: this runs for every partitioned limit in cluster mode).
+/// The partition a request falls in, as bytes: the same bytes key the local bucket and name
+/// the shared (Redis) one on every node. Built without allocating.
 enum Partition<'a> {
     /// An address (IPv4: 4 bytes, IPv6 cut to its /64: 16 bytes).
     Ip([u8; 16], usize),
-    /// A key id or a header value.
+    /// A key id or a header value (empty for an unpartitioned limit).
     Bytes(&'a [u8]),
 }
 
@@ -57,36 +57,25 @@ fn partition<'a>(ctx: &'a RequestCtx, limit: &'a LimitRt) -> Partition<'a> {
         Buckets::PerIp(_) => ip(),
         Buckets::PerKey(_) => match &ctx.key {
             Some(key) => Partition::Bytes(key.id.as_bytes()),
+            // Only routes that take keys can be partitioned per key (checked at load); with
+            // `require: any` a caller may pass on another method and is then bucketed per /64.
             None => ip(),
         },
         Buckets::PerHeader(name, _) => Partition::Bytes(ctx.parts.headers.get(name).map_or(&[], |v| v.as_bytes())),
     }
 }
 
-fn decide_local(ctx: &RequestCtx, limit: &LimitRt, now: u64) -> Decision {
-    match &limit.buckets {
-        Buckets::One(b) => b.check(now),
-        Buckets::PerIp(k) => k.check(hash_key(&ip_rules::aggregate(ctx.client_ip, 64)), now),
-        Buckets::PerKey(k) => match &ctx.key {
-            Some(key) => k.check(key.bucket_key, now),
-            // Only routes that take keys can be partitioned per key (checked at load); with
-            // `require: any` a caller may pass on another method and is then bucketed per /64.
-            None => k.check(hash_key(&ip_rules::aggregate(ctx.client_ip, 64)), now),
-        },
-        Buckets::PerHeader(name, k) => {
-            let value = ctx.parts.headers.get(name).map_or(&[][..], |v| v.as_bytes());
-            k.check(hash_key(value), now)
-        }
-    }
-}
-
 /// In cluster mode every limit is shared through Redis (see `cluster::lease`); otherwise
 /// the buckets live in this process.
 async fn decide(ctx: &RequestCtx, limit: &LimitRt, now: u64) -> Shared {
-    match ctx.gw.cluster.get() {
-        Some(cluster) => cluster.leases.check(cluster, limit, partition(ctx, limit).as_ref(), now).await,
-        None => Shared::Decided(decide_local(ctx, limit, now)),
+    let part = partition(ctx, limit);
+    if let Some(cluster) = ctx.gw.cluster.get() {
+        return cluster.leases.check(cluster, limit, part.as_ref(), now).await;
     }
+    Shared::Decided(match &limit.buckets {
+        Buckets::One(b) => b.check(now),
+        Buckets::PerIp(k) | Buckets::PerKey(k) | Buckets::PerHeader(_, k) => k.check(hash_key(part.as_ref()), now),
+    })
 }
 
 fn report(ctx: &mut RequestCtx, policy: &http::HeaderValue, name: &'static str, remaining: u64, reset_secs: u64) {

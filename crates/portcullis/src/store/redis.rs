@@ -82,7 +82,8 @@ struct StoredKey {
     created_at: i64,
 }
 
-fn script(cell: &'static OnceLock<Script>, src: &str) -> &'static Script {
+/// A Lua script compiled (hashed) once.
+pub(crate) fn script(cell: &'static OnceLock<Script>, src: &str) -> &'static Script {
     cell.get_or_init(|| Script::new(src))
 }
 
@@ -146,6 +147,19 @@ impl RedisStore {
             *slot = None;
         }
         out.map_err(db)
+    }
+
+    /// Runs commands that each touch one key: pipelined in one round trip on one server, one
+    /// call each on a Redis Cluster (a pipeline cannot span slots).
+    fn each<T: redis::FromRedisValue>(&self, cmds: Vec<redis::Cmd>) -> Result<Vec<T>, StoreError> {
+        if self.target.is_cluster() {
+            return cmds.iter().map(|c| self.with(|conn| c.query(conn))).collect();
+        }
+        let mut pipe = redis::pipe();
+        for c in cmds {
+            pipe.add_command(c);
+        }
+        self.with(|conn| pipe.query(conn))
     }
 
     fn quota_key(&self, id: &str) -> String {
@@ -264,20 +278,12 @@ impl Store for RedisStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let rows: Vec<(Option<i64>, Option<u64>)> = if self.target.is_cluster() {
-            // The counters live in different slots: one call each.
-            let mut rows = Vec::with_capacity(ids.len());
-            for id in &ids {
-                rows.push(self.with(|c| redis::cmd("HMGET").arg(self.quota_key(id)).arg("s").arg("u").query(c))?);
-            }
-            rows
-        } else {
-            let mut pipe = redis::pipe();
-            for id in &ids {
-                pipe.cmd("HMGET").arg(self.quota_key(id)).arg("s").arg("u");
-            }
-            self.with(|c| pipe.query(c))?
-        };
+        let cmds = ids.iter().map(|id| {
+            let mut c = redis::cmd("HMGET");
+            c.arg(self.quota_key(id)).arg("s").arg("u");
+            c
+        });
+        let rows: Vec<(Option<i64>, Option<u64>)> = self.each(cmds.collect())?;
         Ok(ids
             .into_iter()
             .zip(rows)
@@ -293,32 +299,15 @@ impl Store for RedisStore {
             return Ok(Vec::new());
         }
         let s = script(&QUOTA, QUOTA_LUA);
-        if self.target.is_cluster() {
-            // The counters live in different slots: one call each.
-            let mut out = Vec::with_capacity(rows.len());
-            for (id, start, delta) in rows {
-                let (start, used): (i64, u64) =
-                    self.with(|c| s.key(self.quota_key(id)).arg(*start).arg(*delta).arg(QUOTA_TTL_SECS).invoke(c))?;
-                out.push((id.clone(), start, used));
-            }
-            return Ok(out);
-        }
-        // One script call per key, pipelined: one round trip for the whole flush.
-        let mut pipe = redis::pipe();
-        for (id, start, delta) in rows {
-            pipe.cmd("EVALSHA")
-                .arg(s.get_hash())
-                .arg(1)
-                .arg(self.quota_key(id))
-                .arg(*start)
-                .arg(*delta)
-                .arg(QUOTA_TTL_SECS);
-        }
-        let totals: Vec<(i64, u64)> = self.with(|c| {
-            // Scripts are sent by hash; load it first so a fresh (or restarted) Redis knows it.
-            s.load(c)?;
-            pipe.query(c)
-        })?;
+        // Scripts are sent by hash; load it first so a fresh (or restarted) Redis knows it (on
+        // a Redis Cluster, SCRIPT LOAD goes to every primary).
+        self.with(|c| s.load(c))?;
+        let cmds = rows.iter().map(|(id, start, delta)| {
+            let mut c = redis::cmd("EVALSHA");
+            c.arg(s.get_hash()).arg(1).arg(self.quota_key(id)).arg(*start).arg(*delta).arg(QUOTA_TTL_SECS);
+            c
+        });
+        let totals: Vec<(i64, u64)> = self.each(cmds.collect())?;
         Ok(rows.iter().zip(totals).map(|((id, _, _), (start, used))| (id.clone(), start, used)).collect())
     }
 }
