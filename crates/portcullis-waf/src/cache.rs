@@ -11,7 +11,6 @@
 
 use crate::features;
 use crate::rules::RuleSet;
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -41,68 +40,71 @@ impl Hasher for KeyHasher {
 
 type Map<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct Source {
     features: u16,
-    bits: Box<[u64]>,
+    /// Offset of its bits in [`Cache::words`].
+    bits: u32,
 }
 
-#[derive(Debug, Default)]
+/// What a chain made of a value: not applied yet, no change, or bytes in [`Cache::bytes`].
+#[derive(Debug, Clone, Copy, Default)]
+enum Value {
+    #[default]
+    Unknown,
+    Same,
+    At(u32, u32),
+}
+
+#[derive(Debug, Clone, Copy, Default)]
 struct Entry {
-    /// `Some(None)`: the chain leaves the value unchanged.
-    value: Option<Option<Vec<u8>>>,
-    bits: Option<Box<[u64]>>,
+    value: Value,
+    bits: Option<u32>,
 }
 
+/// Everything lives in flat arenas (bit sets in `words`, transformed values in `bytes`), so a
+/// request costs no allocation per value once a thread's cache has grown, and a cache is
+/// reused by the next transaction on the same thread ([`Cache::take`], [`Cache::recycle`]).
 #[derive(Debug, Default)]
 pub struct Cache {
     sources: Map<(usize, usize), Source>,
     entries: Map<(usize, usize, usize), Entry>,
-    unions: Map<(u8, usize), Box<[u64]>>,
+    unions: Map<(u8, usize), u32>,
+    words: Vec<u64>,
+    bytes: Vec<u8>,
 }
 
-/// The slots of every literal of `ac` (`literal_slots` maps its patterns) found in `value`.
-fn scan_with(
-    slots: usize,
-    ac: Option<&aho_corasick::AhoCorasick>,
-    literal_slots: &[Vec<u32>],
-    value: &[u8],
-) -> Box<[u64]> {
-    let mut bits = vec![0u64; slots.div_ceil(64)].into_boxed_slice();
-    if let Some(ac) = ac {
-        for m in ac.find_overlapping_iter(value) {
-            for &slot in literal_slots.get(m.pattern().as_usize()).map(Vec::as_slice).unwrap_or_default() {
-                if let Some(w) = bits.get_mut(slot as usize / 64) {
-                    *w |= 1u64 << (slot % 64);
-                }
+thread_local! {
+    static POOL: std::cell::RefCell<Vec<Cache>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Caches kept per thread for reuse (one per transaction in flight on it is plenty).
+const POOLED: usize = 4;
+/// A union that cannot be known (the variable has values without a stable address): every
+/// slot may match.
+const ANY: u32 = u32::MAX;
+/// A cache that grew beyond this (a huge body) is dropped instead of kept.
+const KEEP_BYTES: usize = 1 << 20;
+
+/// Scans `value` with `chain`'s automaton (every chain's literals when `chain` is `None`) into
+/// a new bit set at the end of `words`; its offset.
+fn scan(words: &mut Vec<u64>, rules: &RuleSet, chain: Option<usize>, value: &[u8]) -> u32 {
+    let at = words.len();
+    words.resize(at + width(rules), 0);
+    let (ac, slots) = match chain.and_then(|c| rules.chains.get(c)) {
+        Some(c) => (c.automaton.as_ref(), c.literal_slots.as_slice()),
+        None => (rules.prefilter.automaton.as_ref(), rules.prefilter.literal_slots.as_slice()),
+    };
+    let Some(ac) = ac else { return at as u32 };
+    let bits = words.get_mut(at..).unwrap_or_default();
+    for m in ac.find_overlapping_iter(value) {
+        for &slot in slots.get(m.pattern().as_usize()).map(Vec::as_slice).unwrap_or_default() {
+            if let Some(w) = bits.get_mut(slot as usize / 64) {
+                *w |= 1u64 << (slot % 64);
             }
         }
     }
-    bits
-}
-
-/// Every slot whose literal occurs in `value` (all chains).
-fn scan(rules: &RuleSet, value: &[u8]) -> Box<[u64]> {
-    let p = &rules.prefilter;
-    scan_with(p.slots, p.automaton.as_ref(), &p.literal_slots, value)
-}
-
-/// The slots of `chain`'s rules whose literal occurs in `value`.
-fn scan_chain(rules: &RuleSet, chain: usize, value: &[u8]) -> Box<[u64]> {
-    match rules.chains.get(chain) {
-        Some(c) => scan_with(rules.prefilter.slots, c.automaton.as_ref(), &c.literal_slots, value),
-        None => scan(rules, value),
-    }
-}
-
-fn apply(rules: &RuleSet, chain: usize, src: &[u8]) -> Option<Vec<u8>> {
-    let mut value: Option<Vec<u8>> = None;
-    for t in rules.chains.get(chain).map(|c| c.transforms.as_slice()).unwrap_or_default() {
-        if let Some(next) = t.apply(value.as_deref().unwrap_or(src)) {
-            value = Some(next);
-        }
-    }
-    value
+    at as u32
 }
 
 /// Whether `slot` is set in `bits`.
@@ -114,13 +116,32 @@ fn key(src: &[u8]) -> (usize, usize) {
     (src.as_ptr() as usize, src.len())
 }
 
+fn width(rules: &RuleSet) -> usize {
+    rules.prefilter.slots.div_ceil(64)
+}
+
 impl Cache {
-    pub fn new() -> Cache {
-        Cache {
-            sources: Map::with_capacity_and_hasher(128, Default::default()),
-            entries: Map::with_capacity_and_hasher(128, Default::default()),
-            unions: Map::with_capacity_and_hasher(64, Default::default()),
+    /// A cache from this thread's pool, or a new one.
+    pub fn take() -> Cache {
+        POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default()
+    }
+
+    /// Empties the cache (keeping its capacity) and gives it back to this thread's pool.
+    pub fn recycle(mut self) {
+        if self.bytes.capacity() > KEEP_BYTES || self.words.capacity() > KEEP_BYTES / 8 {
+            return;
         }
+        self.sources.clear();
+        self.entries.clear();
+        self.unions.clear();
+        self.words.clear();
+        self.bytes.clear();
+        POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < POOLED {
+                p.push(self);
+            }
+        });
     }
 
     /// Drops what depends on the set of values (after the body adds arguments).
@@ -128,62 +149,127 @@ impl Cache {
         self.unions.clear();
     }
 
-    /// The prefilter bits of `src` through `chain`; `None` when the chain changes `src`
-    /// and the bits are those of the transformed value (then in the entry).
-    fn source_bits(&mut self, rules: &RuleSet, src: &[u8], chain: usize) -> Option<&[u64]> {
+    /// A zeroed bit set at the end of `words`; its offset.
+    fn new_bits(&mut self, rules: &RuleSet) -> u32 {
+        let at = self.words.len();
+        self.words.resize(at + width(rules), 0);
+        at as u32
+    }
+
+    fn bits_at(&self, rules: &RuleSet, at: u32) -> &[u64] {
+        let at = at as usize;
+        self.words.get(at..at + width(rules)).unwrap_or_default()
+    }
+
+    /// The bits of the source value itself (every chain's literals), scanned once.
+    fn source(&mut self, rules: &RuleSet, src: &[u8]) -> Source {
+        if let Some(s) = self.sources.get(&key(src)) {
+            return *s;
+        }
+        let s = Source { features: features::of(src), bits: scan(&mut self.words, rules, None, src) };
+        self.sources.insert(key(src), s);
+        s
+    }
+
+    /// Applies `chain` to `src` (once per pair); the entry's value.
+    fn apply(&mut self, rules: &RuleSet, src: &[u8], chain: usize) -> Value {
+        let k = (src.as_ptr() as usize, src.len(), chain);
+        let entry = self.entries.get(&k).copied().unwrap_or_default();
+        if !matches!(entry.value, Value::Unknown) {
+            return entry.value;
+        }
+        let mut value: Option<Vec<u8>> = None;
+        for t in rules.chains.get(chain).map(|c| c.transforms.as_slice()).unwrap_or_default() {
+            if let Some(next) = t.apply(value.as_deref().unwrap_or(src)) {
+                value = Some(next);
+            }
+        }
+        let value = match value {
+            None => Value::Same,
+            Some(v) => {
+                let at = self.bytes.len();
+                self.bytes.extend_from_slice(&v);
+                Value::At(at as u32, v.len() as u32)
+            }
+        };
+        self.entries.insert(k, Entry { value, ..entry });
+        value
+    }
+
+    fn value<'s>(&'s self, src: &'s [u8], value: Value) -> &'s [u8] {
+        match value {
+            Value::At(at, len) => self.bytes.get(at as usize..(at + len) as usize).unwrap_or_default(),
+            _ => src,
+        }
+    }
+
+    /// Offset of the prefilter bits of `src` through `chain`.
+    fn bits_of(&mut self, rules: &RuleSet, src: &[u8], chain: usize) -> u32 {
         let triggers = rules.chains.get(chain).map_or(features::ALWAYS, |c| c.triggers);
-        let s = self
-            .sources
-            .entry(key(src))
-            .or_insert_with(|| Source { features: features::of(src), bits: scan(rules, src) });
-        (s.features & triggers == 0).then_some(&*s.bits)
+        let s = self.source(rules, src);
+        if s.features & triggers == 0 {
+            return s.bits;
+        }
+        let k = (src.as_ptr() as usize, src.len(), chain);
+        if let Some(at) = self.entries.get(&k).and_then(|e| e.bits) {
+            return at;
+        }
+        let value = self.apply(rules, src, chain);
+        let at = match value {
+            // Unchanged after all: the chain's literals are among the source's.
+            Value::Same | Value::Unknown => s.bits,
+            Value::At(at, len) => {
+                let v = self.bytes.get(at as usize..(at + len) as usize).unwrap_or_default();
+                scan(&mut self.words, rules, Some(chain), v)
+            }
+        };
+        if let Some(e) = self.entries.get_mut(&k) {
+            e.bits = Some(at);
+        }
+        at
     }
 
     /// The prefilter bits of `src` through `chain`.
     pub fn bits(&mut self, rules: &RuleSet, src: &[u8], chain: usize) -> &[u64] {
-        if self.source_bits(rules, src, chain).is_some() {
-            return self.sources.get(&key(src)).map(|s| &*s.bits).unwrap_or_default();
-        }
-        let entry = self.entries.entry((src.as_ptr() as usize, src.len(), chain)).or_default();
-        if entry.bits.is_none() {
-            let value = entry.value.get_or_insert_with(|| apply(rules, chain, src));
-            entry.bits = Some(scan_chain(rules, chain, value.as_deref().unwrap_or(src)));
-        }
-        entry.bits.as_deref().unwrap_or_default()
+        let at = self.bits_of(rules, src, chain);
+        self.bits_at(rules, at)
     }
 
     /// `src` through the chain.
     pub fn transformed<'s>(&'s mut self, rules: &RuleSet, src: &'s [u8], chain: usize) -> &'s [u8] {
-        let entry = self.entries.entry((src.as_ptr() as usize, src.len(), chain)).or_default();
-        entry.value.get_or_insert_with(|| apply(rules, chain, src)).as_deref().unwrap_or(src)
+        let value = self.apply(rules, src, chain);
+        self.value(src, value)
     }
 
-    /// The union of the chain's bits over `values` (all values of one variable), cached under
-    /// `var` until [`Cache::values_changed`].
-    pub fn union<'v>(
+    /// Whether `slot` is set in the union of the chain's bits over `values` (all values of
+    /// one variable, borrowed from the request), cached under `var` until
+    /// [`Cache::values_changed`]. `values` gives every value, or returns false when it cannot.
+    pub fn union_has<'v>(
         &mut self,
         rules: &RuleSet,
         var: u8,
         chain: usize,
-        values: impl FnOnce() -> Vec<Cow<'v, [u8]>>,
-    ) -> &[u64] {
-        if !self.unions.contains_key(&(var, chain)) {
-            let mut acc = vec![0u64; rules.prefilter.slots.div_ceil(64)].into_boxed_slice();
-            for v in values() {
-                let owned;
-                let bits: &[u64] = match &v {
-                    Cow::Borrowed(src) => self.bits(rules, src, chain),
-                    Cow::Owned(own) => {
-                        owned = scan_chain(rules, chain, apply(rules, chain, own).as_deref().unwrap_or(own));
-                        &owned
+        slot: usize,
+        values: impl FnOnce(&mut dyn FnMut(&'v [u8])) -> bool,
+    ) -> bool {
+        let at = match self.unions.get(&(var, chain)) {
+            Some(at) => *at,
+            None => {
+                let acc = self.new_bits(rules);
+                let complete = values(&mut |v: &'v [u8]| {
+                    let bits = self.bits_of(rules, v, chain) as usize;
+                    for i in 0..width(rules) {
+                        let w = self.words.get(bits + i).copied().unwrap_or(0);
+                        if let Some(a) = self.words.get_mut(acc as usize + i) {
+                            *a |= w;
+                        }
                     }
-                };
-                for (a, b) in acc.iter_mut().zip(bits) {
-                    *a |= b;
-                }
+                });
+                let acc = if complete { acc } else { ANY };
+                self.unions.insert((var, chain), acc);
+                acc
             }
-            self.unions.insert((var, chain), acc);
-        }
-        self.unions.get(&(var, chain)).map(|b| &**b).unwrap_or_default()
+        };
+        at == ANY || has(self.bits_at(rules, at), slot)
     }
 }

@@ -57,6 +57,24 @@ struct State {
     limits: BodyLimits,
 }
 
+impl State {
+    fn new(mode: EngineMode, limits: BodyLimits) -> State {
+        State {
+            mode,
+            removed: Vec::new(),
+            removed_targets: Vec::new(),
+            processor: None,
+            body_access: true,
+            force_body_variable: false,
+            matches: Vec::new(),
+            interruption: None,
+            allowed: false,
+            captures: Vec::new(),
+            limits,
+        }
+    }
+}
+
 static NO_VARS: std::sync::LazyLock<Vars> = std::sync::LazyLock::new(Vars::default);
 
 /// One request (and optionally its response) going through the rules.
@@ -68,6 +86,12 @@ pub struct Transaction<'r, 'a> {
     cache: Cache,
 }
 
+impl Drop for Transaction<'_, '_> {
+    fn drop(&mut self) {
+        std::mem::take(&mut self.cache).recycle();
+    }
+}
+
 impl<'r, 'a> Transaction<'r, 'a> {
     pub fn new(rules: &'r RuleSet, req: Request<'a>, limits: BodyLimits) -> Self {
         let parsed = req.parse_head();
@@ -77,20 +101,8 @@ impl<'r, 'a> Transaction<'r, 'a> {
             rules,
             data: Data { req, parsed, resp: None },
             vars: Vars { time_epoch, ..Vars::default() },
-            st: State {
-                mode: rules.engine,
-                removed: Vec::new(),
-                removed_targets: Vec::new(),
-                processor: None,
-                body_access: true,
-                force_body_variable: false,
-                matches: Vec::new(),
-                interruption: None,
-                allowed: false,
-                captures: Vec::new(),
-                limits,
-            },
-            cache: Cache::new(),
+            st: State::new(rules.engine, limits),
+            cache: Cache::take(),
         }
     }
 
@@ -117,8 +129,8 @@ impl<'r, 'a> Transaction<'r, 'a> {
 
     /// Keeps the state for [`Transaction::resume`]; the value cache is dropped (it is keyed
     /// by addresses the caller may reuse).
-    pub fn suspend(self) -> Suspended {
-        Suspended { vars: self.vars, st: self.st }
+    pub fn suspend(mut self) -> Suspended {
+        Suspended { vars: std::mem::take(&mut self.vars), st: std::mem::replace(&mut self.st, State::new(EngineMode::Off, BodyLimits::default())) }
     }
 
     /// Continues a suspended transaction over the same request (views may be rebuilt).
@@ -129,7 +141,7 @@ impl<'r, 'a> Transaction<'r, 'a> {
             data: Data { req, parsed, resp: None },
             vars: suspended.vars,
             st: suspended.st,
-            cache: Cache::new(),
+            cache: Cache::take(),
         }
     }
 
@@ -369,7 +381,7 @@ fn may_match_any(rules: &RuleSet, data: &Data<'_>, cache: &mut Cache, link: &Rul
         return true;
     }
     targets().any(|t| {
-        let values = || {
+        cache.union_has(rules, t.var as u8, link.chain_id, slot, |each| {
             let mut found = Vec::new();
             let all = Target { var: t.var, selector: Selector::All, count: false, exclude: false };
             values(data, &NO_VARS, &all, &mut found);
@@ -377,9 +389,15 @@ fn may_match_any(rules: &RuleSet, data: &Data<'_>, cache: &mut Cache, link: &Rul
                 let attrs = Target { selector: Selector::XPath("//@*".into()), ..all };
                 values(data, &NO_VARS, &attrs, &mut found);
             }
-            found.into_iter().map(|i| i.value).collect()
-        };
-        has(cache.union(rules, t.var as u8, link.chain_id, values), slot)
+            for item in &found {
+                match item.value {
+                    Cow::Borrowed(v) => each(v),
+                    // A value made on the fly (a number) has no stable address to cache under.
+                    Cow::Owned(_) => return false,
+                }
+            }
+            true
+        })
     })
 }
 
