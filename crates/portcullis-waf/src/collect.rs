@@ -14,18 +14,6 @@ pub struct Item<'s> {
     pub value: Cow<'s, [u8]>,
 }
 
-impl Item<'_> {
-    /// `ARGS:id`, `REQUEST_HEADERS:User-Agent`, `REQUEST_URI`.
-    pub fn name(&self) -> Vec<u8> {
-        let mut n = self.var.name().as_bytes().to_vec();
-        if let Some(k) = &self.key {
-            n.push(b':');
-            n.extend_from_slice(k);
-        }
-        n
-    }
-}
-
 /// The request-side data, immutable while rules run.
 #[derive(Debug, Default)]
 pub struct Data<'a> {
@@ -42,7 +30,7 @@ pub struct Vars {
     /// per write cost ~5% of a request.
     pub tx: hashbrown::HashMap<String, Vec<u8>>,
     pub matched_var: Option<(Vec<u8>, Vec<u8>)>,
-    pub matched_vars: Vec<(Vec<u8>, Vec<u8>)>,
+    pub matched_vars: Pairs,
     pub rule_id: u32,
     pub time_epoch: u64,
 }
@@ -53,10 +41,57 @@ impl Default for Vars {
         Vars {
             tx: hashbrown::HashMap::with_capacity(128),
             matched_var: None,
-            matched_vars: Vec::new(),
+            matched_vars: Pairs::default(),
             rule_id: 0,
             time_epoch: 0,
         }
+    }
+}
+
+/// (name, value) byte pairs in one buffer: cleared and refilled per rule without freeing.
+#[derive(Debug, Default)]
+pub struct Pairs {
+    bytes: Vec<u8>,
+    /// Per pair: where its name ends and where its value ends in `bytes`.
+    ends: Vec<(usize, usize)>,
+}
+
+impl Pairs {
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Adds a pair whose name is the concatenation of `name`'s parts.
+    pub fn push(&mut self, name: &[&[u8]], value: &[u8]) {
+        for part in name {
+            self.bytes.extend_from_slice(part);
+        }
+        let name_end = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        self.ends.push((name_end, self.bytes.len()));
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut start = 0;
+        self.ends.iter().map(move |&(name_end, end)| {
+            let name = self.bytes.get(start..name_end).unwrap_or_default();
+            let value = self.bytes.get(name_end..end).unwrap_or_default();
+            start = end;
+            (name, value)
+        })
+    }
+}
+
+/// `ARGS:id`: a variable's name and, when it has one, the member's key, as name parts.
+pub fn name_parts<'n>(var: Var, key: Option<&'n [u8]>) -> [&'n [u8]; 3] {
+    match key {
+        Some(k) => [var.name().as_bytes(), b":", k],
+        None => [var.name().as_bytes(), b"", b""],
     }
 }
 
@@ -178,8 +213,8 @@ pub fn values<'s>(data: &'s Data<'_>, vars: &'s Vars, target: &Target, out: &mut
                 scalar(target.var, Cow::Borrowed(n), out);
             }
         }
-        Var::MatchedVars => pairs(target.var, vars.matched_vars.iter().map(|(k, v)| (k, v)), false, sel, out),
-        Var::MatchedVarsNames => pairs(target.var, vars.matched_vars.iter().map(|(k, v)| (k, v)), true, sel, out),
+        Var::MatchedVars => pairs(target.var, vars.matched_vars.iter(), false, sel, out),
+        Var::MatchedVarsNames => pairs(target.var, vars.matched_vars.iter(), true, sel, out),
         Var::QueryString => scalar(target.var, Cow::Borrowed(p.query), out),
         Var::RemoteAddr => scalar(target.var, Cow::Borrowed(r.remote_addr.as_bytes()), out),
         Var::RemotePort => number(target.var, usize::from(r.remote_port), out),

@@ -5,7 +5,7 @@
 use crate::actions::{BodyProcessor, Ctl, Disruptive, Effect, EngineMode, RuleRef, SetOp, SetVar};
 use crate::body::{self, BodyLimits};
 use crate::cache::{Cache, has};
-use crate::collect::{Data, Item, Vars, excluded, removed_for, values};
+use crate::collect::{Data, Item, Pairs, Vars, excluded, name_parts, removed_for, values};
 use crate::macros::{MacroVar, Template};
 use crate::operator::leading_int;
 use crate::request::{Request, Response};
@@ -84,6 +84,7 @@ pub struct Transaction<'r, 'a> {
     vars: Vars,
     st: State,
     cache: Cache,
+    scratch: Scratch,
 }
 
 impl Drop for Transaction<'_, '_> {
@@ -103,6 +104,7 @@ impl<'r, 'a> Transaction<'r, 'a> {
             vars: Vars { time_epoch, ..Vars::default() },
             st: State::new(rules.engine, limits),
             cache: Cache::take(),
+            scratch: Scratch::default(),
         }
     }
 
@@ -142,6 +144,7 @@ impl<'r, 'a> Transaction<'r, 'a> {
             vars: suspended.vars,
             st: suspended.st,
             cache: Cache::take(),
+            scratch: Scratch::default(),
         }
     }
 
@@ -239,8 +242,14 @@ impl<'r, 'a> Transaction<'r, 'a> {
     fn eval_rule(&mut self, rule: &Rule) -> bool {
         self.vars.matched_vars.clear();
         self.vars.rule_id = rule.id;
-        let mut ctx =
-            Ctx { rules: self.rules, data: &self.data, vars: &mut self.vars, st: &mut self.st, cache: &mut self.cache };
+        let mut ctx = Ctx {
+            rules: self.rules,
+            data: &self.data,
+            vars: &mut self.vars,
+            st: &mut self.st,
+            cache: &mut self.cache,
+            scratch: &mut self.scratch,
+        };
         rule.links().all(|link| eval_link(&mut ctx, rule, link))
     }
 
@@ -288,13 +297,24 @@ struct Ctx<'c, 'a> {
     vars: &'c mut Vars,
     st: &'c mut State,
     cache: &'c mut Cache,
+    scratch: &'c mut Scratch,
 }
 
-/// A value that matched, kept until the link's effects run.
-struct Hit {
-    name: Vec<u8>,
-    value: Vec<u8>,
-    captures: Vec<Vec<u8>>,
+/// Buffers a link evaluation reuses (kept by the transaction, so a request allocates them once).
+#[derive(Debug, Default)]
+struct Scratch {
+    /// The values of the link being evaluated (always empty between links).
+    items: Vec<Item<'static>>,
+    /// The values that matched, with the name they matched under.
+    hits: Pairs,
+    /// Per hit, its captures (links with `capture` only).
+    hit_captures: Vec<Vec<Vec<u8>>>,
+}
+
+/// Empties `items` and hands its allocation to a list of another lifetime.
+fn reuse<'b>(mut items: Vec<Item<'_>>) -> Vec<Item<'b>> {
+    items.clear();
+    items.into_iter().filter_map(|_| None).collect()
 }
 
 /// Evaluates one link: every target value through the transformations and the operator;
@@ -304,7 +324,7 @@ struct Hit {
 /// variables before it acts on a match; so TX and MATCHED_* values are read in place
 /// instead of being copied first, and only matches are copied.
 fn eval_link(ctx: &mut Ctx<'_, '_>, rule: &Rule, link: &Rule) -> bool {
-    let (data, vars, st) = (ctx.data, &mut *ctx.vars, &mut *ctx.st);
+    let (data, vars, st, scratch) = (ctx.data, &mut *ctx.vars, &mut *ctx.st, &mut *ctx.scratch);
     let Some(op) = &link.op else {
         run_effects(data, vars, st, link);
         return true;
@@ -314,15 +334,18 @@ fn eval_link(ctx: &mut Ctx<'_, '_>, rule: &Rule, link: &Rule) -> bool {
     {
         return false;
     }
-    let hits = {
+    scratch.hits.clear();
+    scratch.hit_captures.clear();
+    {
         let vars: &Vars = vars;
         let arg: Cow<'_, [u8]> = match op.template() {
             Some(t) => expand_cow(data, vars, t),
             None => Cow::Borrowed(&[]),
         };
-        let mut hits: Vec<Hit> = Vec::new();
-        for item in gather(data, vars, st, rule, link) {
-            let matched = match &item.value {
+        let mut items = reuse(std::mem::take(&mut scratch.items));
+        gather(data, vars, st, rule, link, &mut items);
+        for item in &items {
+            let matched: Option<Cow<'_, [u8]>> = match &item.value {
                 // Values borrowed from the request go through the cache and the prefilter
                 // (the cache is keyed by address: never for values that change, as TX's).
                 Cow::Borrowed(src) if !link.actions.multi_match && !from_vars(item.var) => {
@@ -331,33 +354,46 @@ fn eval_link(ctx: &mut Ctx<'_, '_>, rule: &Rule, link: &Rule) -> bool {
                     }
                     let value = ctx.cache.transformed(ctx.rules, src, link.chain_id);
                     let caps = if link.actions.capture { Some(&mut st.captures) } else { None };
-                    (op.matches(value, &arg, caps) != op.negated).then(|| Cow::Owned(value.to_vec()))
+                    (op.matches(value, &arg, caps) != op.negated).then_some(Cow::Borrowed(value))
                 }
                 _ => check(op, link, &item.value, &arg, st),
             };
             let Some(value) = matched else { continue };
-            let captures = if link.actions.capture { st.captures.clone() } else { Vec::new() };
-            hits.push(Hit { name: item.name(), value: value.into_owned(), captures });
+            scratch.hits.push(&name_parts(item.var, item.key.as_deref()), &value);
+            if link.actions.capture {
+                scratch.hit_captures.push(st.captures.clone());
+            }
         }
-        hits
-    };
-    let any = !hits.is_empty();
-    for hit in hits {
-        vars.matched_var = Some((hit.name.clone(), hit.value.clone()));
-        vars.matched_vars.push((hit.name, hit.value));
+        scratch.items = reuse(items);
+    }
+    for (n, (name, value)) in scratch.hits.iter().enumerate() {
+        match &mut vars.matched_var {
+            Some((last_name, last_value)) => {
+                last_name.clear();
+                last_name.extend_from_slice(name);
+                last_value.clear();
+                last_value.extend_from_slice(value);
+            }
+            None => vars.matched_var = Some((name.to_vec(), value.to_vec())),
+        }
+        vars.matched_vars.push(&[name], value);
         if link.actions.capture {
-            for n in 0..10 {
-                let key = n.to_string();
-                match hit.captures.get(n) {
-                    Some(c) => vars.tx_set(&key, c),
-                    None => vars.tx_remove(&key),
+            let captures = scratch.hit_captures.get(n).map(Vec::as_slice).unwrap_or_default();
+            for i in 0..10 {
+                let key = TX_DIGITS.get(i).copied().unwrap_or_default();
+                match captures.get(i) {
+                    Some(c) => vars.tx_set(key, c),
+                    None => vars.tx_remove(key),
                 }
             }
         }
         run_effects(data, vars, st, link);
     }
-    any
+    !scratch.hits.is_empty()
 }
+
+/// The TX names of the ten captures.
+const TX_DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 
 /// Variables whose values change while rules run (never prefiltered as a whole).
 fn from_vars(var: Var) -> bool {
@@ -402,17 +438,16 @@ fn may_match_any(rules: &RuleSet, data: &Data<'_>, cache: &mut Cache, link: &Rul
 }
 
 /// The values a link inspects, after its exclusions and any `ctl:ruleRemoveTarget*`.
-fn gather<'d>(data: &'d Data<'_>, vars: &'d Vars, st: &State, rule: &Rule, link: &Rule) -> Vec<Item<'d>> {
+fn gather<'d>(data: &'d Data<'_>, vars: &'d Vars, st: &State, rule: &Rule, link: &Rule, items: &mut Vec<Item<'d>>) {
     let removed = !st.removed_targets.is_empty();
     let mut exclusions: Vec<&Target> = Vec::new();
     if removed || link.targets.iter().any(|t| t.exclude) {
         exclusions.extend(link.targets.iter().filter(|t| t.exclude));
         exclusions.extend(removed_for(&st.removed_targets, rule.id, &rule.actions.tags, rule.msg_literal()));
     }
-    let mut items: Vec<Item<'d>> = Vec::new();
     for t in link.targets.iter().filter(|t| !t.exclude) {
         let start = items.len();
-        values(data, if from_vars(t.var) { vars } else { &NO_VARS }, t, &mut items);
+        values(data, if from_vars(t.var) { vars } else { &NO_VARS }, t, items);
         if !exclusions.is_empty() {
             let mut i = start;
             while i < items.len() {
@@ -433,7 +468,6 @@ fn gather<'d>(data: &'d Data<'_>, vars: &'d Vars, st: &State, rule: &Rule, link:
             });
         }
     }
-    items
 }
 
 /// Applies the link's transformations and runs the operator; returns the value that matched.
