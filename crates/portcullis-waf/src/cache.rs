@@ -64,7 +64,7 @@ struct Entry {
 
 /// Everything lives in flat arenas (bit sets in `words`, transformed values in `bytes`), so a
 /// request costs no allocation per value once a thread's cache has grown, and a cache is
-/// reused by the next transaction on the same thread ([`Cache::take`], [`Cache::recycle`]).
+/// reused by the next transaction on the same thread.
 #[derive(Debug, Default)]
 pub struct Cache {
     sources: Map<(usize, usize), Source>,
@@ -74,16 +74,10 @@ pub struct Cache {
     bytes: Vec<u8>,
 }
 
-thread_local! {
-    static POOL: std::cell::RefCell<Vec<Cache>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Caches kept per thread for reuse (one per transaction in flight on it is plenty).
-const POOLED: usize = 4;
 /// A union that cannot be known (the variable has values without a stable address): every
 /// slot may match.
 const ANY: u32 = u32::MAX;
-/// A cache that grew beyond this (a huge body) is dropped instead of kept.
+/// A cache that grew beyond this (a huge body) is dropped instead of kept for reuse.
 const KEEP_BYTES: usize = 1 << 20;
 
 /// Scans `value` with `chain`'s automaton (every chain's literals when `chain` is `None`) into
@@ -121,27 +115,17 @@ fn width(rules: &RuleSet) -> usize {
 }
 
 impl Cache {
-    /// A cache from this thread's pool, or a new one.
-    pub fn take() -> Cache {
-        POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default()
-    }
-
-    /// Empties the cache (keeping its capacity) and gives it back to this thread's pool.
-    pub fn recycle(mut self) {
+    /// Empties the cache, keeping its capacity; false when it grew too large to be worth keeping.
+    pub fn clear(&mut self) -> bool {
         if self.bytes.capacity() > KEEP_BYTES || self.words.capacity() > KEEP_BYTES / 8 {
-            return;
+            return false;
         }
         self.sources.clear();
         self.entries.clear();
         self.unions.clear();
         self.words.clear();
         self.bytes.clear();
-        POOL.with(|p| {
-            let mut p = p.borrow_mut();
-            if p.len() < POOLED {
-                p.push(self);
-            }
-        });
+        true
     }
 
     /// Drops what depends on the set of values (after the body adds arguments).

@@ -88,7 +88,7 @@ impl Pairs {
 }
 
 /// `ARGS:id`: a variable's name and, when it has one, the member's key, as name parts.
-pub fn name_parts<'n>(var: Var, key: Option<&'n [u8]>) -> [&'n [u8]; 3] {
+pub fn name_parts(var: Var, key: Option<&[u8]>) -> [&[u8]; 3] {
     match key {
         Some(k) => [var.name().as_bytes(), b":", k],
         None => [var.name().as_bytes(), b"", b""],

@@ -4,8 +4,9 @@
 
 use crate::actions::{BodyProcessor, Ctl, Disruptive, Effect, EngineMode, RuleRef, SetOp, SetVar};
 use crate::body::{self, BodyLimits};
-use crate::cache::{Cache, has};
-use crate::collect::{Data, Item, Pairs, Vars, excluded, name_parts, removed_for, values};
+use crate::cache::Cache;
+use crate::collect::{Data, Vars, values};
+use crate::link::{Ctx, Scratch, eval_link};
 use crate::macros::{MacroVar, Template};
 use crate::operator::leading_int;
 use crate::request::{Request, Response};
@@ -43,18 +44,18 @@ pub struct Suspended {
 }
 
 #[derive(Debug)]
-struct State {
-    mode: EngineMode,
-    removed: Vec<RuleRef>,
-    removed_targets: Vec<(RuleRef, Vec<Target>)>,
-    processor: Option<Option<BodyProcessor>>,
-    body_access: bool,
-    force_body_variable: bool,
-    matches: Vec<Match>,
-    interruption: Option<Interruption>,
-    allowed: bool,
-    captures: Vec<Vec<u8>>,
-    limits: BodyLimits,
+pub(crate) struct State {
+    pub(crate) mode: EngineMode,
+    pub(crate) removed: Vec<RuleRef>,
+    pub(crate) removed_targets: Vec<(RuleRef, Vec<Target>)>,
+    pub(crate) processor: Option<Option<BodyProcessor>>,
+    pub(crate) body_access: bool,
+    pub(crate) force_body_variable: bool,
+    pub(crate) matches: Vec<Match>,
+    pub(crate) interruption: Option<Interruption>,
+    pub(crate) allowed: bool,
+    pub(crate) captures: Vec<Vec<u8>>,
+    pub(crate) limits: BodyLimits,
 }
 
 impl State {
@@ -75,7 +76,7 @@ impl State {
     }
 }
 
-static NO_VARS: std::sync::LazyLock<Vars> = std::sync::LazyLock::new(Vars::default);
+pub(crate) static NO_VARS: std::sync::LazyLock<Vars> = std::sync::LazyLock::new(Vars::default);
 
 /// One request (and optionally its response) going through the rules.
 pub struct Transaction<'r, 'a> {
@@ -83,13 +84,44 @@ pub struct Transaction<'r, 'a> {
     data: Data<'a>,
     vars: Vars,
     st: State,
+    reused: Reused,
+}
+
+/// Memory a transaction uses and the next one on the same thread reuses: the value cache
+/// and the link buffers (a request then allocates almost nothing for them once warm).
+#[derive(Debug, Default)]
+struct Reused {
     cache: Cache,
     scratch: Scratch,
 }
 
+thread_local! {
+    static POOL: std::cell::RefCell<Vec<Reused>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Kept per thread (one per transaction in flight on it is plenty).
+const POOLED: usize = 4;
+
+impl Reused {
+    fn take() -> Reused {
+        POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default()
+    }
+
+    fn recycle(mut self) {
+        if self.cache.clear() {
+            POOL.with(|p| {
+                let mut p = p.borrow_mut();
+                if p.len() < POOLED {
+                    p.push(self);
+                }
+            });
+        }
+    }
+}
+
 impl Drop for Transaction<'_, '_> {
     fn drop(&mut self) {
-        std::mem::take(&mut self.cache).recycle();
+        std::mem::take(&mut self.reused).recycle();
     }
 }
 
@@ -103,8 +135,7 @@ impl<'r, 'a> Transaction<'r, 'a> {
             data: Data { req, parsed, resp: None },
             vars: Vars { time_epoch, ..Vars::default() },
             st: State::new(rules.engine, limits),
-            cache: Cache::take(),
-            scratch: Scratch::default(),
+            reused: Reused::take(),
         }
     }
 
@@ -132,7 +163,10 @@ impl<'r, 'a> Transaction<'r, 'a> {
     /// Keeps the state for [`Transaction::resume`]; the value cache is dropped (it is keyed
     /// by addresses the caller may reuse).
     pub fn suspend(mut self) -> Suspended {
-        Suspended { vars: std::mem::take(&mut self.vars), st: std::mem::replace(&mut self.st, State::new(EngineMode::Off, BodyLimits::default())) }
+        Suspended {
+            vars: std::mem::take(&mut self.vars),
+            st: std::mem::replace(&mut self.st, State::new(EngineMode::Off, BodyLimits::default())),
+        }
     }
 
     /// Continues a suspended transaction over the same request (views may be rebuilt).
@@ -143,8 +177,7 @@ impl<'r, 'a> Transaction<'r, 'a> {
             data: Data { req, parsed, resp: None },
             vars: suspended.vars,
             st: suspended.st,
-            cache: Cache::take(),
-            scratch: Scratch::default(),
+            reused: Reused::take(),
         }
     }
 
@@ -162,7 +195,7 @@ impl<'r, 'a> Transaction<'r, 'a> {
             self.data.parsed.body = self.data.req.body;
             let ct = self.data.req.header("content-type");
             body::process(&mut self.data.parsed, ct, self.st.limits);
-            self.cache.values_changed();
+            self.reused.cache.values_changed();
             // REQUEST_BODY holds the raw body except for XML and multipart bodies, which are
             // inspected through their parsed values (as CRS's tests expect: an XML element name
             // is not an argument), unless a rule forces it.
@@ -176,7 +209,7 @@ impl<'r, 'a> Transaction<'r, 'a> {
     /// Phases 3 and 4 over a response.
     pub fn response(&mut self, resp: Response<'a>) {
         self.data.resp = Some(resp);
-        self.cache.values_changed();
+        self.reused.cache.values_changed();
         self.run_phase(3);
         self.run_phase(4);
     }
@@ -247,8 +280,8 @@ impl<'r, 'a> Transaction<'r, 'a> {
             data: &self.data,
             vars: &mut self.vars,
             st: &mut self.st,
-            cache: &mut self.cache,
-            scratch: &mut self.scratch,
+            cache: &mut self.reused.cache,
+            scratch: &mut self.reused.scratch,
         };
         rule.links().all(|link| eval_link(&mut ctx, rule, link))
     }
@@ -291,217 +324,7 @@ impl<'r, 'a> Transaction<'r, 'a> {
     }
 }
 
-struct Ctx<'c, 'a> {
-    rules: &'c RuleSet,
-    data: &'c Data<'a>,
-    vars: &'c mut Vars,
-    st: &'c mut State,
-    cache: &'c mut Cache,
-    scratch: &'c mut Scratch,
-}
-
-/// Buffers a link evaluation reuses (kept by the transaction, so a request allocates them once).
-#[derive(Debug, Default)]
-struct Scratch {
-    /// The values of the link being evaluated (always empty between links).
-    items: Vec<Item<'static>>,
-    /// The values that matched, with the name they matched under.
-    hits: Pairs,
-    /// Per hit, its captures (links with `capture` only).
-    hit_captures: Vec<Vec<Vec<u8>>>,
-}
-
-/// Empties `items` and hands its allocation to a list of another lifetime.
-fn reuse<'b>(mut items: Vec<Item<'_>>) -> Vec<Item<'b>> {
-    items.clear();
-    items.into_iter().filter_map(|_| None).collect()
-}
-
-/// Evaluates one link: every target value through the transformations and the operator;
-/// per matching value, MATCHED_VAR(S), captures and the link's own `setvar`/`ctl` run.
-///
-/// Every value is judged before any effect runs, as libmodsecurity collects a rule's
-/// variables before it acts on a match; so TX and MATCHED_* values are read in place
-/// instead of being copied first, and only matches are copied.
-fn eval_link(ctx: &mut Ctx<'_, '_>, rule: &Rule, link: &Rule) -> bool {
-    let (data, vars, st, scratch) = (ctx.data, &mut *ctx.vars, &mut *ctx.st, &mut *ctx.scratch);
-    let Some(op) = &link.op else {
-        run_effects(data, vars, st, link);
-        return true;
-    };
-    if let Some(slot) = link.slot
-        && !may_match_any(ctx.rules, data, ctx.cache, link, slot)
-    {
-        return false;
-    }
-    scratch.hits.clear();
-    scratch.hit_captures.clear();
-    {
-        let vars: &Vars = vars;
-        let arg: Cow<'_, [u8]> = match op.template() {
-            Some(t) => expand_cow(data, vars, t),
-            None => Cow::Borrowed(&[]),
-        };
-        let mut items = reuse(std::mem::take(&mut scratch.items));
-        gather(data, vars, st, rule, link, &mut items);
-        for item in &items {
-            let matched: Option<Cow<'_, [u8]>> = match &item.value {
-                // Values borrowed from the request go through the cache and the prefilter
-                // (the cache is keyed by address: never for values that change, as TX's).
-                Cow::Borrowed(src) if !link.actions.multi_match && !from_vars(item.var) => {
-                    if link.slot.is_some_and(|slot| !has(ctx.cache.bits(ctx.rules, src, link.chain_id), slot)) {
-                        continue;
-                    }
-                    let value = ctx.cache.transformed(ctx.rules, src, link.chain_id);
-                    let caps = if link.actions.capture { Some(&mut st.captures) } else { None };
-                    (op.matches(value, &arg, caps) != op.negated).then_some(Cow::Borrowed(value))
-                }
-                _ => check(op, link, &item.value, &arg, st),
-            };
-            let Some(value) = matched else { continue };
-            scratch.hits.push(&name_parts(item.var, item.key.as_deref()), &value);
-            if link.actions.capture {
-                scratch.hit_captures.push(st.captures.clone());
-            }
-        }
-        scratch.items = reuse(items);
-    }
-    for (n, (name, value)) in scratch.hits.iter().enumerate() {
-        match &mut vars.matched_var {
-            Some((last_name, last_value)) => {
-                last_name.clear();
-                last_name.extend_from_slice(name);
-                last_value.clear();
-                last_value.extend_from_slice(value);
-            }
-            None => vars.matched_var = Some((name.to_vec(), value.to_vec())),
-        }
-        vars.matched_vars.push(&[name], value);
-        if link.actions.capture {
-            let captures = scratch.hit_captures.get(n).map(Vec::as_slice).unwrap_or_default();
-            for i in 0..10 {
-                let key = TX_DIGITS.get(i).copied().unwrap_or_default();
-                match captures.get(i) {
-                    Some(c) => vars.tx_set(key, c),
-                    None => vars.tx_remove(key),
-                }
-            }
-        }
-        run_effects(data, vars, st, link);
-    }
-    !scratch.hits.is_empty()
-}
-
-/// The TX names of the ten captures.
-const TX_DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
-
-/// Variables whose values change while rules run (never prefiltered as a whole).
-fn from_vars(var: Var) -> bool {
-    matches!(
-        var,
-        Var::Tx
-            | Var::MatchedVar
-            | Var::MatchedVarName
-            | Var::MatchedVars
-            | Var::MatchedVarsNames
-            | Var::Rule
-            | Var::TimeEpoch
-    )
-}
-
-/// False when none of the link's literals occurs in any value of any variable it targets
-/// (exclusions only remove values, so this holds for what it really inspects).
-fn may_match_any(rules: &RuleSet, data: &Data<'_>, cache: &mut Cache, link: &Rule, slot: usize) -> bool {
-    let targets = || link.targets.iter().filter(|t| !t.exclude);
-    if targets().any(|t| t.count || from_vars(t.var)) || link.actions.multi_match {
-        return true;
-    }
-    targets().any(|t| {
-        cache.union_has(rules, t.var as u8, link.chain_id, slot, |each| {
-            let mut found = Vec::new();
-            let all = Target { var: t.var, selector: Selector::All, count: false, exclude: false };
-            values(data, &NO_VARS, &all, &mut found);
-            if t.var == Var::Xml {
-                let attrs = Target { selector: Selector::XPath("//@*".into()), ..all };
-                values(data, &NO_VARS, &attrs, &mut found);
-            }
-            for item in &found {
-                match item.value {
-                    Cow::Borrowed(v) => each(v),
-                    // A value made on the fly (a number) has no stable address to cache under.
-                    Cow::Owned(_) => return false,
-                }
-            }
-            true
-        })
-    })
-}
-
-/// The values a link inspects, after its exclusions and any `ctl:ruleRemoveTarget*`.
-fn gather<'d>(data: &'d Data<'_>, vars: &'d Vars, st: &State, rule: &Rule, link: &Rule, items: &mut Vec<Item<'d>>) {
-    let removed = !st.removed_targets.is_empty();
-    let mut exclusions: Vec<&Target> = Vec::new();
-    if removed || link.targets.iter().any(|t| t.exclude) {
-        exclusions.extend(link.targets.iter().filter(|t| t.exclude));
-        exclusions.extend(removed_for(&st.removed_targets, rule.id, &rule.actions.tags, rule.msg_literal()));
-    }
-    for t in link.targets.iter().filter(|t| !t.exclude) {
-        let start = items.len();
-        values(data, if from_vars(t.var) { vars } else { &NO_VARS }, t, items);
-        if !exclusions.is_empty() {
-            let mut i = start;
-            while i < items.len() {
-                if items.get(i).is_some_and(|item| excluded(item, &exclusions)) {
-                    items.remove(i);
-                } else {
-                    i += 1;
-                }
-            }
-        }
-        if t.count {
-            let n = items.len() - start;
-            items.truncate(start);
-            items.push(Item {
-                var: t.var,
-                key: None,
-                value: Cow::Owned(itoa::Buffer::new().format(n).as_bytes().to_vec()),
-            });
-        }
-    }
-}
-
-/// Applies the link's transformations and runs the operator; returns the value that matched.
-fn check<'v>(
-    op: &crate::operator::Operator,
-    link: &Rule,
-    value: &'v [u8],
-    arg: &[u8],
-    st: &mut State,
-) -> Option<Cow<'v, [u8]>> {
-    let capture = link.actions.capture;
-    let test = |v: &[u8], st: &mut State| {
-        let caps = if capture { Some(&mut st.captures) } else { None };
-        op.matches(v, arg, caps) != op.negated
-    };
-    let mut current: Cow<'v, [u8]> = Cow::Borrowed(value);
-    if link.actions.multi_match && test(&current, st) {
-        return Some(current);
-    }
-    for t in &link.transforms {
-        if let Some(next) = t.apply(&current) {
-            current = Cow::Owned(next);
-            if link.actions.multi_match && test(&current, st) {
-                return Some(current);
-            }
-        }
-    }
-    if link.actions.multi_match {
-        return None;
-    }
-    test(&current, st).then_some(current)
-}
-
-fn run_effects(data: &Data<'_>, vars: &mut Vars, st: &mut State, link: &Rule) {
+pub(crate) fn run_effects(data: &Data<'_>, vars: &mut Vars, st: &mut State, link: &Rule) {
     for effect in &link.actions.effects {
         match effect {
             Effect::SetVar(sv) => setvar(data, vars, sv),
@@ -550,7 +373,7 @@ fn setvar(data: &Data<'_>, vars: &mut Vars, sv: &SetVar) {
 }
 
 /// Expands a template's macros; a template without macros is borrowed.
-fn expand_cow<'t>(data: &Data<'_>, vars: &Vars, t: &'t Template) -> Cow<'t, [u8]> {
+pub(crate) fn expand_cow<'t>(data: &Data<'_>, vars: &Vars, t: &'t Template) -> Cow<'t, [u8]> {
     match t.literal() {
         Some(text) => Cow::Borrowed(text.as_bytes()),
         None => Cow::Owned(expand(data, vars, t)),

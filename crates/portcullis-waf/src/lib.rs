@@ -13,6 +13,7 @@ pub mod ftw;
 pub mod iplist;
 mod json;
 pub mod lexer;
+mod link;
 pub mod load;
 pub mod log;
 pub mod macros;

@@ -177,7 +177,7 @@ pub enum Selector {
     All,
     /// An exact member name, compared case-insensitively; stored lower-case.
     Key(String),
-    Regex(Regex),
+    Regex(KeyRegex),
     /// An XPath expression on `XML`.
     XPath(String),
 }
@@ -218,9 +218,48 @@ impl Target {
     }
 }
 
+/// A selector's regular expression (case-insensitive, byte semantics). The common shapes
+/// `^name_prefix` and `name_part.*` are answered by a literal comparison: CRS runs its
+/// `TX:/^header_name_920450_/`-style selectors over every TX variable of every request.
+#[derive(Debug, Clone)]
+pub struct KeyRegex {
+    re: Regex,
+    /// (anchored at a line start, lower-case literal) when the expression is just that.
+    literal: Option<(bool, Vec<u8>)>,
+}
+
+impl KeyRegex {
+    pub fn is_match(&self, key: &[u8]) -> bool {
+        let Some((anchored, lit)) = &self.literal else { return self.re.is_match(key) };
+        let at = |i: usize| key.get(i..i + lit.len()).is_some_and(|w| w.eq_ignore_ascii_case(lit));
+        if *anchored {
+            // Multi-line mode: `^` also matches after a newline.
+            at(0) || memchr::memchr_iter(b'\n', key).any(|i| at(i + 1))
+        } else {
+            key.windows(lit.len()).any(|w| w.eq_ignore_ascii_case(lit))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.re.as_str()
+    }
+}
+
+/// `^lit`, `lit`, `^lit.*` or `lit.*` with `lit` made of letters, digits, `_` and `-`.
+fn plain_literal(pattern: &str) -> Option<(bool, Vec<u8>)> {
+    let (anchored, rest) = match pattern.strip_prefix('^') {
+        Some(r) => (true, r),
+        None => (false, pattern),
+    };
+    let lit = rest.strip_suffix(".*").unwrap_or(rest);
+    let plain = !lit.is_empty() && lit.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    plain.then(|| (anchored, lit.to_ascii_lowercase().into_bytes()))
+}
+
 /// Compiles a selector regular expression with ModSecurity's byte semantics.
-pub fn selector_regex(pattern: &str) -> Result<Regex, String> {
-    crate::operator::compile_regex(pattern, true)
+pub fn selector_regex(pattern: &str) -> Result<KeyRegex, String> {
+    let re = crate::operator::compile_regex(pattern, true)?;
+    Ok(KeyRegex { re, literal: plain_literal(pattern) })
 }
 
 /// Parses a `|`-separated target list. A `/regex/` or `'quoted'` selector may contain `|`.
@@ -313,6 +352,20 @@ mod tests {
         assert!(matches!(&t[3].selector, Selector::XPath(x) if x == "/*"));
         assert!(matches!(&t[4].selector, Selector::Regex(r) if r.is_match(b"y")));
         assert!(parse_targets("NOPE").is_err());
+        // The literal fast path answers as the expression does.
+        for (pattern, keys) in [
+            ("^_pk_ref", &["_pk_ref.1", "_PK_REF", "x_pk_ref", "a\n_pk_ref", "_pk_re", ""][..]),
+            ("paramcounter_.*", &["tx_paramcounter_a", "PARAMCOUNTER_", "paramcounter", "x"][..]),
+            ("^header_name_920450_", &["header_name_920450_accept", "header_name_920451_x"][..]),
+        ] {
+            let fast = selector_regex(pattern).unwrap();
+            assert!(fast.literal.is_some(), "{pattern}");
+            let slow = crate::operator::compile_regex(pattern, true).unwrap();
+            for key in keys {
+                assert_eq!(fast.is_match(key.as_bytes()), slow.is_match(key.as_bytes()), "{pattern} on {key:?}");
+            }
+        }
+        assert!(selector_regex("^pbjs-\\w+$").unwrap().literal.is_none());
         assert!(parse_targets("ARGS:/open").is_err());
     }
 }

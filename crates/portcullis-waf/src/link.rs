@@ -1,0 +1,248 @@
+//! One rule link over a transaction: the values its targets name (after exclusions), the
+//! prefilter, the cached transformations, the operator, and per matching value the
+//! MATCHED_VAR(S) bookkeeping, captures and the link's own effects.
+
+use crate::cache::{Cache, has};
+use crate::collect::{Data, Item, Pairs, Vars, excluded, name_parts, removed_for, values};
+use crate::engine::{NO_VARS, State, expand_cow, run_effects};
+use crate::rules::{Rule, RuleSet};
+use crate::vars::{Selector, Target, Var};
+use std::borrow::Cow;
+
+pub(crate) struct Ctx<'c, 'a> {
+    pub(crate) rules: &'c RuleSet,
+    pub(crate) data: &'c Data<'a>,
+    pub(crate) vars: &'c mut Vars,
+    pub(crate) st: &'c mut State,
+    pub(crate) cache: &'c mut Cache,
+    pub(crate) scratch: &'c mut Scratch,
+}
+
+/// Buffers a link evaluation reuses (kept by the transaction, so a request allocates them once).
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    /// The values of the link being evaluated (always empty between links).
+    items: Vec<Item<'static>>,
+    /// The values that matched, with the name they matched under.
+    hits: Pairs,
+    /// Per hit, its captures (links with `capture` only).
+    hit_captures: Vec<Vec<Vec<u8>>>,
+}
+
+/// Empties `items` and hands its allocation to a list of another lifetime (collecting an
+/// emptied vector's iterator into one of the same layout reuses its allocation).
+#[allow(clippy::unnecessary_filter_map)] // `filter` could not change the lifetime
+fn reuse<'b>(mut items: Vec<Item<'_>>) -> Vec<Item<'b>> {
+    items.clear();
+    items.into_iter().filter_map(|_| None).collect()
+}
+
+/// Evaluates one link: every target value through the transformations and the operator;
+/// per matching value, MATCHED_VAR(S), captures and the link's own `setvar`/`ctl` run.
+///
+/// Every value is judged before any effect runs, as libmodsecurity collects a rule's
+/// variables before it acts on a match; so TX and MATCHED_* values are read in place
+/// instead of being copied first, and only matches are copied.
+pub(crate) fn eval_link(ctx: &mut Ctx<'_, '_>, rule: &Rule, link: &Rule) -> bool {
+    let (data, vars, st, scratch) = (ctx.data, &mut *ctx.vars, &mut *ctx.st, &mut *ctx.scratch);
+    let Some(op) = &link.op else {
+        run_effects(data, vars, st, link);
+        return true;
+    };
+    if let Some(slot) = link.slot
+        && !may_match_any(ctx.rules, data, ctx.cache, &mut scratch.items, link, slot)
+    {
+        return false;
+    }
+    scratch.hits.clear();
+    scratch.hit_captures.clear();
+    {
+        let vars: &Vars = vars;
+        let arg: Cow<'_, [u8]> = match op.template() {
+            Some(t) => expand_cow(data, vars, t),
+            None => Cow::Borrowed(&[]),
+        };
+        let mut items = reuse(std::mem::take(&mut scratch.items));
+        gather(data, vars, st, rule, link, &mut items);
+        for item in &items {
+            let matched: Option<Cow<'_, [u8]>> = match &item.value {
+                // Values borrowed from the request go through the cache and the prefilter
+                // (the cache is keyed by address: never for values that change, as TX's).
+                Cow::Borrowed(src) if !link.actions.multi_match && !from_vars(item.var) => {
+                    if link.slot.is_some_and(|slot| !has(ctx.cache.bits(ctx.rules, src, link.chain_id), slot)) {
+                        continue;
+                    }
+                    let value = ctx.cache.transformed(ctx.rules, src, link.chain_id);
+                    let caps = if link.actions.capture { Some(&mut st.captures) } else { None };
+                    (op.matches(value, &arg, caps) != op.negated).then_some(Cow::Borrowed(value))
+                }
+                _ => check(op, link, &item.value, &arg, st),
+            };
+            let Some(value) = matched else { continue };
+            scratch.hits.push(&name_parts(item.var, item.key.as_deref()), &value);
+            if link.actions.capture {
+                scratch.hit_captures.push(st.captures.clone());
+            }
+        }
+        scratch.items = reuse(items);
+    }
+    for (n, (name, value)) in scratch.hits.iter().enumerate() {
+        match &mut vars.matched_var {
+            Some((last_name, last_value)) => {
+                last_name.clear();
+                last_name.extend_from_slice(name);
+                last_value.clear();
+                last_value.extend_from_slice(value);
+            }
+            None => vars.matched_var = Some((name.to_vec(), value.to_vec())),
+        }
+        vars.matched_vars.push(&[name], value);
+        if link.actions.capture {
+            let captures = scratch.hit_captures.get(n).map(Vec::as_slice).unwrap_or_default();
+            for i in 0..10 {
+                let key = TX_DIGITS.get(i).copied().unwrap_or_default();
+                match captures.get(i) {
+                    Some(c) => vars.tx_set(key, c),
+                    None => vars.tx_remove(key),
+                }
+            }
+        }
+        run_effects(data, vars, st, link);
+    }
+    !scratch.hits.is_empty()
+}
+
+/// The TX names of the ten captures.
+const TX_DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+
+/// Variables whose values change while rules run (never prefiltered as a whole).
+fn from_vars(var: Var) -> bool {
+    matches!(
+        var,
+        Var::Tx
+            | Var::MatchedVar
+            | Var::MatchedVarName
+            | Var::MatchedVars
+            | Var::MatchedVarsNames
+            | Var::Rule
+            | Var::TimeEpoch
+    )
+}
+
+/// False when none of the link's literals occurs in any value of any variable it targets
+/// (exclusions only remove values, so this holds for what it really inspects).
+fn may_match_any(
+    rules: &RuleSet,
+    data: &Data<'_>,
+    cache: &mut Cache,
+    buffer: &mut Vec<Item<'static>>,
+    link: &Rule,
+    slot: usize,
+) -> bool {
+    let targets = || link.targets.iter().filter(|t| !t.exclude);
+    if targets().any(|t| t.count || from_vars(t.var)) || link.actions.multi_match {
+        return true;
+    }
+    targets().any(|t| {
+        cache.union_has(rules, t.var as u8, link.chain_id, slot, |each| {
+            let mut found = reuse(std::mem::take(buffer));
+            let all = Target { var: t.var, selector: Selector::All, count: false, exclude: false };
+            values(data, &NO_VARS, &all, &mut found);
+            if t.var == Var::Xml {
+                let attrs = Target { selector: Selector::XPath("//@*".into()), ..all };
+                values(data, &NO_VARS, &attrs, &mut found);
+            }
+            let mut complete = true;
+            for item in &found {
+                match item.value {
+                    Cow::Borrowed(v) => each(v),
+                    // A value made on the fly (a number) has no stable address to cache under.
+                    Cow::Owned(_) => complete = false,
+                }
+            }
+            *buffer = reuse(found);
+            complete
+        })
+    })
+}
+
+/// The values a link inspects, after its exclusions and any `ctl:ruleRemoveTarget*`.
+fn gather<'d>(data: &'d Data<'_>, vars: &'d Vars, st: &State, rule: &Rule, link: &Rule, items: &mut Vec<Item<'d>>) {
+    let removed = !st.removed_targets.is_empty();
+    let mut exclusions: Vec<&Target> = Vec::new();
+    if removed || link.targets.iter().any(|t| t.exclude) {
+        exclusions.extend(link.targets.iter().filter(|t| t.exclude));
+        exclusions.extend(removed_for(&st.removed_targets, rule.id, &rule.actions.tags, rule.msg_literal()));
+    }
+    for t in link.targets.iter().filter(|t| !t.exclude) {
+        let start = items.len();
+        values(data, if from_vars(t.var) { vars } else { &NO_VARS }, t, items);
+        if !exclusions.is_empty() {
+            let mut i = start;
+            while i < items.len() {
+                if items.get(i).is_some_and(|item| excluded(item, &exclusions)) {
+                    items.remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        if t.count {
+            let n = items.len() - start;
+            items.truncate(start);
+            items.push(Item {
+                var: t.var,
+                key: None,
+                value: Cow::Owned(itoa::Buffer::new().format(n).as_bytes().to_vec()),
+            });
+        }
+    }
+}
+
+/// Applies the link's transformations and runs the operator; returns the value that matched.
+fn check<'v>(
+    op: &crate::operator::Operator,
+    link: &Rule,
+    value: &'v [u8],
+    arg: &[u8],
+    st: &mut State,
+) -> Option<Cow<'v, [u8]>> {
+    let capture = link.actions.capture;
+    let test = |v: &[u8], st: &mut State| {
+        let caps = if capture { Some(&mut st.captures) } else { None };
+        op.matches(v, arg, caps) != op.negated
+    };
+    let mut current: Cow<'v, [u8]> = Cow::Borrowed(value);
+    if link.actions.multi_match && test(&current, st) {
+        return Some(current);
+    }
+    for t in &link.transforms {
+        if let Some(next) = t.apply(&current) {
+            current = Cow::Owned(next);
+            if link.actions.multi_match && test(&current, st) {
+                return Some(current);
+            }
+        }
+    }
+    if link.actions.multi_match {
+        return None;
+    }
+    test(&current, st).then_some(current)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reuse_keeps_the_allocation() {
+        let mut items: Vec<Item<'static>> = Vec::with_capacity(32);
+        items.push(Item { var: Var::Args, key: None, value: Cow::Borrowed(b"x") });
+        let owned = b"y".to_vec();
+        let mut other: Vec<Item<'_>> = reuse(items);
+        assert!(other.is_empty() && other.capacity() >= 32);
+        other.push(Item { var: Var::Args, key: None, value: Cow::Borrowed(&owned) });
+        let back: Vec<Item<'static>> = reuse(other);
+        assert!(back.is_empty() && back.capacity() >= 32);
+    }
+}
