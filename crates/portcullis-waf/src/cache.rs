@@ -80,24 +80,16 @@ const ANY: u32 = u32::MAX;
 /// A cache that grew beyond this (a huge body) is dropped instead of kept for reuse.
 const KEEP_BYTES: usize = 1 << 20;
 
-/// Scans `value` with `chain`'s automaton (every chain's literals when `chain` is `None`) into
-/// a new bit set at the end of `words`; its offset.
+/// Scans `value` for `chain`'s literals (every chain's when `chain` is `None`) into a new bit
+/// set at the end of `words`; its offset.
 fn scan(words: &mut Vec<u64>, rules: &RuleSet, chain: Option<usize>, value: &[u8]) -> u32 {
     let at = words.len();
     words.resize(at + width(rules), 0);
-    let (ac, slots) = match chain.and_then(|c| rules.chains.get(c)) {
-        Some(c) => (c.automaton.as_ref(), c.literal_slots.as_slice()),
-        None => (rules.prefilter.automaton.as_ref(), rules.prefilter.literal_slots.as_slice()),
+    let literals = match chain.and_then(|c| rules.chains.get(c)) {
+        Some(c) => &c.literals,
+        None => &rules.prefilter.literals,
     };
-    let Some(ac) = ac else { return at as u32 };
-    let bits = words.get_mut(at..).unwrap_or_default();
-    for m in ac.find_overlapping_iter(value) {
-        for &slot in slots.get(m.pattern().as_usize()).map(Vec::as_slice).unwrap_or_default() {
-            if let Some(w) = bits.get_mut(slot as usize / 64) {
-                *w |= 1u64 << (slot % 64);
-            }
-        }
-    }
+    literals.scan(value, words.get_mut(at..).unwrap_or_default());
     at as u32
 }
 

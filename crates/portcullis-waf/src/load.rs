@@ -4,6 +4,7 @@
 use crate::actions::{self, Disruptive, EngineMode, RuleRef};
 use crate::lexer::{self, RawDirective};
 use crate::operator::Operator;
+use crate::prefilter::Literals;
 use crate::rules::{ChainFilter, Entry, PhaseDefaults, Prefilter, Rule, RuleSet};
 use crate::transform::Transform;
 use crate::vars::{Target, parse_targets};
@@ -354,18 +355,6 @@ struct ChainsBuilder {
     slot_chain: Vec<usize>,
 }
 
-/// A case-insensitive automaton over `patterns` (`None` when there are none).
-fn automaton(patterns: &[Vec<u8>]) -> Result<Option<aho_corasick::AhoCorasick>, String> {
-    if patterns.is_empty() {
-        return Ok(None);
-    }
-    aho_corasick::AhoCorasick::builder()
-        .ascii_case_insensitive(true)
-        .build(patterns)
-        .map(Some)
-        .map_err(|e| format!("prefilter automaton: {e}"))
-}
-
 impl ChainsBuilder {
     fn assign(&mut self, rule: &mut Rule) {
         let mut link = Some(rule);
@@ -406,24 +395,22 @@ impl ChainsBuilder {
         let mut chains = Vec::new();
         for (id, transforms) in self.chains.into_iter().enumerate() {
             // This chain's own literals: those of its links' slots.
-            let mut own: Vec<Vec<u8>> = Vec::new();
-            let mut own_slots: Vec<Vec<u32>> = Vec::new();
+            let mut own: Vec<(Vec<u8>, Vec<u32>)> = Vec::new();
             for (lit, slots) in patterns.iter().zip(&literal_slots) {
                 let mine: Vec<u32> =
                     slots.iter().copied().filter(|s| self.slot_chain.get(*s as usize) == Some(&id)).collect();
                 if !mine.is_empty() {
-                    own.push(lit.clone());
-                    own_slots.push(mine);
+                    own.push((lit.clone(), mine));
                 }
             }
             chains.push(ChainFilter {
                 triggers: crate::features::triggers(&transforms),
                 transforms,
-                automaton: automaton(&own)?,
-                literal_slots: own_slots,
+                literals: Literals::build(own)?,
             });
         }
-        Ok((chains, Prefilter { automaton: automaton(&patterns)?, literal_slots, slots: self.slots }))
+        let literals = Literals::build(patterns.into_iter().zip(literal_slots).collect())?;
+        Ok((chains, Prefilter { literals, slots: self.slots }))
     }
 }
 

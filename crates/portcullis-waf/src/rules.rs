@@ -80,9 +80,7 @@ pub struct ChainFilter {
     pub transforms: Vec<Transform>,
     /// The literals of this chain's rules alone, for values the chain changes (their scan
     /// need not look for every other chain's literals).
-    pub automaton: Option<aho_corasick::AhoCorasick>,
-    /// Literal index (of `automaton`) -> slots.
-    pub literal_slots: Vec<Vec<u32>>,
+    pub literals: crate::prefilter::Literals,
     /// Value features (see `features`) in whose absence the chain leaves a value unchanged
     /// but for letter case, which the case-insensitive prefilter ignores.
     pub triggers: u16,
@@ -92,9 +90,7 @@ pub struct ChainFilter {
 /// chain: a value is scanned once, and chains that leave it unchanged share the result.
 #[derive(Debug, Default)]
 pub struct Prefilter {
-    pub automaton: Option<aho_corasick::AhoCorasick>,
-    /// Literal index -> the slots (prefiltered rule links) it satisfies.
-    pub literal_slots: Vec<Vec<u32>>,
+    pub literals: crate::prefilter::Literals,
     /// Number of slots, over all chains.
     pub slots: usize,
 }
