@@ -246,16 +246,17 @@ impl Operator {
                 None => false,
             },
             OpKind::DetectSqli => {
-                let result = libinjectionrs::detect_sqli(value);
-                if result.is_injection() {
-                    if let (Some(caps), Some(fp)) = (captures, result.fingerprint) {
-                        caps.clear();
-                        caps.push(fp.to_string().into_bytes());
-                    }
-                    true
-                } else {
-                    false
+                // `detect_sqli` would fingerprint the value once more after detecting, for a
+                // fingerprint wanted only on a match: the state is used directly.
+                let mut state = libinjectionrs::SqliState::new(value, libinjectionrs::SqliFlags::FLAG_NONE);
+                if !state.detect() {
+                    return false;
                 }
+                if let Some(caps) = captures {
+                    caps.clear();
+                    caps.push(state.get_fingerprint().as_str().as_bytes().to_vec());
+                }
+                true
             }
             OpKind::DetectXss => libinjectionrs::detect_xss(value).is_injection(),
             OpKind::ValidateByteRange(allowed) => {
@@ -407,6 +408,17 @@ mod tests {
         assert!(!hit(&op("@detectXSS"), "hello", ""));
         let o = op("@ipMatch 10.0.0.0/8,192.168.1.1,::1");
         assert!(hit(&o, "10.1.2.3", "") && hit(&o, "::1", "") && !hit(&o, "11.0.0.1", ""));
+    }
+
+    #[test]
+    fn detect_sqli_captures_the_fingerprint_of_the_match() {
+        let o = op("@detectSQLi");
+        for input in ["1' OR '1'='1", "1 UNION SELECT password FROM users", "\" or 1=1 -- ", "1;DROP TABLE x"] {
+            let mut caps = Vec::new();
+            assert!(o.matches(input.as_bytes(), b"", Some(&mut caps)), "{input}");
+            let expected = libinjectionrs::detect_sqli(input.as_bytes()).fingerprint.unwrap();
+            assert_eq!(caps, vec![expected.as_str().as_bytes().to_vec()], "{input}");
+        }
     }
 
     #[test]
