@@ -183,7 +183,8 @@ impl Cache {
     fn bits_of(&mut self, rules: &RuleSet, src: &[u8], chain: usize) -> u32 {
         let triggers = rules.chains.get(chain).map_or(features::ALWAYS, |c| c.triggers);
         let s = self.source(rules, src);
-        if s.features & triggers == 0 {
+        // No value has the ALWAYS feature: such chains (base64Decode, sha1, ...) change any value.
+        if triggers & features::ALWAYS == 0 && s.features & triggers == 0 {
             return s.bits;
         }
         let k = (src.as_ptr() as usize, src.len(), chain);

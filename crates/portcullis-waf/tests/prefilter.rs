@@ -1,0 +1,45 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+//! The literal prefilter never hides a match: rules whose transformations can change any value
+//! (base64Decode) and `multiMatch` rules, whose operator also sees the value before and between
+//! transformations, match exactly as without a prefilter.
+
+use portcullis_waf::{BodyLimits, Builder, Request, Transaction};
+use std::path::Path;
+
+const RULES: &str = r#"
+SecRuleEngine On
+SecRule ARGS:b64 "@rx secret_word" "id:1,phase:2,deny,status:403,t:none,t:base64Decode"
+SecRule ARGS:mid "@rx secret_word" "id:2,phase:2,deny,status:403,multiMatch,t:none,t:base64Decode,t:sha1"
+SecRule ARGS:raw "@rx (?i)secret_word" "id:3,phase:2,deny,status:403,multiMatch,t:none,t:removeWhitespace,t:sha1"
+SecRule ARGS:plain "@rx secret_word" "id:4,phase:2,deny,status:403,multiMatch,t:none,t:lowercase"
+"#;
+
+fn denied_by(arg: &str, value: &str) -> Option<u32> {
+    let mut b = Builder::new();
+    b.text("test", RULES, Path::new(".")).unwrap();
+    let rules = b.build().unwrap();
+    let uri = format!("/?{arg}={value}");
+    let req = Request { method: b"GET", uri: uri.as_bytes(), protocol: b"HTTP/1.1", ..Request::default() };
+    let mut tx = Transaction::new(&rules, req, BodyLimits::default());
+    tx.request_headers();
+    tx.request_body();
+    tx.interruption().map(|i| i.rule_id)
+}
+
+#[test]
+fn a_chain_that_changes_every_value_is_scanned_after_it_runs() {
+    // "secret_word" base64-encoded: the raw value holds none of the literal's bytes in order.
+    assert_eq!(denied_by("b64", "c2VjcmV0X3dvcmQ="), Some(1));
+    assert_eq!(denied_by("b64", "aGVsbG8="), None);
+}
+
+#[test]
+fn multi_match_sees_the_value_between_transformations() {
+    // Matches after base64Decode only; the final value (a SHA-1) no longer holds it.
+    assert_eq!(denied_by("mid", "c2VjcmV0X3dvcmQ="), Some(2));
+    // Matches the raw value only (removeWhitespace changes it, sha1 hides it).
+    assert_eq!(denied_by("raw", "SECRET_WORD%20x"), Some(3));
+    assert_eq!(denied_by("plain", "xsecret_wordx"), Some(4));
+    assert_eq!(denied_by("mid", "aGVsbG8="), None);
+    assert_eq!(denied_by("raw", "nothing%20here"), None);
+}
