@@ -36,15 +36,36 @@ pub struct Vars {
 }
 
 impl Default for Vars {
+    /// Empty, without a table (see [`Vars::with_room`]).
     fn default() -> Self {
-        // Room for what CRS sets at PL1 without growing.
         Vars {
-            tx: hashbrown::HashMap::with_capacity(128),
+            tx: hashbrown::HashMap::new(),
             matched_var: None,
             matched_vars: Pairs::default(),
             rule_id: 0,
             time_epoch: 0,
         }
+    }
+}
+
+impl Vars {
+    /// With room for what CRS sets at PL1 without growing.
+    pub fn with_room() -> Self {
+        Vars { tx: hashbrown::HashMap::with_capacity(128), ..Vars::default() }
+    }
+
+    /// Empties everything, keeping the allocations, for the next transaction; false when they
+    /// grew too large to be worth keeping.
+    pub fn clear(&mut self) -> bool {
+        if self.tx.capacity() > 1024 || self.matched_vars.heavy() {
+            return false;
+        }
+        self.tx.clear();
+        self.matched_var = None;
+        self.matched_vars.clear();
+        self.rule_id = 0;
+        self.time_epoch = 0;
+        true
     }
 }
 
@@ -64,6 +85,11 @@ impl Pairs {
 
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
+    }
+
+    /// Holds more than a reused buffer should keep (a match on a large body).
+    pub fn heavy(&self) -> bool {
+        self.bytes.capacity() > 1 << 20
     }
 
     /// Adds a pair whose name is the concatenation of `name`'s parts.

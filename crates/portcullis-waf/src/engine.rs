@@ -93,6 +93,8 @@ pub struct Transaction<'r, 'a> {
 struct Reused {
     cache: Cache,
     scratch: Scratch,
+    /// Emptied variables of an earlier transaction (their TX map keeps its table).
+    vars: Option<Vars>,
 }
 
 thread_local! {
@@ -108,7 +110,7 @@ impl Reused {
     }
 
     fn recycle(mut self) {
-        if self.cache.clear() {
+        if self.cache.clear() && !self.scratch.hits.heavy() {
             POOL.with(|p| {
                 let mut p = p.borrow_mut();
                 if p.len() < POOLED {
@@ -121,7 +123,13 @@ impl Reused {
 
 impl Drop for Transaction<'_, '_> {
     fn drop(&mut self) {
-        std::mem::take(&mut self.reused).recycle();
+        let mut reused = std::mem::take(&mut self.reused);
+        // After `suspend`, `vars` is an empty placeholder: nothing worth keeping.
+        if self.vars.tx.capacity() > 0 {
+            let mut vars = std::mem::take(&mut self.vars);
+            reused.vars = vars.clear().then_some(vars);
+        }
+        reused.recycle();
     }
 }
 
@@ -130,12 +138,15 @@ impl<'r, 'a> Transaction<'r, 'a> {
         let parsed = req.parse_head();
         let time_epoch =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let mut reused = Reused::take();
+        let mut vars = reused.vars.take().unwrap_or_else(Vars::with_room);
+        vars.time_epoch = time_epoch;
         Transaction {
             rules,
             data: Data { req, parsed, resp: None },
-            vars: Vars { time_epoch, ..Vars::default() },
+            vars,
             st: State::new(rules.engine, limits),
-            reused: Reused::take(),
+            reused,
         }
     }
 

@@ -24,7 +24,7 @@ pub(crate) struct Scratch {
     /// The values of the link being evaluated (always empty between links).
     items: Vec<Item<'static>>,
     /// The values that matched, with the name they matched under.
-    hits: Pairs,
+    pub(crate) hits: Pairs,
     /// Per hit, its captures (links with `capture` only).
     hit_captures: Vec<Vec<Vec<u8>>>,
 }
