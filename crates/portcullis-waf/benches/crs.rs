@@ -2,102 +2,24 @@
 //! in-process: a browser-like GET, a 4 KB JSON POST (~180 values), a blocked SQLi GET.
 //! CRS comes from PORTCULLIS_CRS (default ../shared/crs); without it the bench says so and exits.
 
+mod common;
+
+use common::{GET_URI, HEADERS, POST_URI, SQLI_URI, order_json, post_headers, rules, run};
 use criterion::{Criterion, criterion_group, criterion_main};
-use portcullis_waf::{BodyLimits, Request, RuleSet, Transaction};
 use std::hint::black_box;
-use std::path::PathBuf;
-
-const HEADERS: [(&[u8], &[u8]); 5] = [
-    (b"Host", b"127.0.0.1:9200"),
-    (b"User-Agent", b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"),
-    (b"Accept", b"application/json, text/plain, */*"),
-    (b"Accept-Language", b"en-US,en;q=0.9"),
-    (b"Cookie", b"sid=3f9a1c7e5b2d40aa; theme=dark"),
-];
-
-/// The order document of waf-bench.sh: items until the next would pass 4096 bytes, then notes
-/// fill it up to 4096.
-pub fn order_json() -> String {
-    let item = |k: usize| {
-        let colour = ["blue", "green", "grey"].get(k % 3).copied().unwrap_or("blue");
-        let amount = 12.5 + 3.25 * k as f64;
-        format!(
-            r#"{{"sku":"SKU-{}","name":"Organic cotton t-shirt, size M, colour {colour}","quantity":{},"unitPrice":{{"amount":{amount},"currency":"EUR"}},"attributes":{{"size":"M","material":"cotton","fit":"regular"}},"tags":["summer","basics"]}}"#,
-            4100 + k,
-            1 + k % 3
-        )
-    };
-    let doc = |n: usize, notes: &str| {
-        let items: Vec<String> = (0..n).map(item).collect();
-        format!(
-            r#"{{"orderId":"ord-2026-000042","currency":"EUR","createdAt":"2026-11-23T18:04:11Z","customer":{{"id":"cus-7731","name":"Anna Schmidt","email":"anna.schmidt@example.com","address":{{"street":"Hauptstrasse 12","city":"Berlin","postalCode":"10115","country":"DE"}}}},"items":[{}],"shipping":{{"method":"standard","carrier":"DHL","days":3}},"payment":{{"method":"card","last4":"4242","status":"authorized"}},"notes":"{notes}","metadata":{{"source":"web","campaign":"autumn-sale","clientVersion":"4.12.0"}}}}"#,
-            items.join(",")
-        )
-    };
-    let mut n = 1;
-    while doc(n + 1, "").len() <= 4096 {
-        n += 1;
-    }
-    let words = "Please leave the parcel with the neighbour if nobody is at home. ".repeat(20);
-    let room = 4096usize.saturating_sub(doc(n, "").len());
-    doc(n, words.get(..room).unwrap_or(&words))
-}
-
-fn rules() -> Option<RuleSet> {
-    let dir = std::env::var_os("PORTCULLIS_CRS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/crs"));
-    if !dir.join("rules").is_dir() {
-        eprintln!("*** SKIPPED: no CRS at {} (set PORTCULLIS_CRS) ***", dir.display());
-        return None;
-    }
-    match portcullis_waf::ftw::load_crs(&dir, "") {
-        Ok(r) => Some(r),
-        Err(e) => {
-            eprintln!("CRS does not load: {e}");
-            None
-        }
-    }
-}
-
-fn run(rules: &RuleSet, method: &[u8], uri: &[u8], headers: &[(&[u8], &[u8])], body: &[u8]) -> Option<u16> {
-    let req = Request {
-        method,
-        uri,
-        protocol: b"HTTP/1.1",
-        headers: headers.to_vec(),
-        body,
-        remote_addr: "127.0.0.1",
-        remote_port: 40000,
-        server_port: 9200,
-        unique_id: "bench",
-    };
-    let mut tx = Transaction::new(rules, req, BodyLimits::default());
-    tx.request_headers();
-    if tx.interruption().is_none() {
-        tx.request_body();
-    }
-    tx.interruption().map(|i| i.status)
-}
 
 fn crs(c: &mut Criterion) {
     let Some(rules) = rules() else { return };
     let body = order_json();
-    let mut post_headers = HEADERS.to_vec();
-    post_headers.push((b"Content-Type", b"application/json"));
-    post_headers.push((b"Content-Length", b"4096"));
-    assert_eq!(run(&rules, b"GET", b"/api/orders/42?expand=items&page=2", &HEADERS, b""), None);
-    assert_eq!(run(&rules, b"POST", b"/api/orders", &post_headers, body.as_bytes()), None);
-    assert_eq!(run(&rules, b"GET", b"/api/orders/42?id=1'%20OR%20'1'='1", &HEADERS, b""), Some(403));
-    c.bench_function("crs_pl1_get", |b| {
-        b.iter(|| run(&rules, b"GET", black_box(b"/api/orders/42?expand=items&page=2"), &HEADERS, b""))
-    });
+    let post_headers = post_headers();
+    assert_eq!(run(&rules, b"GET", GET_URI, &HEADERS, b""), None);
+    assert_eq!(run(&rules, b"POST", POST_URI, &post_headers, body.as_bytes()), None);
+    assert_eq!(run(&rules, b"GET", SQLI_URI, &HEADERS, b""), Some(403));
+    c.bench_function("crs_pl1_get", |b| b.iter(|| run(&rules, b"GET", black_box(GET_URI), &HEADERS, b"")));
     c.bench_function("crs_pl1_json_post_4k", |b| {
-        b.iter(|| run(&rules, b"POST", b"/api/orders", &post_headers, black_box(body.as_bytes())))
+        b.iter(|| run(&rules, b"POST", POST_URI, &post_headers, black_box(body.as_bytes())))
     });
-    c.bench_function("crs_pl1_sqli_get", |b| {
-        b.iter(|| run(&rules, b"GET", black_box(b"/api/orders/42?id=1'%20OR%20'1'='1"), &HEADERS, b""))
-    });
+    c.bench_function("crs_pl1_sqli_get", |b| b.iter(|| run(&rules, b"GET", black_box(SQLI_URI), &HEADERS, b"")));
 }
 
 criterion_group!(benches, crs);

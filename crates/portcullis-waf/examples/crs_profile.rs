@@ -1,0 +1,49 @@
+//! Runs one of the WAF bench requests (`get`, `post` or `sqli`, see benches/common) N times
+//! through stock CRS PL1, for a profiler. Instructions per request, deterministic:
+//!
+//!     cargo build --release -p portcullis-waf --example crs_profile
+//!     valgrind --tool=callgrind --toggle-collect='*common::run*' \
+//!       target/release/examples/crs_profile get 100      # "Collected" / 100
+//!
+//! Time per request (noisy; `THRASH_KB=1024` to evict caches between requests):
+//!
+//!     taskset -c 1 target/release/examples/crs_profile get 10000
+
+#[path = "../benches/common/mod.rs"]
+mod common;
+
+use common::{GET_URI, HEADERS, POST_URI, SQLI_URI, order_json, post_headers, rules, run};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let which = args.next().unwrap_or_else(|| "get".into());
+    let n: u32 = args.next().and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let Some(rules) = rules() else { return ExitCode::FAILURE };
+    let body = order_json();
+    let post = post_headers();
+    let one = || match which.as_str() {
+        "get" => run(&rules, b"GET", GET_URI, &HEADERS, b""),
+        "sqli" => run(&rules, b"GET", SQLI_URI, &HEADERS, b""),
+        _ => run(&rules, b"POST", POST_URI, &post, body.as_bytes()),
+    };
+    if !matches!(which.as_str(), "get" | "post" | "sqli") {
+        eprintln!("usage: crs_profile get|post|sqli [N]");
+        return ExitCode::FAILURE;
+    }
+    let start = std::time::Instant::now();
+    let mut status = None;
+    // THRASH_KB=1024 writes that much other memory between requests, as a gateway's network
+    // stack and proxy do: the engine then runs from colder caches (see docs/performance.md).
+    let kb: usize = std::env::var("THRASH_KB").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut junk = vec![0u8; kb * 1024];
+    for i in 0..n {
+        for b in junk.iter_mut().step_by(64) {
+            *b = b.wrapping_add(i as u8);
+        }
+        status = one();
+    }
+    std::hint::black_box(&junk);
+    eprintln!("{which}: status {status:?}, {:?} per request over {n}", start.elapsed() / n.max(1));
+    ExitCode::SUCCESS
+}
