@@ -87,8 +87,9 @@ pub struct Transaction<'r, 'a> {
     reused: Reused,
 }
 
-/// Memory a transaction uses and the next one on the same thread reuses: the value cache
-/// and the link buffers (a request then allocates almost nothing for them once warm).
+/// Memory a transaction uses and the next one on the same thread reuses: the value cache, the
+/// link buffers and the variables' tables (a request then allocates almost nothing for them
+/// once warm). At most [`POOLED`] per thread, each bounded (see `Cache::clear`, `Vars::clear`).
 #[derive(Debug, Default)]
 struct Reused {
     cache: Cache,
