@@ -69,11 +69,14 @@ impl RedisServer {
             });
         self.child = Some(child);
         for _ in 0..500 {
-            // Any answer will do (`-NOAUTH` with a password); a TLS port is ready when it accepts.
+            // Any answer will do (`-NOAUTH` with a password) but `-LOADING`: after a restart
+            // Redis answers that while it replays the AOF, and refuses commands until it is done.
+            // A TLS port is ready when it accepts.
             let up = if self.tls {
                 std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
             } else {
-                self.command("PING").is_some_and(|r| r.starts_with('+') || r.starts_with('-'))
+                self.command("PING")
+                    .is_some_and(|r| r.starts_with('+') || r.starts_with('-') && !r.starts_with("-LOADING"))
             };
             if up {
                 return;
