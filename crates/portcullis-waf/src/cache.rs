@@ -77,8 +77,9 @@ pub struct Cache {
 /// A union that cannot be known (the variable has values without a stable address): every
 /// slot may match.
 const ANY: u32 = u32::MAX;
-/// A cache that grew beyond this (a huge body) is dropped instead of kept for reuse.
-const KEEP_BYTES: usize = 1 << 20;
+/// A buffer kept for the next transaction on the thread (this cache's arenas, the match
+/// buffers) that grew beyond this many bytes (a huge body) is dropped instead.
+pub(crate) const KEEP_BYTES: usize = 1 << 20;
 
 /// Scans `value` for `chain`'s literals (every chain's when `chain` is `None`) into a new bit
 /// set at the end of `words`; its offset.
@@ -183,8 +184,7 @@ impl Cache {
     fn bits_of(&mut self, rules: &RuleSet, src: &[u8], chain: usize) -> u32 {
         let triggers = rules.chains.get(chain).map_or(features::ALWAYS, |c| c.triggers);
         let s = self.source(rules, src);
-        // No value has the ALWAYS feature: such chains (base64Decode, sha1, ...) change any value.
-        if triggers & features::ALWAYS == 0 && s.features & triggers == 0 {
+        if features::leaves_unchanged(s.features, triggers) {
             return s.bits;
         }
         let k = (src.as_ptr() as usize, src.len(), chain);

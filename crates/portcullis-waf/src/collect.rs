@@ -89,7 +89,7 @@ impl Pairs {
 
     /// Holds more than a reused buffer should keep (a match on a large body).
     pub fn heavy(&self) -> bool {
-        self.bytes.capacity() > 1 << 20
+        self.bytes.capacity() > crate::cache::KEEP_BYTES
     }
 
     /// Adds a pair whose name is the concatenation of `name`'s parts.

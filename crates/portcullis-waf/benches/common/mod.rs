@@ -2,8 +2,6 @@
 //! ~180 values, a blocked SQLi GET) and stock CRS PL1 in blocking mode, shared by the criterion
 //! bench (benches/crs.rs) and the profiling example (examples/crs_profile.rs).
 
-#![allow(dead_code)]
-
 use portcullis_waf::{BodyLimits, Request, RuleSet, Transaction};
 use std::path::PathBuf;
 
