@@ -218,6 +218,21 @@ impl Cache {
         self.value(src, value)
     }
 
+    /// True when, for every variable in the bit mask `vars` (bit n = `Var` n), the union of the
+    /// chain's bits is known and lacks `slot`; false when one may have it or is not known yet.
+    pub fn unions_lack(&self, vars: u128, chain: usize, slot: usize) -> bool {
+        let mut rest = vars;
+        while rest != 0 {
+            let var = rest.trailing_zeros() as u8;
+            rest &= rest - 1;
+            match self.unions.get(&(var, chain)) {
+                Some(&at) if at != ANY && !has(self.words.get(at as usize..).unwrap_or_default(), slot) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
     /// Whether `slot` is set in the union of the chain's bits over `values` (all values of
     /// one variable, borrowed from the request), cached under `var` until
     /// [`Cache::values_changed`]. `values` gives every value, or returns false when it cannot.

@@ -9,6 +9,7 @@ use crate::collect::{Data, Vars, values};
 use crate::link::{Ctx, Scratch, eval_link};
 use crate::macros::{MacroVar, Template};
 use crate::operator::leading_int;
+use crate::plan::{Kind, Verdict};
 use crate::request::{Request, Response};
 use crate::rules::{Entry, PhaseDefaults, Rule, RuleSet};
 use crate::vars::{Selector, Target, Var};
@@ -256,30 +257,48 @@ impl<'r, 'a> Transaction<'r, 'a> {
     fn run_phase(&mut self, phase: u8) {
         let rules = self.rules;
         let index = usize::from(phase) - 1;
-        let (Some(entries), Some(skips)) = (rules.phases.get(index), rules.skip_targets.get(index)) else { return };
+        let (Some(entries), Some(plan)) = (rules.phases.get(index), rules.plans.get(index)) else { return };
         let mut i = 0;
         let mut skip_rules = 0u32;
-        while let Some(entry) = entries.get(i) {
+        // The plan decides most rules without reading them (see plan.rs); the rule itself is
+        // read only to be removed by a `ctl`, or evaluated.
+        while let Some(step) = plan.steps.get(i) {
             if self.st.mode == EngineMode::Off || self.st.interruption.is_some() || (self.st.allowed && phase <= 2) {
                 return;
             }
             i += 1;
-            let Entry::Rule(rule) = entry else { continue };
+            if step.kind == Kind::Marker {
+                continue;
+            }
             if skip_rules > 0 {
                 skip_rules -= 1;
                 continue;
             }
-            if self.st.removed.iter().any(|r| r.covers(rule.id, &rule.actions.tags, rule.msg_literal())) {
+            let rule = match entries.get(i - 1) {
+                Some(Entry::Rule(rule)) => rule,
+                _ => continue,
+            };
+            if !self.st.removed.is_empty()
+                && self.st.removed.iter().any(|r| r.covers(rule.id, &rule.actions.tags, rule.msg_literal()))
+            {
                 continue;
             }
-            if !self.eval_rule(rule) {
-                continue;
+            let tx_targets = !self.st.removed_targets.iter().any(|(_, ts)| ts.iter().any(|t| t.var == Var::Tx));
+            match plan.verdict(step, &mut self.vars, &self.reused.cache, tx_targets) {
+                Verdict::NoMatch => continue,
+                Verdict::Done => {}
+                Verdict::Full => {
+                    if !self.eval_rule(rule) {
+                        continue;
+                    }
+                    self.full_match(rule, phase);
+                    if let (None, Some(n)) = (step.skip_to, rule.actions.skip) {
+                        skip_rules = n;
+                    }
+                }
             }
-            self.full_match(rule, phase);
-            if let Some(Some(target)) = skips.get(i - 1) {
-                i = *target;
-            } else if let Some(n) = rule.actions.skip {
-                skip_rules = n;
+            if let Some(target) = step.skip_to {
+                i = target as usize;
             }
         }
     }

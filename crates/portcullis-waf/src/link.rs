@@ -87,16 +87,7 @@ pub(crate) fn eval_link(ctx: &mut Ctx<'_, '_>, rule: &Rule, link: &Rule) -> bool
         scratch.items = reuse(items);
     }
     for (n, (name, value)) in scratch.hits.iter().enumerate() {
-        match &mut vars.matched_var {
-            Some((last_name, last_value)) => {
-                last_name.clear();
-                last_name.extend_from_slice(name);
-                last_value.clear();
-                last_value.extend_from_slice(value);
-            }
-            None => vars.matched_var = Some((name.to_vec(), value.to_vec())),
-        }
-        vars.matched_vars.push(&[name], value);
+        record_match(&mut vars.matched_var, &mut vars.matched_vars, &[name], value);
         if link.actions.capture {
             let captures = scratch.hit_captures.get(n).map(Vec::as_slice).unwrap_or_default();
             for i in 0..10 {
@@ -110,6 +101,21 @@ pub(crate) fn eval_link(ctx: &mut Ctx<'_, '_>, rule: &Rule, link: &Rule) -> bool
         run_effects(data, vars, st, link);
     }
     !scratch.hits.is_empty()
+}
+
+/// Records one matching value as MATCHED_VAR, MATCHED_VAR_NAME and one of MATCHED_VARS
+/// (`name` in parts, as [`name_parts`] gives it), reusing the previous value's buffers.
+pub(crate) fn record_match(last: &mut Option<(Vec<u8>, Vec<u8>)>, all: &mut Pairs, name: &[&[u8]], value: &[u8]) {
+    match last {
+        Some((last_name, last_value)) => {
+            last_name.clear();
+            name.iter().for_each(|p| last_name.extend_from_slice(p));
+            last_value.clear();
+            last_value.extend_from_slice(value);
+        }
+        None => *last = Some((name.concat(), value.to_vec())),
+    }
+    all.push(name, value);
 }
 
 /// The TX names of the ten captures.
@@ -139,11 +145,10 @@ fn may_match_any(
     link: &Rule,
     slot: usize,
 ) -> bool {
-    let targets = || link.targets.iter().filter(|t| !t.exclude);
-    if targets().any(|t| t.count || from_vars(t.var)) || link.actions.multi_match {
+    if !may_gate(link) {
         return true;
     }
-    targets().any(|t| {
+    link.targets.iter().filter(|t| !t.exclude).any(|t| {
         cache.union_has(rules, t.var as u8, link.chain_id, slot, |each| {
             let mut found = reuse(std::mem::take(buffer));
             let all = Target { var: t.var, selector: Selector::All, count: false, exclude: false };
@@ -164,6 +169,13 @@ fn may_match_any(
             complete
         })
     })
+}
+
+/// Whether a prefiltered link's literals can rule it out from the unions of its variables'
+/// values: not when it counts, reads variables that change while rules run, or matches
+/// between transformations.
+pub(crate) fn may_gate(link: &Rule) -> bool {
+    !(link.actions.multi_match || link.targets.iter().filter(|t| !t.exclude).any(|t| t.count || from_vars(t.var)))
 }
 
 /// The values a link inspects, after its exclusions and any `ctl:ruleRemoveTarget*`.

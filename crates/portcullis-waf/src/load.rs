@@ -331,9 +331,14 @@ impl Builder {
                 *slot = targets;
             }
         }
+        let mut plans: [crate::plan::Plan; 5] = Default::default();
+        for (((plan, entries), skips), defaults) in plans.iter_mut().zip(&phases).zip(&skip_targets).zip(&self.defaults)
+        {
+            *plan = crate::plan::Plan::build(entries, skips, defaults);
+        }
         Ok(RuleSet {
             phases,
-            skip_targets,
+            plans,
             defaults: self.defaults,
             engine: self.engine,
             components: self.components,
@@ -504,7 +509,7 @@ mod tests {
         assert_eq!(r1.transforms, vec![crate::transform::Transform::Lowercase]);
         assert!(r1.chain.as_ref().unwrap().transforms.is_empty());
         assert_eq!(rs.rule(2).unwrap().targets.len(), 2);
-        assert_eq!(rs.skip_targets[1][0], Some(3));
+        assert_eq!(rs.plans[1].steps[0].skip_to, Some(3));
         assert_eq!(rs.phases[0].len(), 1, "markers appear in every phase");
     }
 

@@ -40,6 +40,19 @@ pub enum NumCmp {
     Lt,
 }
 
+impl NumCmp {
+    /// `a <cmp> b`.
+    pub fn holds(self, a: i64, b: i64) -> bool {
+        match self {
+            NumCmp::Eq => a == b,
+            NumCmp::Ge => a >= b,
+            NumCmp::Gt => a > b,
+            NumCmp::Le => a <= b,
+            NumCmp::Lt => a < b,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Operator {
     pub kind: OpKind,
@@ -276,16 +289,7 @@ impl Operator {
             OpKind::ContainsWord(_) => contains_word(value, arg),
             OpKind::BeginsWith(_) => value.starts_with(arg),
             OpKind::EndsWith(_) => value.ends_with(arg),
-            OpKind::Num(cmp, _) => {
-                let (a, b) = (leading_int(value), leading_int(arg));
-                match cmp {
-                    NumCmp::Eq => a == b,
-                    NumCmp::Ge => a >= b,
-                    NumCmp::Gt => a > b,
-                    NumCmp::Le => a <= b,
-                    NumCmp::Lt => a < b,
-                }
-            }
+            OpKind::Num(cmp, _) => cmp.holds(leading_int(value), leading_int(arg)),
         }
     }
 }

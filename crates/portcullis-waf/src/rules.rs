@@ -100,8 +100,9 @@ pub struct Prefilter {
 pub struct RuleSet {
     /// Index 0..=4 for phases 1..=5.
     pub phases: [Vec<Entry>; 5],
-    /// For each phase, entry index -> index to continue at after `skipAfter` (resolved once).
-    pub skip_targets: [Vec<Option<usize>>; 5],
+    /// For each phase, what the rule loop reads first (see `plan`), with the index each
+    /// entry's `skipAfter` continues at.
+    pub plans: [crate::plan::Plan; 5],
     pub defaults: [PhaseDefaults; 5],
     pub engine: EngineMode,
     pub components: Vec<String>,

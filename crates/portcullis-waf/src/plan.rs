@@ -1,0 +1,166 @@
+//! The rule loop's first look at each entry of a phase: one small array per phase, built once
+//! per rule set, that decides the common cases without touching the rule itself.
+//!
+//! A request walks every rule of a phase, and most of them do not match. Reading a rule means
+//! reading its `Arc`, its targets, operator and actions: some ten cache lines per rule from all
+//! over the heap, which in a busy gateway are cold (docs/performance.md, "Cold caches"). The
+//! plan answers first, from about one line per rule:
+//!
+//! - [`Kind::Gate`]: the first link is prefiltered; when none of its variables' values holds
+//!   one of its literals (the per-request unions in the cache), the rule cannot match;
+//! - [`Kind::TxNum`]: the first link compares one TX variable with a constant (CRS's paranoia
+//!   level checks, ~120 per request); it is decided here, and when the rule is a quiet,
+//!   single-link `pass` (no log, no effects) its match is recorded here too.
+//!
+//! Everything else, and every case the plan cannot decide, goes the full way (`eval_rule`);
+//! the plan only ever skips work whose outcome it knows.
+
+use crate::actions::Disruptive;
+use crate::cache::Cache;
+use crate::collect::{Vars, name_parts};
+use crate::link::record_match;
+use crate::operator::{NumCmp, OpKind, leading_int};
+use crate::rules::{Entry, PhaseDefaults, Rule};
+use crate::vars::{Selector, Var};
+
+/// What the loop knows about one entry without reading it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Kind {
+    Marker,
+    /// Evaluate the rule.
+    Full,
+    /// The first link's prefilter `slot` through transformation chain `chain`, over the values
+    /// of the variables in the bit mask `vars` (bit n = `Var` n; there are more than 64).
+    Gate {
+        slot: u32,
+        chain: u32,
+        vars: u128,
+    },
+    /// The first link is `TX:name @cmp n` (name at `name` in [`Plan::names`]); `quiet` when a
+    /// match needs nothing but MATCHED_VAR(S) and the phase's `skipAfter` jump.
+    TxNum {
+        name: (u32, u16),
+        cmp: NumCmp,
+        n: i64,
+        negated: bool,
+        quiet: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Step {
+    pub(crate) kind: Kind,
+    pub(crate) id: u32,
+    /// The entry index to continue at after a full match (`skipAfter`), resolved at load.
+    pub(crate) skip_to: Option<u32>,
+}
+
+/// One phase's steps, parallel to its entries.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub(crate) steps: Vec<Step>,
+    /// The TX names of the [`Kind::TxNum`] steps, back to back.
+    names: String,
+}
+
+/// What the plan decided about a rule.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Verdict {
+    /// It cannot match: go on with the next entry.
+    NoMatch,
+    /// It matched and everything a match does is done: continue at the step's skip target.
+    Done,
+    /// Evaluate it.
+    Full,
+}
+
+impl Plan {
+    /// The plan of one phase; `skips` holds each entry's `skipAfter` target.
+    pub(crate) fn build(entries: &[Entry], skips: &[Option<usize>], defaults: &PhaseDefaults) -> Plan {
+        let mut plan = Plan::default();
+        for (i, e) in entries.iter().enumerate() {
+            let skip_to = skips.get(i).copied().flatten().map(|j| j as u32);
+            let step = match e {
+                Entry::Marker(_) => Step { kind: Kind::Marker, id: 0, skip_to },
+                Entry::Rule(rule) => Step { kind: plan.kind_of(rule, defaults), id: rule.id, skip_to },
+            };
+            plan.steps.push(step);
+        }
+        plan
+    }
+
+    fn kind_of(&mut self, rule: &Rule, defaults: &PhaseDefaults) -> Kind {
+        if let Some(kind) = gate(rule) {
+            return kind;
+        }
+        let Some(op) = &rule.op else { return Kind::Full };
+        let (OpKind::Num(cmp, arg), [t]) = (&op.kind, rule.targets.as_slice()) else { return Kind::Full };
+        let (Some(arg), Selector::Key(name)) = (arg.literal(), &t.selector) else { return Kind::Full };
+        let a = &rule.actions;
+        if t.var != Var::Tx || t.count || t.exclude || a.multi_match || a.capture || !rule.transforms.is_empty() {
+            return Kind::Full;
+        }
+        let Ok(len) = u16::try_from(name.len()) else { return Kind::Full };
+        let action = match a.disruptive.unwrap_or(defaults.disruptive) {
+            Disruptive::Block => defaults.disruptive,
+            other => other,
+        };
+        let quiet = rule.chain.is_none()
+            && a.effects.is_empty()
+            && a.skip.is_none()
+            && action == Disruptive::Pass
+            && !a.log.unwrap_or(defaults.log);
+        let at = self.names.len() as u32;
+        self.names.push_str(name);
+        Kind::TxNum { name: (at, len), cmp: *cmp, n: leading_int(arg.as_bytes()), negated: op.negated, quiet }
+    }
+
+    /// Decides a step from the transaction's variables and the cache's unions.
+    /// `tx_targets` is false when a `ctl:ruleRemoveTarget*` removed some TX target, perhaps a
+    /// [`Kind::TxNum`] step's one target: those then go the full way.
+    pub(crate) fn verdict(&self, step: &Step, vars: &mut Vars, cache: &Cache, tx_targets: bool) -> Verdict {
+        match step.kind {
+            Kind::TxNum { .. } if !tx_targets => Verdict::Full,
+            Kind::Marker => Verdict::NoMatch,
+            Kind::Full => Verdict::Full,
+            Kind::Gate { slot, chain, vars: mask } => {
+                if cache.unions_lack(mask, chain as usize, slot as usize) {
+                    Verdict::NoMatch
+                } else {
+                    Verdict::Full
+                }
+            }
+            Kind::TxNum { name: (at, len), cmp, n, negated, quiet } => {
+                let name = self.names.get(at as usize..at as usize + usize::from(len)).unwrap_or_default();
+                let Vars { tx, matched_var, matched_vars, rule_id, .. } = vars;
+                let Some(value) = tx.get(name) else { return Verdict::NoMatch };
+                if cmp.holds(leading_int(value), n) == negated {
+                    return Verdict::NoMatch;
+                }
+                if !quiet {
+                    return Verdict::Full;
+                }
+                // What `eval_rule` would leave: this rule's id, its one match.
+                matched_vars.clear();
+                *rule_id = step.id;
+                record_match(matched_var, matched_vars, &name_parts(Var::Tx, Some(name.as_bytes())), value);
+                Verdict::Done
+            }
+        }
+    }
+}
+
+/// A gate for a rule whose first link is prefiltered and reads only request variables
+/// (`may_match_any` in link.rs holds the same conditions for the full path).
+fn gate(rule: &Rule) -> Option<Kind> {
+    let slot = u32::try_from(rule.slot?).ok()?;
+    let chain = u32::try_from(rule.chain_id).ok()?;
+    if rule.op.is_none() || !crate::link::may_gate(rule) {
+        return None;
+    }
+    let mut vars = 0u128;
+    for t in rule.targets.iter().filter(|t| !t.exclude) {
+        vars |= 1u128.checked_shl(u32::from(t.var as u8))?;
+    }
+    Some(Kind::Gate { slot, chain, vars })
+}

@@ -1,0 +1,72 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+//! The rule loop's plan (src/plan.rs) decides rules without evaluating them; these cases
+//! would go wrong if it decided one it must not.
+
+use portcullis_waf::{BodyLimits, Builder, Request, RuleSet, Transaction};
+use std::path::Path;
+
+fn rules(text: &str) -> RuleSet {
+    let mut b = Builder::new();
+    b.text("t.conf", text, Path::new(".")).unwrap();
+    b.build().unwrap()
+}
+
+fn blocked_by(rules: &RuleSet, uri: &str) -> Option<u32> {
+    let req =
+        Request { method: b"GET", uri: uri.as_bytes(), protocol: b"HTTP/1.1", unique_id: "t", ..Request::default() };
+    let mut tx = Transaction::new(rules, req, BodyLimits::default());
+    tx.request_headers();
+    if tx.interruption().is_none() {
+        tx.request_body();
+    }
+    tx.interruption().map(|i| i.rule_id)
+}
+
+/// A paranoia-level style check: TX:level below 2 skips the rule after it.
+const LEVEL_CHECK: &str = "SecAction \"id:1,phase:1,pass,nolog,setvar:tx.level=1\"\n\
+     SecRule TX:LEVEL \"@lt 2\" \"id:3,phase:1,pass,nolog,skipAfter:END\"\n\
+     SecRule REQUEST_URI \"@contains x\" \"id:4,phase:1,deny,status:403\"\n\
+     SecMarker END\n";
+
+#[test]
+fn a_tx_comparison_matches_and_skips() {
+    let r = rules(LEVEL_CHECK);
+    assert_eq!(blocked_by(&r, "/x"), None, "3 matches and skips 4");
+    let r = rules(&LEVEL_CHECK.replace("tx.level=1", "tx.level=2"));
+    assert_eq!(blocked_by(&r, "/x"), Some(4), "3 does not match");
+    let r = rules(&LEVEL_CHECK.replace("tx.level=1", "tx.other=1"));
+    assert_eq!(blocked_by(&r, "/x"), Some(4), "no TX:level, no match");
+    let r = rules(&LEVEL_CHECK.replace("@lt 2", "!@lt 2"));
+    assert_eq!(blocked_by(&r, "/x"), Some(4), "negated");
+}
+
+#[test]
+fn a_decided_tx_match_leaves_matched_var_as_an_evaluated_one_does() {
+    let after = |rule: &str| rules(&format!("{LEVEL_CHECK}{rule}\n"));
+    let name = after("SecRule MATCHED_VAR_NAME \"@streq TX:level\" \"id:5,phase:1,deny,status:403\"");
+    assert_eq!(blocked_by(&name, "/y"), Some(5));
+    let value = after("SecRule MATCHED_VAR \"@streq 1\" \"id:5,phase:1,deny,status:403\"");
+    assert_eq!(blocked_by(&value, "/y"), Some(5));
+}
+
+#[test]
+fn a_removed_tx_target_is_not_compared() {
+    let text = LEVEL_CHECK.replace(
+        "SecRule TX:LEVEL",
+        "SecAction \"id:2,phase:1,pass,nolog,ctl:ruleRemoveTargetById=3;TX:level\"\nSecRule TX:LEVEL",
+    );
+    assert_eq!(blocked_by(&rules(&text), "/x"), Some(4), "3 has no target left, so 4 runs");
+}
+
+#[test]
+fn a_prefiltered_rule_sees_literals_its_transformations_make() {
+    // The first rule of each chain computes the unions the second one's gate reads.
+    let text = "SecRule ARGS \"@contains nothing-here\" \"id:10,phase:2,t:urlDecodeUni,pass\"\n\
+         SecRule ARGS \"@contains evil\" \"id:11,phase:2,t:urlDecodeUni,deny,status:403\"\n\
+         SecRule ARGS \"@contains good\" \"id:12,phase:2,deny,status:403\"\n";
+    let r = rules(text);
+    assert_eq!(blocked_by(&r, "/?a=%2565vil"), Some(11), "urlDecodeUni turns %65 into e");
+    assert_eq!(blocked_by(&r, "/?a=harmless"), None);
+    assert_eq!(blocked_by(&r, "/?a=harmless&b=GOOD"), None, "@contains is case-sensitive");
+    assert_eq!(blocked_by(&r, "/?a=harmless&b=good"), Some(12));
+}
