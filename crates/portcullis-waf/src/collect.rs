@@ -3,6 +3,7 @@
 
 use crate::actions::RuleRef;
 use crate::request::{Parsed, Request, Response};
+use crate::tx::Tx;
 use crate::vars::{Selector, Target, Var};
 use std::borrow::Cow;
 
@@ -25,10 +26,8 @@ pub struct Data<'a> {
 /// The transaction's mutable variables that targets can name.
 #[derive(Debug)]
 pub struct Vars {
-    /// TX, keys lower-case. hashbrown with its default hasher (foldhash, seeded per process):
-    /// CRS reads and writes ~100 TX variables per request, and SipHash plus a key allocation
-    /// per write cost ~5% of a request.
-    pub tx: hashbrown::HashMap<String, Vec<u8>>,
+    /// TX, keys lower-case.
+    pub tx: Tx,
     pub matched_var: Option<(Vec<u8>, Vec<u8>)>,
     pub matched_vars: Pairs,
     pub rule_id: u32,
@@ -38,29 +37,22 @@ pub struct Vars {
 impl Default for Vars {
     /// Empty, without a table (see [`Vars::with_room`]).
     fn default() -> Self {
-        Vars {
-            tx: hashbrown::HashMap::new(),
-            matched_var: None,
-            matched_vars: Pairs::default(),
-            rule_id: 0,
-            time_epoch: 0,
-        }
+        Vars { tx: Tx::default(), matched_var: None, matched_vars: Pairs::default(), rule_id: 0, time_epoch: 0 }
     }
 }
 
 impl Vars {
     /// With room for what CRS sets at PL1 without growing.
     pub fn with_room() -> Self {
-        Vars { tx: hashbrown::HashMap::with_capacity(128), ..Vars::default() }
+        Vars { tx: Tx::with_capacity(128), ..Vars::default() }
     }
 
     /// Empties everything, keeping the allocations, for the next transaction; false when they
     /// grew too large to be worth keeping.
     pub fn clear(&mut self) -> bool {
-        if self.tx.capacity() > 1024 || self.matched_vars.heavy() {
+        if self.matched_vars.heavy() || !self.tx.clear() {
             return false;
         }
-        self.tx.clear();
         self.matched_var = None;
         self.matched_vars.clear();
         self.rule_id = 0;
@@ -123,18 +115,11 @@ pub fn name_parts(var: Var, key: Option<&[u8]>) -> [&[u8]; 3] {
 
 impl Vars {
     pub fn tx_get(&self, key: &str) -> Option<&[u8]> {
-        self.tx.get(key).map(Vec::as_slice)
-    }
-
-    /// The value slot of `key`, created empty when missing.
-    pub fn tx_slot(&mut self, key: &str) -> &mut Vec<u8> {
-        self.tx.entry_ref(key).or_default()
+        self.tx.get(key)
     }
 
     pub fn tx_set(&mut self, key: &str, value: &[u8]) {
-        let slot = self.tx_slot(key);
-        slot.clear();
-        slot.extend_from_slice(value);
+        self.tx.set(key, value);
     }
 
     pub fn tx_remove(&mut self, key: &str) {
@@ -219,13 +204,13 @@ pub fn values<'s>(data: &'s Data<'_>, vars: &'s Vars, target: &Target, out: &mut
         Var::Tx => {
             if let Selector::Key(k) = sel {
                 if let Some((k, v)) = vars.tx.get_key_value(k.as_str()) {
-                    out.push(Item { var: Var::Tx, key: Some(Cow::Borrowed(k.as_bytes())), value: Cow::Borrowed(v) });
+                    out.push(Item { var: Var::Tx, key: Some(Cow::Borrowed(k)), value: Cow::Borrowed(v) });
                 }
                 return;
             }
-            for (k, v) in &vars.tx {
-                if sel.matches(k.as_bytes()) {
-                    out.push(Item { var: Var::Tx, key: Some(Cow::Borrowed(k.as_bytes())), value: Cow::Borrowed(v) });
+            for (k, v) in vars.tx.iter() {
+                if sel.matches(k) {
+                    out.push(Item { var: Var::Tx, key: Some(Cow::Borrowed(k)), value: Cow::Borrowed(v) });
                 }
             }
         }

@@ -396,9 +396,7 @@ fn setvar(data: &Data<'_>, vars: &mut Vars, sv: &SetVar) {
             let current = vars.tx_get(name).map(leading_int).unwrap_or(0);
             let delta = leading_int(&value);
             let next = if sv.op == SetOp::Add { current.saturating_add(delta) } else { current.saturating_sub(delta) };
-            let slot = vars.tx_slot(name);
-            slot.clear();
-            slot.extend_from_slice(itoa::Buffer::new().format(next).as_bytes());
+            vars.tx_set(name, itoa::Buffer::new().format(next).as_bytes());
         }
     }
 }

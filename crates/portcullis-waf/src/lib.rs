@@ -23,6 +23,7 @@ pub mod prefilter;
 pub mod request;
 pub mod rules;
 pub mod transform;
+mod tx;
 pub mod vars;
 
 pub use body::BodyLimits;

@@ -1,0 +1,146 @@
+//! The TX collection of one transaction. CRS sets and reads some hundred TX variables per
+//! request; kept as a map of `String` to `Vec<u8>`, that was two allocations per variable per
+//! request, and every lookup compared against a key somewhere else on the heap. Here names
+//! and values live back to back in one byte arena (kept, like the table, by the next
+//! transaction on the thread), and the table holds only offsets.
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+use std::hash::BuildHasher;
+
+/// Where one variable's name and value are in [`Tx::bytes`].
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    name: usize,
+    name_len: usize,
+    value: usize,
+    len: usize,
+    /// Room at `value`: a longer value moves to the end of the arena with room to double.
+    cap: usize,
+}
+
+/// TX: names (lower-case) to values.
+#[derive(Debug, Default)]
+pub struct Tx {
+    table: HashTable<Slot>,
+    hasher: DefaultHashBuilder,
+    bytes: Vec<u8>,
+}
+
+fn at(bytes: &[u8], at: usize, len: usize) -> &[u8] {
+    bytes.get(at..at.saturating_add(len)).unwrap_or_default()
+}
+
+impl Tx {
+    pub fn with_capacity(variables: usize) -> Tx {
+        Tx { table: HashTable::with_capacity(variables), hasher: DefaultHashBuilder::default(), bytes: Vec::new() }
+    }
+
+    /// Variables the table has room for (0 for a table never allocated).
+    pub fn capacity(&self) -> usize {
+        self.table.capacity()
+    }
+
+    /// Empties it, keeping the allocations; false when they grew too large to be worth keeping.
+    pub fn clear(&mut self) -> bool {
+        if self.table.capacity() > 1024 || self.bytes.capacity() > crate::cache::KEEP_BYTES {
+            return false;
+        }
+        self.table.clear();
+        self.bytes.clear();
+        true
+    }
+
+    fn find(&self, name: &str) -> Option<&Slot> {
+        let bytes = &self.bytes;
+        self.table.find(self.hasher.hash_one(name.as_bytes()), |s| at(bytes, s.name, s.name_len) == name.as_bytes())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.find(name).map(|s| at(&self.bytes, s.value, s.len))
+    }
+
+    /// The stored name and the value.
+    pub fn get_key_value(&self, name: &str) -> Option<(&[u8], &[u8])> {
+        self.find(name).map(|s| (at(&self.bytes, s.name, s.name_len), at(&self.bytes, s.value, s.len)))
+    }
+
+    pub fn set(&mut self, name: &str, value: &[u8]) {
+        let Tx { table, hasher, bytes } = self;
+        let hash = hasher.hash_one(name.as_bytes());
+        match table.find_mut(hash, |s| at(bytes, s.name, s.name_len) == name.as_bytes()) {
+            Some(s) if value.len() <= s.cap => {
+                if let Some(room) = bytes.get_mut(s.value..s.value + value.len()) {
+                    room.copy_from_slice(value);
+                }
+                s.len = value.len();
+            }
+            Some(s) => {
+                // Room to double, so a value that keeps growing costs amortised linear space.
+                let cap = value.len().saturating_mul(2);
+                s.value = bytes.len();
+                s.len = value.len();
+                s.cap = cap;
+                bytes.extend_from_slice(value);
+                bytes.resize(s.value + cap, 0);
+            }
+            None => {
+                let slot = Slot {
+                    name: bytes.len(),
+                    name_len: name.len(),
+                    value: bytes.len() + name.len(),
+                    len: value.len(),
+                    cap: value.len(),
+                };
+                bytes.extend_from_slice(name.as_bytes());
+                bytes.extend_from_slice(value);
+                let bytes = &*bytes;
+                table.insert_unique(hash, slot, |s| hasher.hash_one(at(bytes, s.name, s.name_len)));
+            }
+        }
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        let bytes = &self.bytes;
+        let hash = self.hasher.hash_one(name.as_bytes());
+        if let Ok(entry) = self.table.find_entry(hash, |s| at(bytes, s.name, s.name_len) == name.as_bytes()) {
+            entry.remove();
+        }
+    }
+
+    /// Every (name, value), in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.table.iter().map(|s| (at(&self.bytes, s.name, s.name_len), at(&self.bytes, s.value, s.len)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_get_grow_remove_clear() {
+        let mut tx = Tx::with_capacity(4);
+        tx.set("score", b"5");
+        tx.set("level", b"1");
+        tx.set("score", b"10");
+        tx.set("score", b"7");
+        assert_eq!(tx.get("score"), Some(&b"7"[..]));
+        assert_eq!(tx.get_key_value("level"), Some((&b"level"[..], &b"1"[..])));
+        assert_eq!(tx.get("missing"), None);
+        let mut long = Vec::new();
+        for i in 0..200u8 {
+            long.push(i);
+            tx.set("log", &long);
+        }
+        assert_eq!(tx.get("log"), Some(long.as_slice()));
+        assert!(tx.bytes.len() < 4 * long.len() + 64, "growing a value costs amortised linear space");
+        tx.remove("level");
+        assert_eq!(tx.get("level"), None);
+        let mut all: Vec<_> = tx.iter().map(|(k, _)| k.to_vec()).collect();
+        all.sort();
+        assert_eq!(all, vec![b"log".to_vec(), b"score".to_vec()]);
+        let room = tx.capacity();
+        assert!(tx.clear());
+        assert_eq!((tx.get("score"), tx.capacity()), (None, room));
+    }
+}
