@@ -237,6 +237,9 @@ impl Operator {
         match &self.kind {
             OpKind::Rx(re) => match captures {
                 None => re.is_match(value),
+                // Most values do not match: the match test needs no allocation, and the
+                // capture search (which allocates its groups) runs only on a match.
+                Some(_) if !re.is_match(value) => false,
                 Some(caps) => match re.captures(value) {
                     Some(c) => {
                         caps.clear();
