@@ -75,12 +75,43 @@ impl RuleRef {
         Ok(RuleRef::Ids(ranges))
     }
 
-    pub fn covers(&self, id: u32, tags: &[String], msg: Option<&str>) -> bool {
+    pub fn covers(&self, rule: &crate::rules::Rule) -> bool {
         match self {
-            RuleRef::Ids(ranges) => ranges.iter().any(|(a, b)| (*a..=*b).contains(&id)),
-            RuleRef::Tag(t) => tags.iter().any(|x| x == t),
-            RuleRef::Msg(m) => msg == Some(m.as_str()),
+            RuleRef::Ids(ranges) => ranges.iter().any(|(a, b)| (*a..=*b).contains(&rule.id)),
+            RuleRef::Tag(t) => rule.actions.tags.contains(t),
+            RuleRef::Msg(m) => rule.msg_literal() == Some(m.as_str()),
         }
+    }
+}
+
+/// A rule's tags, with a one-word summary: once a `ctl:ruleRemoveTargetByTag` ran (CRS
+/// 941010 does on most requests) every later rule is asked whether it has the tag, and the
+/// summary answers no for most of them without reading the tags (each its own allocation).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tags {
+    names: Vec<String>,
+    /// Bit `hash(tag) % 64` set for every tag.
+    bits: u64,
+}
+
+impl Tags {
+    fn bit(tag: &str) -> u64 {
+        // FNV-1a: stable, and enough to spread tags over 64 bits.
+        let h = tag.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        1 << (h % 64)
+    }
+
+    pub fn push(&mut self, tag: String) {
+        self.bits |= Tags::bit(&tag);
+        self.names.push(tag);
+    }
+
+    pub fn contains(&self, tag: &str) -> bool {
+        self.bits & Tags::bit(tag) != 0 && self.names.iter().any(|t| t == tag)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(String::as_str)
     }
 }
 
@@ -125,7 +156,7 @@ pub struct Actions {
     pub phase: Option<u8>,
     pub msg: Option<Template>,
     pub logdata: Option<Template>,
-    pub tags: Vec<String>,
+    pub tags: Tags,
     pub severity: Option<u8>,
     pub ver: Option<String>,
     pub disruptive: Option<Disruptive>,
@@ -301,7 +332,8 @@ mod tests {
         assert!(a.capture && a.t_none);
         assert_eq!(a.transforms, vec![Transform::Utf8ToUnicode, Transform::UrlDecodeUni]);
         assert_eq!(a.severity, Some(2));
-        assert_eq!(a.tags, vec!["a", "b"]);
+        assert_eq!(a.tags.iter().collect::<Vec<_>>(), vec!["a", "b"]);
+        assert!(a.tags.contains("b") && !a.tags.contains("c"));
         assert_eq!(a.effects.len(), 3);
         assert!(matches!(&a.effects[0], Effect::SetVar(s) if s.op == SetOp::Add && s.collection == Var::Tx));
         assert!(matches!(&a.effects[1], Effect::SetVar(s) if s.op == SetOp::Delete));

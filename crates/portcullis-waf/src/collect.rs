@@ -3,6 +3,7 @@
 
 use crate::actions::RuleRef;
 use crate::request::{Parsed, Request, Response};
+use crate::rules::Rule;
 use crate::tx::Tx;
 use crate::vars::{Selector, Target, Var};
 use std::borrow::Cow;
@@ -203,7 +204,7 @@ pub fn values<'s>(data: &'s Data<'_>, vars: &'s Vars, target: &Target, out: &mut
         }
         Var::Tx => {
             if let Selector::Key(k) = sel {
-                if let Some((k, v)) = vars.tx.get_key_value(k.as_str()) {
+                if let Some((k, v)) = vars.tx.get_key_value(k) {
                     out.push(Item { var: Var::Tx, key: Some(Cow::Borrowed(k)), value: Cow::Borrowed(v) });
                 }
                 return;
@@ -249,7 +250,7 @@ pub fn values<'s>(data: &'s Data<'_>, vars: &'s Vars, target: &Target, out: &mut
         Var::UniqueId => scalar(target.var, Cow::Borrowed(r.unique_id.as_bytes()), out),
         Var::TimeEpoch => number(target.var, vars.time_epoch as usize, out),
         Var::Rule => {
-            if matches!(sel, Selector::Key(k) if k == "id") {
+            if matches!(sel, Selector::Key(k) if &**k == "id") {
                 number(target.var, vars.rule_id as usize, out);
             }
         }
@@ -300,11 +301,6 @@ pub fn excluded(item: &Item<'_>, exclusions: &[&Target]) -> bool {
 }
 
 /// Removed-target lists from `ctl:ruleRemoveTarget*` that apply to a rule.
-pub fn removed_for<'t>(
-    removed: &'t [(RuleRef, Vec<Target>)],
-    id: u32,
-    tags: &[String],
-    msg: Option<&str>,
-) -> impl Iterator<Item = &'t Target> {
-    removed.iter().filter(move |(r, _)| r.covers(id, tags, msg)).flat_map(|(_, t)| t.iter())
+pub fn removed_for<'t>(removed: &'t [(RuleRef, Vec<Target>)], rule: &Rule) -> impl Iterator<Item = &'t Target> {
+    removed.iter().filter(move |(r, _)| r.covers(rule)).flat_map(|(_, t)| t.iter())
 }

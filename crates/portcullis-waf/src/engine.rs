@@ -278,9 +278,7 @@ impl<'r, 'a> Transaction<'r, 'a> {
                 Some(Entry::Rule(rule)) => rule,
                 _ => continue,
             };
-            if !self.st.removed.is_empty()
-                && self.st.removed.iter().any(|r| r.covers(rule.id, &rule.actions.tags, rule.msg_literal()))
-            {
+            if !self.st.removed.is_empty() && self.st.removed.iter().any(|r| r.covers(rule)) {
                 continue;
             }
             let tx_targets = !self.st.removed_targets.iter().any(|(_, ts)| ts.iter().any(|t| t.var == Var::Tx));
@@ -424,7 +422,7 @@ fn resolve(data: &Data<'_>, vars: &Vars, mv: &MacroVar, out: &mut Vec<u8>) {
         (Var::Tx, Some(k)) => out.extend_from_slice(vars.tx_get(k).unwrap_or_default()),
         (Var::Rule, Some("id")) => out.extend_from_slice(vars.rule_id.to_string().as_bytes()),
         (var, key) => {
-            let selector = key.map_or(Selector::All, |k| Selector::Key(k.to_string()));
+            let selector = key.map_or(Selector::All, |k| Selector::Key(k.into()));
             let target = Target { var, selector, count: false, exclude: false };
             let mut found = Vec::new();
             values(data, vars, &target, &mut found);

@@ -184,7 +184,7 @@ fn gather<'d>(data: &'d Data<'_>, vars: &'d Vars, st: &State, rule: &Rule, link:
     let mut exclusions: Vec<&Target> = Vec::new();
     if removed || link.targets.iter().any(|t| t.exclude) {
         exclusions.extend(link.targets.iter().filter(|t| t.exclude));
-        exclusions.extend(removed_for(&st.removed_targets, rule.id, &rule.actions.tags, rule.msg_literal()));
+        exclusions.extend(removed_for(&st.removed_targets, rule));
     }
     for t in link.targets.iter().filter(|t| !t.exclude) {
         let start = items.len();

@@ -262,7 +262,7 @@ impl Builder {
             let mut found = false;
             match update {
                 Update::Remove(which) => self.entries.retain(|e| match e {
-                    Pending::Rule(r) if which.covers(r.id, &r.actions.tags, r.msg_literal()) => {
+                    Pending::Rule(r) if which.covers(r) => {
                         found = true;
                         false
                     }
@@ -271,7 +271,7 @@ impl Builder {
                 Update::AddTargets(which, targets, replaced) => {
                     for e in &mut self.entries {
                         let Pending::Rule(r) = e else { continue };
-                        if !which.covers(r.id, &r.actions.tags, r.msg_literal()) {
+                        if !which.covers(r) {
                             continue;
                         }
                         found = true;

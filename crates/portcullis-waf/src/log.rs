@@ -48,7 +48,7 @@ pub fn line(m: &Match, client: &str, uri: &str, unique_id: &str) -> String {
     if let Some(v) = &rule.actions.ver {
         field("ver", v);
     }
-    for t in &rule.actions.tags {
+    for t in rule.actions.tags.iter() {
         field("tag", t);
     }
     field("uri", uri);

@@ -176,10 +176,12 @@ impl Var {
 pub enum Selector {
     All,
     /// An exact member name, compared case-insensitively; stored lower-case.
-    Key(String),
-    Regex(KeyRegex),
+    Key(Box<str>),
+    /// Boxed: a rule's targets are walked on every evaluation, and the regex would make
+    /// every target (most are `All` or `Key`) nearly three times as large.
+    Regex(Box<KeyRegex>),
     /// An XPath expression on `XML`.
-    XPath(String),
+    XPath(Box<str>),
 }
 
 impl Selector {
@@ -303,23 +305,23 @@ fn parse_one(text: &str) -> Result<(Target, &str), String> {
     let (selector, rest) = if var == Var::Xml {
         let end = sel_text.find('|').unwrap_or(sel_text.len());
         let (xpath, rest) = sel_text.split_at(end);
-        (Selector::XPath(xpath.to_string()), rest)
+        (Selector::XPath(xpath.into()), rest)
     } else if let Some(body) = sel_text.strip_prefix('/') {
         let end = closing(body, '/').ok_or("unterminated /regex/ selector")?;
         let (pattern, rest) = body.split_at(end);
-        (Selector::Regex(selector_regex(pattern)?), rest.get(1..).unwrap_or_default())
+        (Selector::Regex(Box::new(selector_regex(pattern)?)), rest.get(1..).unwrap_or_default())
     } else if let Some(body) = sel_text.strip_prefix('\'') {
         let end = closing(body, '\'').ok_or("unterminated quoted selector")?;
         let (inner, rest) = body.split_at(end);
         let rest = rest.get(1..).unwrap_or_default();
         match inner.strip_prefix('/').and_then(|p| p.strip_suffix('/')) {
-            Some(pattern) => (Selector::Regex(selector_regex(pattern)?), rest),
-            None => (Selector::Key(inner.to_ascii_lowercase()), rest),
+            Some(pattern) => (Selector::Regex(Box::new(selector_regex(pattern)?)), rest),
+            None => (Selector::Key(inner.to_ascii_lowercase().into()), rest),
         }
     } else {
         let end = sel_text.find('|').unwrap_or(sel_text.len());
         let (key, rest) = sel_text.split_at(end);
-        (Selector::Key(key.trim().to_ascii_lowercase()), rest)
+        (Selector::Key(key.trim().to_ascii_lowercase().into()), rest)
     };
     Ok((Target { var, selector, count, exclude }, rest))
 }
@@ -348,8 +350,8 @@ mod tests {
         let t = parse_targets("REQUEST_COOKIES|!REQUEST_COOKIES:/__utm|_ga/|&ARGS:Foo|XML:/*|TX:'/^x|y$/'").unwrap();
         assert_eq!(t.len(), 5);
         assert!(t[1].exclude && matches!(&t[1].selector, Selector::Regex(r) if r.is_match(b"_ga")));
-        assert!(t[2].count && matches!(&t[2].selector, Selector::Key(k) if k == "foo"));
-        assert!(matches!(&t[3].selector, Selector::XPath(x) if x == "/*"));
+        assert!(t[2].count && matches!(&t[2].selector, Selector::Key(k) if &**k == "foo"));
+        assert!(matches!(&t[3].selector, Selector::XPath(x) if &**x == "/*"));
         assert!(matches!(&t[4].selector, Selector::Regex(r) if r.is_match(b"y")));
         assert!(parse_targets("NOPE").is_err());
         // The literal fast path answers as the expression does.
