@@ -150,28 +150,30 @@ pub enum Effect {
     Ctl(Ctl),
 }
 
+/// `repr(C)`: what evaluating a link and a full match read comes first (see [`crate::Rule`]).
 #[derive(Debug, Clone, Default)]
+#[repr(C)]
 pub struct Actions {
-    pub id: Option<u32>,
-    pub phase: Option<u8>,
-    pub msg: Option<Template>,
-    pub logdata: Option<Template>,
-    pub tags: Tags,
-    pub severity: Option<u8>,
-    pub ver: Option<String>,
-    pub disruptive: Option<Disruptive>,
-    pub status: Option<u16>,
-    pub log: Option<bool>,
-    pub auditlog: Option<bool>,
     pub capture: bool,
     pub multi_match: bool,
     pub chain: bool,
-    pub skip_after: Option<String>,
-    pub skip: Option<u32>,
     /// True when `t:none` appeared: transformations inherited from `SecDefaultAction` drop.
     pub t_none: bool,
-    pub transforms: Vec<Transform>,
+    pub disruptive: Option<Disruptive>,
+    pub log: Option<bool>,
+    pub auditlog: Option<bool>,
+    pub severity: Option<u8>,
+    pub skip: Option<u32>,
+    pub status: Option<u16>,
+    pub phase: Option<u8>,
+    pub id: Option<u32>,
     pub effects: Vec<Effect>,
+    pub transforms: Vec<Transform>,
+    pub msg: Option<Template>,
+    pub logdata: Option<Template>,
+    pub tags: Tags,
+    pub ver: Option<String>,
+    pub skip_after: Option<String>,
 }
 
 fn severity(s: &str) -> Result<u8, String> {

@@ -274,11 +274,12 @@ impl<'r, 'a> Transaction<'r, 'a> {
                 skip_rules -= 1;
                 continue;
             }
-            let rule = match entries.get(i - 1) {
-                Some(Entry::Rule(rule)) => rule,
-                _ => continue,
+            // The entry (the rule's Arc) is read only when needed.
+            let rule = || match entries.get(i - 1) {
+                Some(Entry::Rule(rule)) => Some(rule),
+                _ => None,
             };
-            if !self.st.removed.is_empty() && self.st.removed.iter().any(|r| r.covers(rule)) {
+            if !self.st.removed.is_empty() && rule().is_none_or(|rule| self.st.removed.iter().any(|r| r.covers(rule))) {
                 continue;
             }
             let tx_targets = !self.st.removed_targets.iter().any(|(_, ts)| ts.iter().any(|t| t.var == Var::Tx));
@@ -286,6 +287,7 @@ impl<'r, 'a> Transaction<'r, 'a> {
                 Verdict::NoMatch => continue,
                 Verdict::Done => {}
                 Verdict::Full => {
+                    let Some(rule) = rule() else { continue };
                     if !self.eval_rule(rule) {
                         continue;
                     }
