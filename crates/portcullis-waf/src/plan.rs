@@ -8,9 +8,10 @@
 //!
 //! - [`Kind::Gate`]: the first link is prefiltered; when none of its variables' values holds
 //!   one of its literals (the per-request unions in the cache), the rule cannot match;
-//! - [`Kind::TxNum`]: the first link compares one TX variable with a constant (CRS's paranoia
-//!   level checks, ~120 per request); it is decided here, and when the rule is a quiet,
-//!   single-link `pass` (no log, no effects) its match is recorded here too.
+//! - [`Kind::TxNum`]: the first link compares one TX variable, or whether it exists, with a
+//!   constant (CRS's paranoia level checks and setup defaults, ~140 per request); it is
+//!   decided here, and when the rule is a quiet, single-link `pass` (no log, no effects) its
+//!   match is recorded here too.
 //!
 //! Everything else, and every case the plan cannot decide, goes the full way (`eval_rule`);
 //! the plan only ever skips work whose outcome it knows.
@@ -36,13 +37,15 @@ pub(crate) enum Kind {
         chain: u32,
         vars: u128,
     },
-    /// The first link is `TX:name @cmp n` (name at `name` in [`Plan::names`]); `quiet` when a
-    /// match needs nothing but MATCHED_VAR(S) and the phase's `skipAfter` jump.
+    /// The first link is `TX:name @cmp n`, or with `count` `&TX:name @cmp n` (CRS's "set a
+    /// default unless configured" rules); the name is at `name` in [`Plan::names`]. `quiet`
+    /// when a match needs nothing but MATCHED_VAR(S) and the phase's `skipAfter` jump.
     TxNum {
         name: (u32, u16),
         cmp: NumCmp,
         n: i64,
         negated: bool,
+        count: bool,
         quiet: bool,
     },
 }
@@ -97,7 +100,7 @@ impl Plan {
         let (OpKind::Num(cmp, arg), [t]) = (&op.kind, rule.targets.as_slice()) else { return Kind::Full };
         let (Some(arg), Selector::Key(name)) = (arg.literal(), &t.selector) else { return Kind::Full };
         let a = &rule.actions;
-        if t.var != Var::Tx || t.count || t.exclude || a.multi_match || a.capture || !rule.transforms.is_empty() {
+        if t.var != Var::Tx || t.exclude || a.multi_match || a.capture || !rule.transforms.is_empty() {
             return Kind::Full;
         }
         let Ok(len) = u16::try_from(name.len()) else { return Kind::Full };
@@ -105,14 +108,18 @@ impl Plan {
             Disruptive::Block => defaults.disruptive,
             other => other,
         };
-        let quiet = rule.chain.is_none()
+        // A count's match is recorded under the name `TX` with the count as value: left to
+        // the full evaluation.
+        let quiet = !t.count
+            && rule.chain.is_none()
             && a.effects.is_empty()
             && a.skip.is_none()
             && action == Disruptive::Pass
             && !a.log.unwrap_or(defaults.log);
         let at = self.names.len() as u32;
         self.names.push_str(name);
-        Kind::TxNum { name: (at, len), cmp: *cmp, n: leading_int(arg.as_bytes()), negated: op.negated, quiet }
+        let n = leading_int(arg.as_bytes());
+        Kind::TxNum { name: (at, len), cmp: *cmp, n, negated: op.negated, count: t.count, quiet }
     }
 
     /// Decides a step from the transaction's variables and the cache's unions.
@@ -130,16 +137,19 @@ impl Plan {
                     Verdict::Full
                 }
             }
-            Kind::TxNum { name: (at, len), cmp, n, negated, quiet } => {
+            Kind::TxNum { name: (at, len), cmp, n, negated, count, quiet } => {
                 let name = self.names.get(at as usize..at as usize + usize::from(len)).unwrap_or_default();
                 let Vars { tx, matched_var, matched_vars, rule_id, .. } = vars;
-                let Some(value) = tx.get(name) else { return Verdict::NoMatch };
-                if cmp.holds(leading_int(value), n) == negated {
+                let found = tx.get(name);
+                let a = match (count, found) {
+                    (true, _) => i64::from(found.is_some()),
+                    (false, Some(value)) => leading_int(value),
+                    (false, None) => return Verdict::NoMatch,
+                };
+                if cmp.holds(a, n) == negated {
                     return Verdict::NoMatch;
                 }
-                if !quiet {
-                    return Verdict::Full;
-                }
+                let (true, Some(value)) = (quiet, found) else { return Verdict::Full };
                 // What `eval_rule` would leave: this rule's id, its one match.
                 matched_vars.clear();
                 *rule_id = step.id;

@@ -70,3 +70,20 @@ fn a_prefiltered_rule_sees_literals_its_transformations_make() {
     assert_eq!(blocked_by(&r, "/?a=harmless&b=GOOD"), None, "@contains is case-sensitive");
     assert_eq!(blocked_by(&r, "/?a=harmless&b=good"), Some(12));
 }
+
+#[test]
+fn a_tx_count_check_sets_a_default_only_when_unset() {
+    // CRS's setup rules: `&TX:x @eq 0` sets a default unless the operator configured one.
+    let text = |setup: &str| {
+        format!(
+            "{setup}SecRule &TX:level \"@eq 0\" \"id:2,phase:1,pass,nolog,setvar:tx.level=5\"\n\
+             SecRule TX:LEVEL \"@eq 5\" \"id:3,phase:1,deny,status:403\"\n\
+             SecRule &TX:level \"!@eq 1\" \"id:4,phase:1,deny,status:403\"\n"
+        )
+    };
+    assert_eq!(blocked_by(&rules(&text("")), "/"), Some(3), "unset: the default applies");
+    let configured = text("SecAction \"id:1,phase:1,pass,nolog,setvar:tx.level=2\"\n");
+    assert_eq!(blocked_by(&rules(&configured), "/"), None, "configured: left alone");
+    let removed = text("SecAction \"id:1,phase:1,pass,nolog,setvar:tx.level=2,setvar:!tx.level\"\n");
+    assert_eq!(blocked_by(&rules(&removed), "/"), Some(3), "deleted again: the default applies");
+}
