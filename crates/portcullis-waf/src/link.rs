@@ -27,15 +27,26 @@ pub(crate) struct Scratch {
     pub(crate) hits: Pairs,
     /// Per hit, its captures (links with `capture` only).
     hit_captures: Vec<Vec<Vec<u8>>>,
+    /// The targets a link's values are checked against for exclusion (always empty between links).
+    exclusions: Vec<&'static Target>,
 }
 
-/// Empties `items` and hands its allocation to a list of another lifetime (collecting an
-/// emptied vector's iterator into one of the same layout reuses its allocation).
-#[allow(clippy::unnecessary_filter_map)] // `filter` could not change the lifetime
-fn reuse<'b>(mut items: Vec<Item<'_>>) -> Vec<Item<'b>> {
+/// Empties `items` and hands its allocation to a list of another type, here always the same
+/// type of another lifetime (collecting an emptied vector's iterator into one of the same
+/// layout reuses its allocation).
+#[allow(clippy::unnecessary_filter_map)] // `filter` could not change the type
+fn reuse<T, U>(mut items: Vec<T>) -> Vec<U> {
     items.clear();
     items.into_iter().filter_map(|_| None).collect()
 }
+
+/// XML's attribute values, which a union over `XML` covers besides its nodes.
+static XML_ATTRS: std::sync::LazyLock<Target> = std::sync::LazyLock::new(|| Target {
+    var: Var::Xml,
+    selector: Selector::XPath("//@*".into()),
+    count: false,
+    exclude: false,
+});
 
 /// Evaluates one link: every target value through the transformations and the operator;
 /// per matching value, MATCHED_VAR(S), captures and the link's own `setvar`/`ctl` run.
@@ -63,7 +74,9 @@ pub(crate) fn eval_link(ctx: &mut Ctx<'_, '_>, rule: &Rule, link: &Rule) -> bool
             None => Cow::Borrowed(&[]),
         };
         let mut items = reuse(std::mem::take(&mut scratch.items));
-        gather(data, vars, st, rule, link, &mut items);
+        let mut exclusions = reuse(std::mem::take(&mut scratch.exclusions));
+        gather(data, vars, st, rule, link, &mut items, &mut exclusions);
+        scratch.exclusions = reuse(exclusions);
         for item in &items {
             let matched: Option<Cow<'_, [u8]>> = match &item.value {
                 // Values borrowed from the request go through the cache and the prefilter
@@ -154,8 +167,7 @@ fn may_match_any(
             let all = Target { var: t.var, selector: Selector::All, count: false, exclude: false };
             values(data, &NO_VARS, &all, &mut found);
             if t.var == Var::Xml {
-                let attrs = Target { selector: Selector::XPath("//@*".into()), ..all };
-                values(data, &NO_VARS, &attrs, &mut found);
+                values(data, &NO_VARS, &XML_ATTRS, &mut found);
             }
             let mut complete = true;
             for item in &found {
@@ -179,9 +191,16 @@ pub(crate) fn may_gate(link: &Rule) -> bool {
 }
 
 /// The values a link inspects, after its exclusions and any `ctl:ruleRemoveTarget*`.
-fn gather<'d>(data: &'d Data<'_>, vars: &'d Vars, st: &State, rule: &Rule, link: &Rule, items: &mut Vec<Item<'d>>) {
+fn gather<'d, 'l>(
+    data: &'d Data<'_>,
+    vars: &'d Vars,
+    st: &'l State,
+    rule: &Rule,
+    link: &'l Rule,
+    items: &mut Vec<Item<'d>>,
+    exclusions: &mut Vec<&'l Target>,
+) {
     let removed = !st.removed_targets.is_empty();
-    let mut exclusions: Vec<&Target> = Vec::new();
     if removed || link.targets.iter().any(|t| t.exclude) {
         exclusions.extend(link.targets.iter().filter(|t| t.exclude));
         exclusions.extend(removed_for(&st.removed_targets, rule));
@@ -192,7 +211,7 @@ fn gather<'d>(data: &'d Data<'_>, vars: &'d Vars, st: &State, rule: &Rule, link:
         if !exclusions.is_empty() {
             let mut i = start;
             while i < items.len() {
-                if items.get(i).is_some_and(|item| excluded(item, &exclusions)) {
+                if items.get(i).is_some_and(|item| excluded(item, exclusions)) {
                     items.remove(i);
                 } else {
                     i += 1;
