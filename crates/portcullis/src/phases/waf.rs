@@ -65,9 +65,12 @@ fn finish(
     client: &str,
     uri: &str,
 ) -> Result<Flow, GatewayError> {
-    let id = ctx.request_id.to_str().unwrap_or_default().to_string();
+    if !ctx.rt.waf.log.is_off() {
+        let id = ctx.request_id.to_str().unwrap_or_default();
+        let lines: Vec<String> = fresh.iter().map(|m| portcullis_waf::log::line(m, client, uri, id)).collect();
+        ctx.rt.waf.log.write(&lines);
+    }
     for m in fresh {
-        ctx.rt.waf.log.write(&portcullis_waf::log::line(m, client, uri, &id));
         ctx.gw.metrics.waf_match(m.rule.id);
         ctx.waf_rules.push(m.rule.id);
     }
