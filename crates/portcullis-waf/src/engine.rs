@@ -282,8 +282,7 @@ impl<'r, 'a> Transaction<'r, 'a> {
             if !self.st.removed.is_empty() && rule().is_none_or(|rule| self.st.removed.iter().any(|r| r.covers(rule))) {
                 continue;
             }
-            let tx_targets = !self.st.removed_targets.iter().any(|(_, ts)| ts.iter().any(|t| t.var == Var::Tx));
-            match plan.verdict(step, &mut self.vars, &self.reused.cache, tx_targets) {
+            match plan.verdict(step, &mut self.vars, &self.reused.cache, &self.st.removed_targets) {
                 Verdict::NoMatch => continue,
                 Verdict::Done => {}
                 Verdict::Full => {

@@ -3,8 +3,8 @@
 //!
 //! A request walks every rule of a phase, and most of them do not match. Reading a rule means
 //! reading its `Arc`, its targets, operator and actions: some ten cache lines per rule from all
-//! over the heap, which in a busy gateway are cold (docs/performance.md, "Cold caches"). The
-//! plan answers first, from about one line per rule:
+//! over the heap, which in a busy gateway are cold (docs/performance.md, the WAF's third and
+//! fourth passes). The plan answers first, from about one line per rule:
 //!
 //! - [`Kind::Gate`]: the first link is prefiltered; when none of its variables' values holds
 //!   one of its literals (the per-request unions in the cache), the rule cannot match;
@@ -16,13 +16,13 @@
 //! Everything else, and every case the plan cannot decide, goes the full way (`eval_rule`);
 //! the plan only ever skips work whose outcome it knows.
 
-use crate::actions::Disruptive;
+use crate::actions::{Disruptive, RuleRef};
 use crate::cache::Cache;
 use crate::collect::{Vars, name_parts};
 use crate::link::record_match;
 use crate::operator::{NumCmp, OpKind, leading_int};
 use crate::rules::{Entry, PhaseDefaults, Rule};
-use crate::vars::{Selector, Var};
+use crate::vars::{Selector, Target, Var};
 
 /// What the loop knows about one entry without reading it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -122,12 +122,18 @@ impl Plan {
         Kind::TxNum { name: (at, len), cmp: *cmp, n, negated: op.negated, count: t.count, quiet }
     }
 
-    /// Decides a step from the transaction's variables and the cache's unions.
-    /// `tx_targets` is false when a `ctl:ruleRemoveTarget*` removed some TX target, perhaps a
-    /// [`Kind::TxNum`] step's one target: those then go the full way.
-    pub(crate) fn verdict(&self, step: &Step, vars: &mut Vars, cache: &Cache, tx_targets: bool) -> Verdict {
+    /// Decides a step from the transaction's variables and the cache's unions. Once a
+    /// `ctl:ruleRemoveTarget*` has removed some TX target (`removed`), perhaps a
+    /// [`Kind::TxNum`] step's one target, those steps go the full way.
+    pub(crate) fn verdict(
+        &self,
+        step: &Step,
+        vars: &mut Vars,
+        cache: &Cache,
+        removed: &[(RuleRef, Vec<Target>)],
+    ) -> Verdict {
         match step.kind {
-            Kind::TxNum { .. } if !tx_targets => Verdict::Full,
+            Kind::TxNum { .. } if removed.iter().any(|(_, ts)| ts.iter().any(|t| t.var == Var::Tx)) => Verdict::Full,
             Kind::Marker => Verdict::NoMatch,
             Kind::Full => Verdict::Full,
             Kind::Gate { slot, chain, vars: mask } => {
@@ -174,6 +180,7 @@ fn gate(rule: &Rule) -> Option<Kind> {
     }
     Some(Kind::Gate { slot, chain, vars })
 }
+
 #[cfg(test)]
 mod tests {
     /// The loop reads a rule's targets on every evaluation: a regex selector is boxed so
