@@ -9,14 +9,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 BIN=${1:-$HERE/../target/release/portcullis}
 DUR=${DUR:-10}
-for port in 9001 9200; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "port $port is already in use" >&2; exit 1; fi
-done
-RUN=$(mktemp -d /tmp/insn-bench.XXXXXX); PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 1; rm -rf "$RUN"; }
-trap cleanup EXIT
-cp "$HERE/../../shared/bench/nginx-upstream.conf" "$RUN/" 2>/dev/null || cp /work/shared/bench/nginx-upstream.conf "$RUN/"
-nginx -p "$RUN/" -e stderr -c "$RUN/nginx-upstream.conf" -g 'daemon off;' >/dev/null 2>&1 & PIDS+=($!)
+source "$HERE/upstream.sh" insn-bench 9200
 valgrind --tool=callgrind --callgrind-out-file="$RUN/cg.out" "$BIN" run --no-watch -c "${CONFIG:-$HERE/gateway.yaml}" >"$RUN/vg.log" 2>&1 & PIDS+=($!)
 H=(); [[ -n ${HEADER:-} ]] && H=(-H "$HEADER")
 for _ in $(seq 100); do curl -sf -m 1 "${H[@]}" http://127.0.0.1:9200/ >/dev/null 2>&1 && break; sleep 0.2; done

@@ -11,15 +11,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 BIN=$(realpath "${1:-$HERE/../target/release/portcullis}")
 CRS=$(realpath "${PORTCULLIS_CRS:-$HERE/../../shared/crs}")
 DUR=${DUR:-8}
-for port in 9001 9200; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "port $port is already in use" >&2; exit 1; fi
-done
-RUN=$(mktemp -d /tmp/waf-insn.XXXXXX); PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 1; rm -rf "$RUN"; }
-trap cleanup EXIT
-cp "$CRS/../bench/nginx-upstream.conf" "$RUN/" 2>/dev/null || cp "$HERE/../../shared/bench/nginx-upstream.conf" "$RUN/"
+source "$HERE/upstream.sh" waf-insn 9200
 sed "s#path: ../../shared/crs#path: $CRS#" "$HERE/waf.yaml" >"$RUN/waf.yaml"
-nginx -p "$RUN/" -e stderr -c "$RUN/nginx-upstream.conf" -g 'daemon off;' >/dev/null 2>&1 & PIDS+=($!)
 for kind in ${KINDS:-get sqli}; do
   path='/api/orders/42?expand=items&page=2'; [[ $kind == sqli ]] && path="/api/orders/42?id=1'%20OR%20'1'='1"
   { echo "wrk.method = 'GET'; wrk.path = [[$path]]"
