@@ -30,6 +30,11 @@ fn at(bytes: &[u8], at: usize, len: usize) -> &[u8] {
     bytes.get(at..at.saturating_add(len)).unwrap_or_default()
 }
 
+/// The table lookup's test: the slot holds `name`.
+fn named<'b>(bytes: &'b [u8], name: &'b str) -> impl Fn(&Slot) -> bool + 'b {
+    move |s| at(bytes, s.name, s.name_len) == name.as_bytes()
+}
+
 impl Tx {
     pub fn with_capacity(variables: usize) -> Tx {
         Tx { table: HashTable::with_capacity(variables), hasher: DefaultHashBuilder::default(), bytes: Vec::new() }
@@ -51,8 +56,7 @@ impl Tx {
     }
 
     fn find(&self, name: &str) -> Option<&Slot> {
-        let bytes = &self.bytes;
-        self.table.find(self.hasher.hash_one(name.as_bytes()), |s| at(bytes, s.name, s.name_len) == name.as_bytes())
+        self.table.find(self.hasher.hash_one(name.as_bytes()), named(&self.bytes, name))
     }
 
     pub fn get(&self, name: &str) -> Option<&[u8]> {
@@ -67,7 +71,7 @@ impl Tx {
     pub fn set(&mut self, name: &str, value: &[u8]) {
         let Tx { table, hasher, bytes } = self;
         let hash = hasher.hash_one(name.as_bytes());
-        match table.find_mut(hash, |s| at(bytes, s.name, s.name_len) == name.as_bytes()) {
+        match table.find_mut(hash, named(bytes, name)) {
             Some(s) if value.len() <= s.cap => {
                 if let Some(room) = bytes.get_mut(s.value..s.value + value.len()) {
                     room.copy_from_slice(value);
@@ -102,7 +106,7 @@ impl Tx {
     pub fn remove(&mut self, name: &str) {
         let bytes = &self.bytes;
         let hash = self.hasher.hash_one(name.as_bytes());
-        if let Ok(entry) = self.table.find_entry(hash, |s| at(bytes, s.name, s.name_len) == name.as_bytes()) {
+        if let Ok(entry) = self.table.find_entry(hash, named(bytes, name)) {
             entry.remove();
         }
     }
