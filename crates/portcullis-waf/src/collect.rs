@@ -25,7 +25,7 @@ pub struct Data<'a> {
 }
 
 /// The transaction's mutable variables that targets can name.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Vars {
     /// TX, keys lower-case.
     pub tx: Tx,
@@ -63,7 +63,7 @@ impl Vars {
 }
 
 /// (name, value) byte pairs in one buffer: cleared and refilled per rule without freeing.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Pairs {
     bytes: Vec<u8>,
     /// Per pair: where its name ends and where its value ends in `bytes`.

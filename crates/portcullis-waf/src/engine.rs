@@ -10,6 +10,7 @@ use crate::link::{Ctx, Scratch, eval_link};
 use crate::macros::{MacroVar, Template};
 use crate::operator::leading_int;
 use crate::plan::{Kind, Verdict};
+use crate::prelude::Prelude;
 use crate::request::{Request, Response};
 use crate::rules::{Entry, PhaseDefaults, Rule, RuleSet};
 use crate::vars::{Selector, Target, Var};
@@ -255,51 +256,69 @@ impl<'r, 'a> Transaction<'r, 'a> {
     }
 
     fn run_phase(&mut self, phase: u8) {
-        let rules = self.rules;
         let index = usize::from(phase) - 1;
-        let (Some(entries), Some(plan)) = (rules.phases.get(index), rules.plans.get(index)) else { return };
-        let mut i = 0;
+        let Some(steps) = self.rules.plans.get(index).map(|p| p.steps.len()) else { return };
+        let mut i = if phase == 1 { self.prelude() } else { 0 };
         let mut skip_rules = 0u32;
-        // The plan decides most rules without reading them (see plan.rs); the rule itself is
-        // read only to be removed by a `ctl`, or evaluated.
-        while let Some(step) = plan.steps.get(i) {
+        while i < steps {
             if self.st.mode == EngineMode::Off || self.st.interruption.is_some() || (self.st.allowed && phase <= 2) {
                 return;
             }
-            i += 1;
-            if step.kind == Kind::Marker {
-                continue;
-            }
-            if skip_rules > 0 {
-                skip_rules -= 1;
-                continue;
-            }
-            // The entry (the rule's Arc) is read only when needed.
-            let rule = || match entries.get(i - 1) {
-                Some(Entry::Rule(rule)) => Some(rule),
-                _ => None,
-            };
-            if !self.st.removed.is_empty() && rule().is_none_or(|rule| self.st.removed.iter().any(|r| r.covers(rule))) {
-                continue;
-            }
-            match plan.verdict(step, &mut self.vars, &self.reused.cache, &self.st.removed_targets) {
-                Verdict::NoMatch => continue,
-                Verdict::Done => {}
-                Verdict::Full => {
-                    let Some(rule) = rule() else { continue };
-                    if !self.eval_rule(rule) {
-                        continue;
-                    }
-                    self.full_match(rule, phase);
-                    if let (None, Some(n)) = (step.skip_to, rule.actions.skip) {
-                        skip_rules = n;
-                    }
+            i = self.step(index, i, &mut skip_rules);
+        }
+    }
+
+    /// Starts phase 1 from the rule set's [`Prelude`] when this transaction's exclusions
+    /// leave it valid: its variables, and the step to go on at.
+    fn prelude(&mut self) -> usize {
+        let Some(p) = &self.rules.prelude else { return 0 };
+        if !p.applies(&self.st.removed, &self.st.removed_targets) {
+            return 0;
+        }
+        self.vars.tx.clone_from(&p.vars.tx);
+        self.vars.matched_var.clone_from(&p.vars.matched_var);
+        self.vars.matched_vars.clone_from(&p.vars.matched_vars);
+        self.vars.rule_id = p.vars.rule_id;
+        p.next
+    }
+
+    /// Runs the entry at step `i` of phase `index` (0 for phase 1); the step to run next.
+    fn step(&mut self, index: usize, i: usize, skip_rules: &mut u32) -> usize {
+        let rules = self.rules;
+        let (Some(entries), Some(plan)) = (rules.phases.get(index), rules.plans.get(index)) else { return usize::MAX };
+        let Some(step) = plan.steps.get(i) else { return usize::MAX };
+        let next = i + 1;
+        if step.kind == Kind::Marker {
+            return next;
+        }
+        if *skip_rules > 0 {
+            *skip_rules -= 1;
+            return next;
+        }
+        // The plan decides most rules without reading them (see plan.rs); the rule itself is
+        // read only to be removed by a `ctl`, or evaluated.
+        let rule = || match entries.get(i) {
+            Some(Entry::Rule(rule)) => Some(rule),
+            _ => None,
+        };
+        if !self.st.removed.is_empty() && rule().is_none_or(|rule| self.st.removed.iter().any(|r| r.covers(rule))) {
+            return next;
+        }
+        match plan.verdict(step, &mut self.vars, &self.reused.cache, &self.st.removed_targets) {
+            Verdict::NoMatch => return next,
+            Verdict::Done => {}
+            Verdict::Full => {
+                let Some(rule) = rule() else { return next };
+                if !self.eval_rule(rule) {
+                    return next;
+                }
+                self.full_match(rule, index as u8 + 1);
+                if let (None, Some(n)) = (step.skip_to, rule.actions.skip) {
+                    *skip_rules = n;
                 }
             }
-            if let Some(target) = step.skip_to {
-                i = target as usize;
-            }
         }
+        step.skip_to.map_or(next, |target| target as usize)
     }
 
     fn eval_rule(&mut self, rule: &Rule) -> bool {
@@ -352,6 +371,42 @@ impl<'r, 'a> Transaction<'r, 'a> {
             Disruptive::Pass | Disruptive::Block => {}
         }
     }
+}
+
+/// Evaluates phase 1's request-independent beginning once, for the rule set (see prelude.rs).
+pub(crate) fn prelude(rules: &RuleSet) -> Prelude {
+    let mut tx = Transaction::new(rules, Request::default(), BodyLimits::default());
+    // A rule that would interrupt in blocking mode ends the prelude, whatever the mode.
+    tx.st.mode = EngineMode::On;
+    let (mut i, mut skip_rules, mut folded) = (0, 0u32, Vec::new());
+    let entries = rules.phases.first().map(Vec::as_slice).unwrap_or_default();
+    while let Some(entry) = entries.get(i) {
+        let rule = match entry {
+            Entry::Rule(rule) if crate::prelude::request_independent(rule) => Some(rule),
+            Entry::Rule(_) => break,
+            Entry::Marker(_) => None,
+        };
+        let (before, matches) = (tx.vars.clone(), tx.st.matches.len());
+        let next = tx.step(0, i, &mut skip_rules);
+        let st = &tx.st;
+        let beyond_tx = st.matches.len() != matches
+            || st.interruption.is_some()
+            || st.allowed
+            || skip_rules > 0
+            || st.mode != EngineMode::On
+            || !st.removed.is_empty()
+            || !st.removed_targets.is_empty()
+            || st.processor.is_some()
+            || !st.body_access
+            || st.force_body_variable;
+        if beyond_tx {
+            tx.vars = before;
+            break;
+        }
+        folded.extend(rule.cloned());
+        i = next;
+    }
+    Prelude { vars: std::mem::take(&mut tx.vars), next: i, rules: folded }
 }
 
 pub(crate) fn run_effects(data: &Data<'_>, vars: &mut Vars, st: &mut State, link: &Rule) {

@@ -20,6 +20,7 @@ pub mod macros;
 pub mod operator;
 mod plan;
 pub mod prefilter;
+pub mod prelude;
 pub mod request;
 pub mod rules;
 pub mod transform;

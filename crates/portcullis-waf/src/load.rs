@@ -336,7 +336,7 @@ impl Builder {
         {
             *plan = crate::plan::Plan::build(entries, skips, defaults);
         }
-        Ok(RuleSet {
+        let mut rules = RuleSet {
             phases,
             plans,
             defaults: self.defaults,
@@ -345,7 +345,10 @@ impl Builder {
             rule_count: count,
             chains,
             prefilter,
-        })
+            prelude: None,
+        };
+        rules.prelude = Some(crate::engine::prelude(&rules));
+        Ok(rules)
     }
 }
 

@@ -114,6 +114,8 @@ pub struct RuleSet {
     pub rule_count: usize,
     pub chains: Vec<ChainFilter>,
     pub prefilter: Prefilter,
+    /// Phase 1's request-independent beginning, evaluated once (see `prelude`).
+    pub prelude: Option<crate::prelude::Prelude>,
 }
 
 impl RuleSet {

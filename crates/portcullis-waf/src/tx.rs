@@ -19,7 +19,7 @@ struct Slot {
 }
 
 /// TX: names (lower-case) to values.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Tx {
     table: HashTable<Slot>,
     hasher: DefaultHashBuilder,
