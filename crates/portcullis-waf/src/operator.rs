@@ -274,7 +274,7 @@ impl Operator {
                 }
                 true
             }
-            OpKind::DetectXss => libinjectionrs::detect_xss(value).is_injection(),
+            OpKind::DetectXss => may_be_xss(value) && libinjectionrs::detect_xss(value).is_injection(),
             OpKind::ValidateByteRange(allowed) => {
                 value.iter().any(|&b| !allowed.get(usize::from(b)).copied().unwrap_or(false))
             }
@@ -342,6 +342,19 @@ fn contains_word(value: &[u8], word: &[u8]) -> bool {
     let is_word = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_');
     memchr::memmem::find_iter(value, word)
         .any(|at| !is_word(at.checked_sub(1).and_then(|p| value.get(p))) && !is_word(value.get(at + word.len())))
+}
+
+/// False only for values libinjection's XSS check cannot flag: those with neither `<` nor
+/// `=`. It reports a value when its HTML5 tokenizer, started in each of five contexts (text,
+/// and unquoted, single-, double- and back-quoted attribute value), yields a doctype, a tag
+/// name, a comment, or an attribute value that follows a dangerous attribute name. Every
+/// tag, doctype and comment state is entered only from a `<` in text; an attribute value
+/// follows an attribute name only through an `=`; the value a quoted context starts in has
+/// no name before it. Most values (header values, JSON strings) have neither byte, and the
+/// five tokenizer passes were ~4% of a benign GET and ~6% of a JSON POST
+/// (docs/performance.md, fifth pass). tests/xss_screen.rs checks it against libinjection.
+pub fn may_be_xss(value: &[u8]) -> bool {
+    memchr::memchr2(b'<', b'=', value).is_some()
 }
 
 #[cfg(test)]
