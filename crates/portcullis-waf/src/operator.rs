@@ -346,22 +346,55 @@ fn contains_word(value: &[u8], word: &[u8]) -> bool {
 }
 
 /// False only for values libinjection's SQLi check cannot flag: a word (an ASCII letter or
-/// `_`, then letters, digits and `_`) or a run of digits. Such a value has no quote (so only
-/// the unquoted ANSI pass runs) and no comment (so no MySQL pass), and its tokenizer reads
-/// it as one token: a letter-led value is one word (none of its bytes ends a word, and
-/// the string prefixes `b' e' n' q' u&' x'` need a quote), a digit run is one number.
-/// A one-token fingerprint is the token's type, never whitelisted; tests/sqli_screen.rs runs
-/// libinjection over every type a word can have (its keyword table) and finds none
-/// flagged. Arguments, cookie names and most JSON values are such values; libinjection
-/// was ~13% of a benign GET and ~29% of the JSON POST (docs/performance.md, fifth pass).
+/// `_`, then letters, digits, `_` and `.`, where no part before a `.` is an SQL keyword) or
+/// a number (digits, or digits, `.`, digits). Such a value has no quote (so only the
+/// unquoted ANSI pass runs) and no comment (so no MySQL pass), and its tokenizer reads it as
+/// one token: a number is one number token; in a letter-led value no byte ends a word, the
+/// string prefixes `b' e' n' q' u&' x'` need a quote, and a word is split at a `.` only
+/// after a keyword (the check below mirrors that). A one-token fingerprint is the token's
+/// type and is never whitelisted; tests/sqli_screen.rs runs libinjection over every keyword
+/// of its table alone and dotted (every type a word can get) and finds none flagged.
+/// Argument and JSON names, cookie names and many values are such words; libinjection was
+/// ~13% of a benign GET and ~29% of the JSON POST (docs/performance.md, fifth pass).
 pub fn may_be_sqli(value: &[u8]) -> bool {
-    let word = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_';
+    let word = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'.';
     match value.first() {
         None => false,
-        Some(b) if b.is_ascii_digit() => !value.iter().all(u8::is_ascii_digit),
-        Some(b) if b.is_ascii_alphabetic() || *b == b'_' => !value.iter().all(word),
+        Some(b) if b.is_ascii_digit() => !decimal(value),
+        Some(b) if b.is_ascii_alphabetic() || *b == b'_' => {
+            !value.iter().all(word) || memchr::memchr_iter(b'.', value).any(|dot| sql_keyword(value.get(..dot)))
+        }
         Some(_) => true,
     }
+}
+
+/// Digits, or digits, one `.` and digits (`12.5`): one number token to libinjection.
+fn decimal(value: &[u8]) -> bool {
+    let digits = |p: &[u8]| !p.is_empty() && p.iter().all(u8::is_ascii_digit);
+    match memchr::memchr(b'.', value) {
+        None => digits(value),
+        Some(dot) => digits(value.get(..dot).unwrap_or_default()) && digits(value.get(dot + 1..).unwrap_or_default()),
+    }
+}
+
+/// libinjection's words that are not barewords (its tokenizer splits a word after one).
+static SQL_KEYWORDS: std::sync::LazyLock<std::collections::HashSet<&'static [u8]>> = std::sync::LazyLock::new(|| {
+    libinjectionrs::sqli::sqli_data::SQL_KEYWORDS
+        .iter()
+        .filter(|k| b"kfUETto&v1ABF".contains(&k.token_type))
+        .map(|k| k.word.as_bytes())
+        .collect()
+});
+
+/// Whether `word` (ASCII) is one of [`SQL_KEYWORDS`] in any letter case.
+fn sql_keyword(word: Option<&[u8]>) -> bool {
+    let mut upper = [0u8; 32];
+    let Some(word) = word else { return true };
+    let Some(buf) = upper.get_mut(..word.len()) else { return false };
+    for (u, b) in buf.iter_mut().zip(word) {
+        *u = b.to_ascii_uppercase();
+    }
+    SQL_KEYWORDS.contains(&*buf)
 }
 
 /// False only for values libinjection's XSS check cannot flag: those with neither `<` nor
