@@ -292,10 +292,9 @@ impl Builder {
         let mut chains = ChainsBuilder::default();
         for e in &mut self.entries {
             if let Pending::Rule(r) = e {
-                chains.assign(r);
+                chains.intern(r);
             }
         }
-        let (chains, prefilter) = chains.finish().map_err(|m| here(&Arc::from("(prefilter)"), 0, m))?;
         for e in self.entries {
             match e {
                 Pending::Marker(m) => phases.iter_mut().for_each(|p| p.push(Entry::Marker(m.clone()))),
@@ -331,22 +330,40 @@ impl Builder {
                 *slot = targets;
             }
         }
-        let mut plans: [crate::plan::Plan; 5] = Default::default();
-        for (((plan, entries), skips), defaults) in plans.iter_mut().zip(&phases).zip(&skip_targets).zip(&self.defaults)
-        {
-            *plan = crate::plan::Plan::build(entries, skips, defaults);
-        }
+        let plans = |phases: &[Vec<Entry>; 5], defaults: &[PhaseDefaults; 5]| {
+            let mut plans: [crate::plan::Plan; 5] = Default::default();
+            for (((plan, entries), skips), defaults) in plans.iter_mut().zip(phases).zip(&skip_targets).zip(defaults) {
+                *plan = crate::plan::Plan::build(entries, skips, defaults);
+            }
+            plans
+        };
         let mut rules = RuleSet {
+            plans: plans(&phases, &self.defaults),
             phases,
-            plans,
             defaults: self.defaults,
             engine: self.engine,
             components: self.components,
             rule_count: count,
-            chains,
-            prefilter,
+            chains: Vec::new(),
+            prefilter: Prefilter::default(),
             prelude: None,
         };
+        // Prefilter literals only for rules a request can reach: with the prelude's TX, the
+        // paranoia-level checks are decided here (see prelude.rs `reachable`). A rule left
+        // without literals is still evaluated, in full, if a request reaches it after all.
+        let reach = crate::prelude::reachable(&rules, &crate::engine::prelude(&rules));
+        for (p, entries) in rules.phases.iter_mut().enumerate() {
+            for (i, e) in entries.iter_mut().enumerate() {
+                let reachable = reach.get(p).is_none_or(|r| r.get(i).copied().unwrap_or(true));
+                if let (Entry::Rule(r), true) = (e, reachable)
+                    && let Some(r) = Arc::get_mut(r)
+                {
+                    chains.slots(r);
+                }
+            }
+        }
+        (rules.chains, rules.prefilter) = chains.finish().map_err(|m| here(&Arc::from("(prefilter)"), 0, m))?;
+        rules.plans = plans(&rules.phases, &rules.defaults);
         rules.prelude = Some(crate::engine::prelude(&rules));
         Ok(rules)
     }
@@ -364,7 +381,8 @@ struct ChainsBuilder {
 }
 
 impl ChainsBuilder {
-    fn assign(&mut self, rule: &mut Rule) {
+    /// Gives every link of `rule` the id of its transformation chain.
+    fn intern(&mut self, rule: &mut Rule) {
         let mut link = Some(rule);
         while let Some(r) = link {
             r.chain_id = match self.chains.iter().position(|t| *t == r.transforms) {
@@ -374,6 +392,14 @@ impl ChainsBuilder {
                     self.chains.len() - 1
                 }
             };
+            link = r.chain.as_deref_mut();
+        }
+    }
+
+    /// Gives every link of `rule` that has literals (and is not `multiMatch`) a slot.
+    fn slots(&mut self, rule: &mut Rule) {
+        let mut link = Some(rule);
+        while let Some(r) = link {
             if !r.actions.multi_match
                 && let Some(lits) = r.op.as_ref().and_then(Operator::literals)
             {

@@ -143,16 +143,11 @@ impl Plan {
                     Verdict::Full
                 }
             }
-            Kind::TxNum { name: (at, len), cmp, n, negated, count, quiet } => {
-                let name = self.names.get(at as usize..at as usize + usize::from(len)).unwrap_or_default();
+            Kind::TxNum { quiet, .. } => {
+                let name = self.tx_name(step).unwrap_or_default();
                 let Vars { tx, matched_var, matched_vars, rule_id, .. } = vars;
                 let found = tx.get(name);
-                let a = match (count, found) {
-                    (true, _) => i64::from(found.is_some()),
-                    (false, Some(value)) => leading_int(value),
-                    (false, None) => return Verdict::NoMatch,
-                };
-                if cmp.holds(a, n) == negated {
+                if !tx_matches(step.kind, found) {
                     return Verdict::NoMatch;
                 }
                 let (true, Some(value)) = (quiet, found) else { return Verdict::Full };
@@ -164,6 +159,33 @@ impl Plan {
             }
         }
     }
+}
+
+impl Plan {
+    /// The TX variable a [`Kind::TxNum`] step compares.
+    fn tx_name(&self, step: &Step) -> Option<&str> {
+        let Kind::TxNum { name: (at, len), .. } = step.kind else { return None };
+        self.names.get(at as usize..at as usize + usize::from(len))
+    }
+
+    /// Whether a [`Kind::TxNum`] step's first link matches when its variable is known in
+    /// advance: `known` gives the variable's value (`Some(None)` when unset) or `None` when
+    /// it is not known. `None` for other steps and unknown variables.
+    pub(crate) fn decide<'a>(&self, step: &Step, known: impl Fn(&str) -> Option<Option<&'a [u8]>>) -> Option<bool> {
+        Some(tx_matches(step.kind, known(self.tx_name(step)?)?))
+    }
+}
+
+/// Whether a [`Kind::TxNum`] comparison holds for the variable's value (`None`: unset, which
+/// never matches unless counted).
+fn tx_matches(kind: Kind, found: Option<&[u8]>) -> bool {
+    let Kind::TxNum { cmp, n, negated, count, .. } = kind else { return false };
+    let a = match (count, found) {
+        (true, _) => i64::from(found.is_some()),
+        (false, Some(value)) => leading_int(value),
+        (false, None) => return false,
+    };
+    cmp.holds(a, n) != negated
 }
 
 /// A gate for a rule whose first link is prefiltered and reads only request variables

@@ -12,12 +12,18 @@
 //! or interrupt; the first rule that fails any of that ends it, and everything after it runs
 //! per request as before. A transaction whose exclusions (`remove_rules`, `remove_targets`)
 //! reach a folded rule runs phase 1 from its first entry.
+//!
+//! What the prelude leaves also decides, at load, CRS's paranoia-level checks of the
+//! request phases ([`reachable`]): at PL1 about half of CRS's rules are jumped over by every
+//! request, and only rules a request can reach get prefilter literals (a smaller automaton
+//! and fewer bits per value; docs/performance.md, fifth pass).
 
 use crate::actions::{Effect, RuleRef};
 use crate::collect::Vars;
 use crate::macros::{Part, Template};
-use crate::rules::Rule;
+use crate::rules::{Entry, Rule, RuleSet};
 use crate::vars::{Target, Var};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// Phase 1's request-independent beginning, evaluated.
@@ -68,4 +74,101 @@ pub(crate) fn request_independent(rule: &Rule) -> bool {
                 Effect::Ctl(_) => false,
             })
     })
+}
+
+/// The TX variables rules other than the folded ones may write in phases 1 and 2: names,
+/// and the literal beginnings of names built from macros (`tx.header_name_920450_%{tx.0}`;
+/// an empty one when a name starts with a macro: any variable then).
+#[derive(Default)]
+struct Written {
+    names: HashSet<String>,
+    prefixes: Vec<String>,
+}
+
+impl Written {
+    fn of(rules: &RuleSet, prelude: &Prelude) -> Written {
+        let mut w = Written::default();
+        let folded = |r: &Arc<Rule>| prelude.rules.iter().any(|f| Arc::ptr_eq(f, r));
+        for entry in rules.phases.iter().take(2).flatten() {
+            let Entry::Rule(rule) = entry else { continue };
+            if folded(rule) {
+                continue;
+            }
+            for link in rule.links() {
+                if link.actions.capture {
+                    w.names.extend((0..10).map(|d| d.to_string()));
+                }
+                for e in &link.actions.effects {
+                    let Effect::SetVar(sv) = e else { continue };
+                    if sv.collection != Var::Tx {
+                        continue;
+                    }
+                    match (sv.name.literal(), sv.name.parts.first()) {
+                        (Some(name), _) => {
+                            w.names.insert(name.to_string());
+                        }
+                        (None, Some(Part::Text(t))) => w.prefixes.push(t.to_ascii_lowercase()),
+                        (None, _) => w.prefixes.push(String::new()),
+                    }
+                }
+            }
+        }
+        w
+    }
+
+    fn may_write(&self, name: &str) -> bool {
+        self.names.contains(name) || self.prefixes.iter().any(|p| name.starts_with(p.as_str()))
+    }
+}
+
+/// Which entries of phases 1 and 2 a request can reach, index by index. A TX comparison of a
+/// variable that only the prelude sets (CRS's paranoia-level checks: `TX:detection_paranoia_level
+/// "@lt 2" "skipAfter:END-..."`) has the same outcome for every request; the rules its jump
+/// passes over, and that no other path reaches, are unreachable. Everything else counts as
+/// reachable: rules that may or may not jump reach both ways, and the entries before the
+/// prelude's end are reachable (a transaction that cannot use the prelude runs them).
+///
+/// This only decides which rules get prefilter literals (load.rs); a rule without them is
+/// evaluated in full whenever a request does reach it (a route's exclusion removing a
+/// paranoia-level check, say), so a wrong answer here costs time, never a verdict.
+pub(crate) fn reachable(rules: &RuleSet, prelude: &Prelude) -> [Vec<bool>; 2] {
+    let written = Written::of(rules, prelude);
+    let tx = &prelude.vars.tx;
+    let known = |name: &str| (!written.may_write(name)).then(|| tx.get(name));
+    let mut out: [Vec<bool>; 2] = Default::default();
+    for (phase, reach) in out.iter_mut().enumerate() {
+        let (Some(entries), Some(plan)) = (rules.phases.get(phase), rules.plans.get(phase)) else { continue };
+        let n = entries.len();
+        let start = if phase == 0 { prelude.next.min(n) } else { 0 };
+        *reach = vec![false; n + 1];
+        reach.iter_mut().take(start + 1).for_each(|r| *r = true);
+        for (i, (entry, step)) in entries.iter().zip(&plan.steps).enumerate().skip(start) {
+            if !reach.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            let rule = match entry {
+                Entry::Rule(r) => Some(r),
+                Entry::Marker(_) => None,
+            };
+            let target = step.skip_to.map_or(i + 1, |t| (t as usize).min(n));
+            let decided =
+                rule.filter(|r| r.chain.is_none() && r.actions.skip.is_none()).and_then(|_| plan.decide(step, known));
+            let mut mark = |j: usize| {
+                if let Some(r) = reach.get_mut(j) {
+                    *r = true;
+                }
+            };
+            match decided {
+                Some(true) => mark(target),
+                Some(false) => mark(i + 1),
+                None if rule.is_some_and(|r| r.actions.skip.is_some()) => (i + 1..=n).for_each(mark),
+                None => {
+                    mark(i + 1);
+                    mark(target);
+                }
+            }
+        }
+        reach.truncate(n);
+    }
+    out
 }

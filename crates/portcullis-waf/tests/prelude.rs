@@ -97,3 +97,39 @@ fn a_folded_skip_after_jumps_for_every_request() {
     assert_eq!(run(&r, "/y", &[]).0, Some(4));
     assert_eq!(run(&r, "/x", &[2]).0, Some(3), "without 2 nothing skips 3");
 }
+
+/// A paranoia-level style check on a variable only the prelude sets: decided at load.
+const LEVELS: &str = "SecAction \"id:1,phase:1,pass,nolog,setvar:tx.level=1\"\n\
+     SecRule REQUEST_URI \"@beginsWith /x\" \"id:2,phase:1,pass,nolog,setvar:tx.seen=1\"\n\
+     SecRule TX:level \"@lt 2\" \"id:3,phase:2,pass,nolog,skipAfter:END\"\n\
+     SecRule ARGS \"@rx evil\" \"id:4,phase:2,deny,status:403\"\n\
+     SecMarker END\n\
+     SecRule ARGS \"@rx worse\" \"id:5,phase:2,deny,status:403\"\n";
+
+#[test]
+fn rules_every_request_jumps_over_get_no_literals_but_still_run_when_reached() {
+    let r = rules(LEVELS);
+    assert!(r.rule(4).unwrap().slot.is_none(), "4 is unreachable: no prefilter slot");
+    assert!(r.rule(5).unwrap().slot.is_some());
+    assert_eq!(run(&r, "/?a=evil", &[]).0, None, "3 skips 4");
+    assert_eq!(run(&r, "/?a=worse", &[]).0, Some(5));
+    // A route that removes the check reaches 4, which is then evaluated in full.
+    assert_eq!(run(&r, "/?a=evil", &[3]).0, Some(4));
+    assert_eq!(run(&r, "/?a=fine", &[3]).0, None);
+}
+
+#[test]
+fn a_check_on_a_variable_a_later_rule_writes_is_not_decided() {
+    let r = rules(&LEVELS.replace("setvar:tx.seen=1", "setvar:tx.level=4"));
+    assert!(r.rule(4).unwrap().slot.is_some(), "4 is reachable when rule 2 raises the level");
+    assert_eq!(run(&r, "/x?a=evil", &[]).0, Some(4));
+    assert_eq!(run(&r, "/y?a=evil", &[]).0, None);
+    // A name built from macros (`tx.lev%{tx.rest}` is `tx.level` here) may be any name with
+    // its literal beginning.
+    let built = LEVELS
+        .replace("setvar:tx.level=1", "setvar:tx.level=1,setvar:tx.rest=el")
+        .replace("setvar:tx.seen=1", "setvar:tx.lev%{tx.rest}=4");
+    let r = rules(&built);
+    assert!(r.rule(4).unwrap().slot.is_some());
+    assert_eq!(run(&r, "/x?a=evil", &[]).0, Some(4));
+}
