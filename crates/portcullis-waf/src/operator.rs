@@ -378,7 +378,7 @@ fn decimal(value: &[u8]) -> bool {
 }
 
 /// libinjection's words that are not barewords (its tokenizer splits a word after one).
-static SQL_KEYWORDS: std::sync::LazyLock<std::collections::HashSet<&'static [u8]>> = std::sync::LazyLock::new(|| {
+static SQL_WORDS: std::sync::LazyLock<std::collections::HashSet<&'static [u8]>> = std::sync::LazyLock::new(|| {
     libinjectionrs::sqli::sqli_data::SQL_KEYWORDS
         .iter()
         .filter(|k| b"kfUETto&v1ABF".contains(&k.token_type))
@@ -386,7 +386,7 @@ static SQL_KEYWORDS: std::sync::LazyLock<std::collections::HashSet<&'static [u8]
         .collect()
 });
 
-/// Whether `word` (ASCII) is one of [`SQL_KEYWORDS`] in any letter case.
+/// Whether `word` (ASCII) is one of [`SQL_WORDS`] in any letter case.
 fn sql_keyword(word: Option<&[u8]>) -> bool {
     let mut upper = [0u8; 32];
     let Some(word) = word else { return true };
@@ -394,7 +394,7 @@ fn sql_keyword(word: Option<&[u8]>) -> bool {
     for (u, b) in buf.iter_mut().zip(word) {
         *u = b.to_ascii_uppercase();
     }
-    SQL_KEYWORDS.contains(&*buf)
+    SQL_WORDS.contains(&*buf)
 }
 
 /// False only for values libinjection's XSS check cannot flag: those with neither `<` nor

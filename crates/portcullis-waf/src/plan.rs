@@ -159,9 +159,7 @@ impl Plan {
             }
         }
     }
-}
 
-impl Plan {
     /// The TX variable a [`Kind::TxNum`] step compares.
     fn tx_name(&self, step: &Step) -> Option<&str> {
         let Kind::TxNum { name: (at, len), .. } = step.kind else { return None };

@@ -3,8 +3,8 @@
 //! CRS begins every transaction by setting some fifty TX variables: `crs-setup.conf`'s
 //! settings, then REQUEST-901's defaults for every setting left unset (`&TX:x "@eq 0"
 //! "setvar:tx.x=..."`) and its zeroed scores. None of those rules reads the request, so
-//! their outcome is known when the rules load; evaluated per request they were ~27 full rule
-//! evaluations of a benign GET's ~135 (docs/performance.md, the WAF's fifth pass).
+//! their outcome is known when the rules load; evaluated per request they were 25 of the ~135
+//! full rule evaluations of a benign GET (docs/performance.md, the WAF's fifth pass).
 //!
 //! [`Prelude`] is what those rules leave (TX, MATCHED_VAR(S)) and where the rule loop goes on.
 //! It is the longest run of phase 1's first entries that read nothing but TX and MATCHED_*,
