@@ -80,6 +80,10 @@ impl Pairs {
         self.ends.is_empty()
     }
 
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
     /// Holds more than a reused buffer should keep (a match on a large body).
     pub fn heavy(&self) -> bool {
         self.bytes.capacity() > crate::cache::KEEP_BYTES

@@ -25,7 +25,7 @@ pub(crate) struct Scratch {
     items: Vec<Item<'static>>,
     /// The values that matched, with the name they matched under.
     pub(crate) hits: Pairs,
-    /// Per hit, its captures (links with `capture` only).
+    /// Per hit, its captures (links with `capture` only): hit n's at n.
     hit_captures: Vec<Vec<Vec<u8>>>,
     /// The targets a link's values are checked against for exclusion (always empty between links).
     exclusions: Vec<&'static Target>,
@@ -65,8 +65,9 @@ pub(crate) fn eval_link(ctx: &mut Ctx<'_, '_>, rule: &Rule, link: &Rule) -> bool
     {
         return false;
     }
+    // `hit_captures` is not cleared: hit n's captures are at n, the rest is stale and unread
+    // (its buffers are reused).
     scratch.hits.clear();
-    scratch.hit_captures.clear();
     {
         let vars: &Vars = vars;
         let arg: Cow<'_, [u8]> = match op.template() {
@@ -94,7 +95,10 @@ pub(crate) fn eval_link(ctx: &mut Ctx<'_, '_>, rule: &Rule, link: &Rule) -> bool
             let Some(value) = matched else { continue };
             scratch.hits.push(&name_parts(item.var, item.key.as_deref()), &value);
             if link.actions.capture {
-                scratch.hit_captures.push(st.captures.clone());
+                match scratch.hit_captures.get_mut(scratch.hits.len() - 1) {
+                    Some(slot) => slot.clone_from(&st.captures),
+                    None => scratch.hit_captures.push(st.captures.clone()),
+                }
             }
         }
         scratch.items = reuse(items);

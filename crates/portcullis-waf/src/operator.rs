@@ -242,10 +242,7 @@ impl Operator {
                 Some(_) if !re.is_match(value) => false,
                 Some(caps) => match re.captures(value) {
                     Some(c) => {
-                        caps.clear();
-                        for g in c.iter().take(10) {
-                            caps.push(g.map(|m| m.as_bytes().to_vec()).unwrap_or_default());
-                        }
+                        set_captures(caps, c.iter().take(10).map(|g| g.map_or(&[][..], |m| m.as_bytes())));
                         true
                     }
                     None => false,
@@ -254,8 +251,7 @@ impl Operator {
             OpKind::Pm(ac, _) => match ac.find(value) {
                 Some(m) => {
                     if let Some(caps) = captures {
-                        caps.clear();
-                        caps.push(value.get(m.range()).unwrap_or_default().to_vec());
+                        set_captures(caps, std::iter::once(value.get(m.range()).unwrap_or_default()));
                     }
                     true
                 }
@@ -270,8 +266,7 @@ impl Operator {
                     return false;
                 }
                 if let Some(caps) = captures {
-                    caps.clear();
-                    caps.push(state.get_fingerprint().as_str().as_bytes().to_vec());
+                    set_captures(caps, std::iter::once(state.get_fingerprint().as_str().as_bytes()));
                 }
                 true
             }
@@ -343,6 +338,23 @@ fn contains_word(value: &[u8], word: &[u8]) -> bool {
     let is_word = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_');
     memchr::memmem::find_iter(value, word)
         .any(|at| !is_word(at.checked_sub(1).and_then(|p| value.get(p))) && !is_word(value.get(at + word.len())))
+}
+
+/// Replaces `caps` with `groups`, reusing its buffers (a capturing rule such as CRS 920450
+/// captures on every header name of every request).
+fn set_captures<'g>(caps: &mut Vec<Vec<u8>>, groups: impl Iterator<Item = &'g [u8]>) {
+    let mut n = 0;
+    for (i, g) in groups.enumerate() {
+        match caps.get_mut(i) {
+            Some(buf) => {
+                buf.clear();
+                buf.extend_from_slice(g);
+            }
+            None => caps.push(g.to_vec()),
+        }
+        n = i + 1;
+    }
+    caps.truncate(n);
 }
 
 /// False only for values libinjection's SQLi check cannot flag: a word (an ASCII letter or
@@ -492,6 +504,19 @@ mod tests {
             let expected = libinjectionrs::detect_sqli(input.as_bytes()).fingerprint.unwrap();
             assert_eq!(caps, vec![expected.as_str().as_bytes().to_vec()], "{input}");
         }
+    }
+
+    #[test]
+    fn captures_replace_the_previous_ones_in_reused_buffers() {
+        let mut caps = Vec::new();
+        assert!(op("@rx (a)(b)?(c)").matches(b"zac", b"", Some(&mut caps)));
+        assert_eq!(caps, vec![b"ac".to_vec(), b"a".to_vec(), Vec::new(), b"c".to_vec()]);
+        assert!(op("@rx x+").matches(b"axxb", b"", Some(&mut caps)));
+        assert_eq!(caps, vec![b"xx".to_vec()], "fewer groups: the old ones are gone");
+        assert!(!op("@rx q").matches(b"axxb", b"", Some(&mut caps)));
+        assert_eq!(caps, vec![b"xx".to_vec()], "no match leaves them");
+        assert!(op("@pm foo bar").matches(b"a bar", b"", Some(&mut caps)));
+        assert_eq!(caps, vec![b"bar".to_vec()]);
     }
 
     #[test]
