@@ -9,7 +9,7 @@ use crate::collect::{Data, Vars, values};
 use crate::link::{Ctx, Scratch, eval_link};
 use crate::macros::{MacroVar, Template};
 use crate::operator::leading_int;
-use crate::plan::{Kind, Verdict};
+use crate::plan::{Kind, Plan, Verdict};
 use crate::prelude::Prelude;
 use crate::request::{Request, Response};
 use crate::rules::{Entry, PhaseDefaults, Rule, RuleSet};
@@ -256,15 +256,16 @@ impl<'r, 'a> Transaction<'r, 'a> {
     }
 
     fn run_phase(&mut self, phase: u8) {
+        let rules = self.rules;
         let index = usize::from(phase) - 1;
-        let Some(steps) = self.rules.plans.get(index).map(|p| p.steps.len()) else { return };
+        let (Some(entries), Some(plan)) = (rules.phases.get(index), rules.plans.get(index)) else { return };
         let mut i = if phase == 1 { self.prelude() } else { 0 };
         let mut skip_rules = 0u32;
-        while i < steps {
+        while i < plan.steps.len() {
             if self.st.mode == EngineMode::Off || self.st.interruption.is_some() || (self.st.allowed && phase <= 2) {
                 return;
             }
-            i = self.step(index, i, &mut skip_rules);
+            i = self.step(phase, entries, plan, i, &mut skip_rules);
         }
     }
 
@@ -282,10 +283,8 @@ impl<'r, 'a> Transaction<'r, 'a> {
         p.next
     }
 
-    /// Runs the entry at step `i` of phase `index` (0 for phase 1); the step to run next.
-    fn step(&mut self, index: usize, i: usize, skip_rules: &mut u32) -> usize {
-        let rules = self.rules;
-        let (Some(entries), Some(plan)) = (rules.phases.get(index), rules.plans.get(index)) else { return usize::MAX };
+    /// Runs the entry at step `i` of `phase` (its entries and plan); the step to run next.
+    fn step(&mut self, phase: u8, entries: &[Entry], plan: &Plan, i: usize, skip_rules: &mut u32) -> usize {
         let Some(step) = plan.steps.get(i) else { return usize::MAX };
         let next = i + 1;
         if step.kind == Kind::Marker {
@@ -312,7 +311,7 @@ impl<'r, 'a> Transaction<'r, 'a> {
                 if !self.eval_rule(rule) {
                     return next;
                 }
-                self.full_match(rule, index as u8 + 1);
+                self.full_match(rule, phase);
                 if let (None, Some(n)) = (step.skip_to, rule.actions.skip) {
                     *skip_rules = n;
                 }
@@ -375,11 +374,11 @@ impl<'r, 'a> Transaction<'r, 'a> {
 
 /// Evaluates phase 1's request-independent beginning once, for the rule set (see prelude.rs).
 pub(crate) fn prelude(rules: &RuleSet) -> Prelude {
+    let (Some(entries), Some(plan)) = (rules.phases.first(), rules.plans.first()) else { return Prelude::default() };
     let mut tx = Transaction::new(rules, Request::default(), BodyLimits::default());
     // A rule that would interrupt in blocking mode ends the prelude, whatever the mode.
     tx.st.mode = EngineMode::On;
     let (mut i, mut skip_rules, mut folded) = (0, 0u32, Vec::new());
-    let entries = rules.phases.first().map(Vec::as_slice).unwrap_or_default();
     while let Some(entry) = entries.get(i) {
         let rule = match entry {
             Entry::Rule(rule) if crate::prelude::request_independent(rule) => Some(rule),
@@ -387,7 +386,7 @@ pub(crate) fn prelude(rules: &RuleSet) -> Prelude {
             Entry::Marker(_) => None,
         };
         let (before, matches) = (tx.vars.clone(), tx.st.matches.len());
-        let next = tx.step(0, i, &mut skip_rules);
+        let next = tx.step(1, entries, plan, i, &mut skip_rules);
         let st = &tx.st;
         let beyond_tx = st.matches.len() != matches
             || st.interruption.is_some()

@@ -40,6 +40,9 @@ pub struct Prelude {
 impl Prelude {
     /// Whether this transaction's exclusions leave the folded rules as they are.
     pub(crate) fn applies(&self, removed: &[RuleRef], removed_targets: &[(RuleRef, Vec<Target>)]) -> bool {
+        if removed.is_empty() && removed_targets.is_empty() {
+            return true;
+        }
         self.rules
             .iter()
             .all(|rule| !removed.iter().any(|r| r.covers(rule)) && !removed_targets.iter().any(|(r, _)| r.covers(rule)))
