@@ -289,13 +289,23 @@ fn normalize_path(input: &[u8], windows: bool) -> Option<Vec<u8>> {
     } else {
         input
     };
-    if memchr::memmem::find(src, b"//").is_none()
-        && memchr::memchr(b'.', src).is_none()
-        && src.len() == input.len()
-        && src == input
-    {
+    if src.len() == input.len() && src == input && path_unchanged(src) {
         return None;
     }
+    let out = resolve_path(src);
+    (out != input).then_some(out)
+}
+
+/// True when [`resolve_path`] would give `src` back, known without building it: nothing to
+/// collapse or resolve without `//` or a dot, and a value with no `/` at all is one segment,
+/// kept as it is unless it is `.` or `..` (most JSON values and names have dots, no slash).
+fn path_unchanged(src: &[u8]) -> bool {
+    let no_slash = memchr::memchr(b'/', src).is_none();
+    (no_slash && src != b"." && src != b"..")
+        || (memchr::memmem::find(src, b"//").is_none() && memchr::memchr(b'.', src).is_none())
+}
+
+fn resolve_path(src: &[u8]) -> Vec<u8> {
     let absolute = src.first() == Some(&b'/');
     let trailing = src.ends_with(b"/") || src.ends_with(b"/.") || src.ends_with(b"/..") || src == b"." || src == b"..";
     let mut parts: Vec<&[u8]> = Vec::new();
@@ -325,7 +335,7 @@ fn normalize_path(input: &[u8], windows: bool) -> Option<Vec<u8>> {
     if trailing && !parts.is_empty() {
         out.push(b'/');
     }
-    (out != input).then_some(out)
+    out
 }
 
 fn hex_decode(input: &[u8]) -> Vec<u8> {
@@ -393,6 +403,8 @@ mod tests {
     #[test]
     fn paths() {
         assert_eq!(t(Transform::NormalizePath, "/a//b/./c/../d"), "/a/b/d");
+        assert_eq!(t(Transform::NormalizePath, "json.items.0.sku"), "json.items.0.sku");
+        assert_eq!(t(Transform::NormalizePath, ".."), "../");
         assert_eq!(t(Transform::NormalizePath, "/../../etc/passwd"), "/etc/passwd");
         assert_eq!(t(Transform::NormalizePath, "../../etc/passwd"), "../../etc/passwd");
         assert_eq!(t(Transform::NormalizePathWin, "C:\\a\\..\\b\\"), "C:/b/");
@@ -413,5 +425,26 @@ mod tests {
         );
         assert_eq!(t(Transform::RemoveNulls, "a\0b"), "ab");
         assert_eq!(t(Transform::Lowercase, "AbC"), "abc");
+    }
+
+    #[test]
+    fn the_unchanged_path_shortcut_agrees_with_resolving() {
+        // Every string of up to 7 bytes over the bytes that matter to the resolution.
+        let alphabet = [b'a', b'.', b'/'];
+        let mut checked = 0;
+        for len in 0..=7u32 {
+            for mut n in 0..3usize.pow(len) {
+                let mut s = Vec::new();
+                for _ in 0..len {
+                    s.push(alphabet[n % 3]);
+                    n /= 3;
+                }
+                if path_unchanged(&s) {
+                    assert_eq!(resolve_path(&s), s, "{}", String::from_utf8_lossy(&s));
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 100);
     }
 }
