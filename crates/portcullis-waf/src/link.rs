@@ -60,11 +60,12 @@ pub(crate) fn eval_link(ctx: &mut Ctx<'_, '_>, rule: &Rule, link: &Rule) -> bool
         run_effects(data, vars, st, link);
         return true;
     };
-    if let Some(slot) = link.slot
-        && !may_match_any(ctx.rules, data, ctx.cache, &mut scratch.items, link, slot)
-    {
-        return false;
-    }
+    // Targets none of whose values holds one of the link's literals are not even gathered.
+    let live = match link.slot {
+        Some(slot) => may_match(ctx.rules, data, ctx.cache, &mut scratch.items, link, slot),
+        None => Some(u64::MAX),
+    };
+    let Some(live) = live else { return false };
     // `hit_captures` is not cleared: hit n's captures are at n, the rest is stale and unread
     // (its buffers are reused).
     scratch.hits.clear();
@@ -76,7 +77,7 @@ pub(crate) fn eval_link(ctx: &mut Ctx<'_, '_>, rule: &Rule, link: &Rule) -> bool
         };
         let mut items = reuse(std::mem::take(&mut scratch.items));
         let mut exclusions = reuse(std::mem::take(&mut scratch.exclusions));
-        gather(data, vars, st, rule, link, &mut items, &mut exclusions);
+        gather(data, vars, st, rule, link, live, &mut items, &mut exclusions);
         scratch.exclusions = reuse(exclusions);
         for item in &items {
             let matched: Option<Cow<'_, [u8]>> = match &item.value {
@@ -152,38 +153,59 @@ fn from_vars(var: Var) -> bool {
     )
 }
 
-/// False when none of the link's literals occurs in any value of any variable it targets
-/// (exclusions only remove values, so this holds for what it really inspects).
-fn may_match_any(
+/// The link's targets that may match: bit n for target n (targets from the 64th on always
+/// may), clear when none of the link's literals occurs in any value of its variable.
+/// Exclusions only remove values, so a clear bit holds for what the target really inspects.
+/// None when no target may match; all set when the link cannot be gated.
+fn may_match(
     rules: &RuleSet,
     data: &Data<'_>,
     cache: &mut Cache,
     buffer: &mut Vec<Item<'static>>,
     link: &Rule,
     slot: usize,
-) -> bool {
+) -> Option<u64> {
     if !may_gate(link) {
-        return true;
+        return Some(u64::MAX);
     }
-    link.targets.iter().filter(|t| !t.exclude).any(|t| {
-        cache.union_has(rules, t.var as u8, link.chain_id, slot, |each| {
-            let mut found = reuse(std::mem::take(buffer));
-            let all = Target { var: t.var, selector: Selector::All, count: false, exclude: false };
-            values(data, &NO_VARS, &all, &mut found);
-            if t.var == Var::Xml {
-                values(data, &NO_VARS, &XML_ATTRS, &mut found);
+    let mut live = 0u64;
+    let mut any = false;
+    for (n, t) in link.targets.iter().enumerate().filter(|(_, t)| !t.exclude) {
+        if n >= 64 || may_hold(rules, data, cache, buffer, t, link.chain_id, slot) {
+            live |= 1u64.checked_shl(n as u32).unwrap_or(0);
+            any = true;
+        }
+    }
+    any.then_some(live)
+}
+
+/// Whether a value of `t`'s variable may hold `slot`'s literal through `chain`.
+fn may_hold(
+    rules: &RuleSet,
+    data: &Data<'_>,
+    cache: &mut Cache,
+    buffer: &mut Vec<Item<'static>>,
+    t: &Target,
+    chain: usize,
+    slot: usize,
+) -> bool {
+    cache.union_has(rules, t.var as u8, chain, slot, |each| {
+        let mut found = reuse(std::mem::take(buffer));
+        let all = Target { var: t.var, selector: Selector::All, count: false, exclude: false };
+        values(data, &NO_VARS, &all, &mut found);
+        if t.var == Var::Xml {
+            values(data, &NO_VARS, &XML_ATTRS, &mut found);
+        }
+        let mut complete = true;
+        for item in &found {
+            match item.value {
+                Cow::Borrowed(v) => each(v),
+                // A value made on the fly (a number) has no stable address to cache under.
+                Cow::Owned(_) => complete = false,
             }
-            let mut complete = true;
-            for item in &found {
-                match item.value {
-                    Cow::Borrowed(v) => each(v),
-                    // A value made on the fly (a number) has no stable address to cache under.
-                    Cow::Owned(_) => complete = false,
-                }
-            }
-            *buffer = reuse(found);
-            complete
-        })
+        }
+        *buffer = reuse(found);
+        complete
     })
 }
 
@@ -201,6 +223,7 @@ fn gather<'d, 'l>(
     st: &'l State,
     rule: &Rule,
     link: &'l Rule,
+    live: u64,
     items: &mut Vec<Item<'d>>,
     exclusions: &mut Vec<&'l Target>,
 ) {
@@ -209,7 +232,10 @@ fn gather<'d, 'l>(
         exclusions.extend(link.targets.iter().filter(|t| t.exclude));
         exclusions.extend(removed_for(&st.removed_targets, rule));
     }
-    for t in link.targets.iter().filter(|t| !t.exclude) {
+    for (n, t) in link.targets.iter().enumerate() {
+        if t.exclude || (n < 64 && live & (1u64 << n) == 0) {
+            continue;
+        }
         let start = items.len();
         values(data, if from_vars(t.var) { vars } else { &NO_VARS }, t, items);
         if !exclusions.is_empty() {
