@@ -156,8 +156,9 @@ impl Cache {
             return entry.value;
         }
         let mut value: Option<Vec<u8>> = None;
+        let mut features = None;
         for t in rules.chains.get(chain).map(|c| c.transforms.as_slice()).unwrap_or_default() {
-            if let Some(next) = t.apply(value.as_deref().unwrap_or(src)) {
+            if let Some(next) = t.apply_changed(value.as_deref().unwrap_or(src), &mut features) {
                 value = Some(next);
             }
         }

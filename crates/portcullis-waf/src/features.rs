@@ -137,6 +137,12 @@ mod tests {
                     let out = t.apply(&value).unwrap_or_else(|| value.clone());
                     prop_assert!(out.eq_ignore_ascii_case(&value), "{t:?} changed {value:?} to {out:?}");
                 }
+                // What `apply_changed` skips is returned exactly as it is.
+                let mut feats = None;
+                if t.apply_changed(&value, &mut feats).is_none() {
+                    let out = t.apply(&value).unwrap_or_else(|| value.clone());
+                    prop_assert_eq!(&out, &value, "{:?} skipped but changes the value", t);
+                }
             }
         }
     }

@@ -277,8 +277,9 @@ fn check<'v>(
     if link.actions.multi_match && test(&current, st) {
         return Some(current);
     }
+    let mut features = None;
     for t in &link.transforms {
-        if let Some(next) = t.apply(&current) {
+        if let Some(next) = t.apply_changed(&current, &mut features) {
             current = Cow::Owned(next);
             if link.actions.multi_match && test(&current, st) {
                 return Some(current);

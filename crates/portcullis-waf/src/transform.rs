@@ -1,6 +1,7 @@
 //! Transformations (`t:`): the names ModSecurity knows, parsed once, applied to byte strings.
 
 use crate::decode;
+use crate::features;
 use base64::Engine as _;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,6 +78,34 @@ impl Transform {
             return Some(Transform::Utf8ToUnicode);
         }
         NAMES.iter().find(|(n, _)| *n == lower).map(|(_, t)| *t)
+    }
+
+    /// As [`Transform::apply`], skipped when `input` lacks every byte that could make this
+    /// transformation change it. `features` holds `input`'s [`features::of`] once computed
+    /// (start with `None`); it is reset when the value changes, so a chain computes it once
+    /// per distinct value and only when a transformation asks.
+    pub fn apply_changed(self, input: &[u8], features: &mut Option<u16>) -> Option<Vec<u8>> {
+        if let Some(trig) = self.exact_triggers() {
+            let have = *features.get_or_insert_with(|| features::of(input));
+            if have & trig == 0 {
+                return None;
+            }
+        }
+        let out = self.apply(input);
+        if out.is_some() {
+            *features = None;
+        }
+        out
+    }
+
+    /// The [`features`] without which the transformation returns any value exactly as it is;
+    /// `None` for those that may change any value (case changes, `cmdLine`'s lower-casing,
+    /// decoders and hashes).
+    fn exact_triggers(self) -> Option<u16> {
+        match self {
+            Transform::Lowercase | Transform::Uppercase | Transform::CmdLine => None,
+            t => Some(features::triggers(&[t])).filter(|trig| trig & features::ALWAYS == 0),
+        }
     }
 
     /// Applies the transformation; `None` means the value is unchanged.
