@@ -378,20 +378,34 @@ fn hex_decode(input: &[u8]) -> Vec<u8> {
 }
 
 /// Decodes base64 leniently: stops at the first byte outside the alphabet, ignores a partial
-/// last group, as ModSecurity does.
+/// last group, as ModSecurity does. A partial group of two or three symbols still gives its
+/// bytes when its unused low bits are zero (a canonical encoding's end).
 fn base64_decode(input: &[u8]) -> Vec<u8> {
-    let end =
-        input.iter().position(|b| !(b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')).unwrap_or(input.len());
-    let body = input.get(..end).unwrap_or_default();
-    let usable = body.len() - body.len() % 4;
-    let mut out = base64::engine::general_purpose::STANDARD_NO_PAD
-        .decode(body.get(..usable).unwrap_or_default())
-        .unwrap_or_default();
-    let tail = body.get(usable..).unwrap_or_default();
-    if tail.len() >= 2
-        && let Ok(extra) = base64::engine::general_purpose::STANDARD_NO_PAD.decode(tail)
-    {
-        out.extend_from_slice(&extra);
+    fn sextet(b: u8) -> Option<u32> {
+        Some(u32::from(match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        }))
+    }
+    let mut out = Vec::with_capacity(input.len() / 4 * 3 + 2);
+    let mut acc = 0u32;
+    let mut n = 0;
+    for v in input.iter().map_while(|&b| sextet(b)) {
+        acc = acc << 6 | v;
+        n += 1;
+        if n == 4 {
+            out.extend_from_slice(&acc.to_be_bytes()[1..]);
+            (acc, n) = (0, 0);
+        }
+    }
+    match n {
+        2 if acc & 0xf == 0 => out.push((acc >> 4) as u8),
+        3 if acc & 0x3 == 0 => out.extend_from_slice(&((acc >> 2) as u16).to_be_bytes()),
+        _ => {}
     }
     out
 }
@@ -475,5 +489,40 @@ mod tests {
             }
         }
         assert!(checked > 100);
+    }
+
+    /// The decoder as it was written over the `base64` crate: the reference for the own one.
+    fn base64_reference(input: &[u8]) -> Vec<u8> {
+        use base64::engine::general_purpose::STANDARD_NO_PAD;
+        let end = input.iter().position(|b| !(b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/'));
+        let body = input.get(..end.unwrap_or(input.len())).unwrap_or_default();
+        let usable = body.len() - body.len() % 4;
+        let mut out = STANDARD_NO_PAD.decode(body.get(..usable).unwrap_or_default()).unwrap_or_default();
+        let tail = body.get(usable..).unwrap_or_default();
+        if tail.len() >= 2
+            && let Ok(extra) = STANDARD_NO_PAD.decode(tail)
+        {
+            out.extend_from_slice(&extra);
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn base64_decodes_as_the_reference(
+            value in proptest::collection::vec(proptest::sample::select(b"AZaz09+/=QgwxY-. ".to_vec()), 0..24)
+        ) {
+            proptest::prop_assert_eq!(base64_decode(&value), base64_reference(&value));
+        }
+    }
+
+    #[test]
+    fn base64_edges() {
+        for (input, want) in
+            [("", ""), ("QQ", "A"), ("QR", ""), ("QUI", "AB"), ("QUJ", ""), ("QUJD", "ABC"), ("QUJD=x", "ABC")]
+        {
+            assert_eq!(base64_decode(input.as_bytes()), want.as_bytes(), "{input}");
+            assert_eq!(base64_reference(input.as_bytes()), want.as_bytes(), "{input}");
+        }
     }
 }
