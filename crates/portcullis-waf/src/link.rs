@@ -77,7 +77,8 @@ pub(crate) fn eval_link(ctx: &mut Ctx<'_, '_>, rule: &Rule, link: &Rule) -> bool
         };
         let mut items = reuse(std::mem::take(&mut scratch.items));
         let mut exclusions = reuse(std::mem::take(&mut scratch.exclusions));
-        gather(data, vars, st, rule, link, live, &mut items, &mut exclusions);
+        exclusions_of(st, rule, link, &mut exclusions);
+        gather(data, vars, link, live, &mut items, &exclusions);
         scratch.exclusions = reuse(exclusions);
         for item in &items {
             let matched: Option<Cow<'_, [u8]>> = match &item.value {
@@ -216,22 +217,24 @@ pub(crate) fn may_gate(link: &Rule) -> bool {
     !(link.actions.multi_match || link.targets.iter().filter(|t| !t.exclude).any(|t| t.count || from_vars(t.var)))
 }
 
-/// The values a link inspects, after its exclusions and any `ctl:ruleRemoveTarget*`.
-fn gather<'d, 'l>(
-    data: &'d Data<'_>,
-    vars: &'d Vars,
-    st: &'l State,
-    rule: &Rule,
-    link: &'l Rule,
-    live: u64,
-    items: &mut Vec<Item<'d>>,
-    exclusions: &mut Vec<&'l Target>,
-) {
-    let removed = !st.removed_targets.is_empty();
-    if removed || link.targets.iter().any(|t| t.exclude) {
+/// The link's exclusions and any `ctl:ruleRemoveTarget*` for its rule.
+fn exclusions_of<'l>(st: &'l State, rule: &Rule, link: &'l Rule, exclusions: &mut Vec<&'l Target>) {
+    if !st.removed_targets.is_empty() || link.targets.iter().any(|t| t.exclude) {
         exclusions.extend(link.targets.iter().filter(|t| t.exclude));
         exclusions.extend(removed_for(&st.removed_targets, rule));
     }
+}
+
+/// The values a link inspects from the targets in `live` (see [`may_match`]), less those
+/// `exclusions` name.
+fn gather<'d>(
+    data: &'d Data<'_>,
+    vars: &'d Vars,
+    link: &Rule,
+    live: u64,
+    items: &mut Vec<Item<'d>>,
+    exclusions: &[&Target],
+) {
     for (n, t) in link.targets.iter().enumerate() {
         if t.exclude || (n < 64 && live & (1u64 << n) == 0) {
             continue;
