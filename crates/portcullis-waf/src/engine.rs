@@ -467,7 +467,9 @@ fn expand(data: &Data<'_>, vars: &Vars, t: &Template) -> Vec<u8> {
     if let Some(text) = t.literal() {
         return text.as_bytes().to_vec();
     }
-    let mut out = Vec::new();
+    // Room for CRS's expansions (names like tx.header_name_920450_accept-language, scores)
+    // without growing from nothing.
+    let mut out = Vec::with_capacity(64);
     t.expand(&mut out, |mv: &MacroVar, out: &mut Vec<u8>| resolve(data, vars, mv, out));
     out
 }

@@ -131,15 +131,11 @@ impl Transform {
             Transform::NormalizePathWin => normalize_path(input, true),
             Transform::RemoveComments => remove_comments(input),
             Transform::RemoveCommentsChar => remove_comment_chars(input),
-            Transform::RemoveNulls => {
-                memchr::memchr(0, input).map(|_| input.iter().copied().filter(|b| *b != 0).collect())
-            }
+            Transform::RemoveNulls => memchr::memchr(0, input).map(|_| keep(input, |b| b != 0)),
             Transform::ReplaceNulls => {
                 memchr::memchr(0, input).map(|_| input.iter().map(|&b| if b == 0 { b' ' } else { b }).collect())
             }
-            Transform::RemoveWhitespace => {
-                input.iter().any(|&b| is_space(b)).then(|| input.iter().copied().filter(|&b| !is_space(b)).collect())
-            }
+            Transform::RemoveWhitespace => input.iter().any(|&b| is_space(b)).then(|| keep(input, |b| !is_space(b))),
             Transform::ReplaceComments => replace_comments(input),
             Transform::Sha1 => {
                 Some(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, input).as_ref().to_vec())
@@ -164,6 +160,14 @@ mod hex {
         }
         Some(out)
     }
+}
+
+/// The bytes of `input` that `wanted` keeps, in a buffer sized once (a filtering iterator
+/// collects into one that grows from nothing).
+fn keep(input: &[u8], wanted: impl Fn(u8) -> bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    out.extend(input.iter().copied().filter(|&b| wanted(b)));
+    out
 }
 
 /// White space as ModSecurity's transformations see it, including the non-breaking space.
