@@ -170,7 +170,11 @@ impl Operator {
                 let phrases = phrase_file(dir, arg)?;
                 OpKind::Pm(phrases_matcher(&phrases)?, phrases)
             }
-            "detectsqli" => OpKind::DetectSqli,
+            "detectsqli" => {
+                // Built now, with the rules, rather than inside the first request (~2 ms).
+                std::sync::LazyLock::force(&SQL_WORDS);
+                OpKind::DetectSqli
+            }
             "detectxss" => OpKind::DetectXss,
             "validatebyterange" => OpKind::ValidateByteRange(byte_ranges(arg)?),
             "validateurlencoding" => OpKind::ValidateUrlEncoding,
