@@ -381,9 +381,9 @@ fn hex_decode(input: &[u8]) -> Vec<u8> {
         .collect()
 }
 
-/// Decodes base64 leniently: stops at the first byte outside the alphabet, ignores a partial
-/// last group, as ModSecurity does. A partial group of two or three symbols still gives its
-/// bytes when its unused low bits are zero (a canonical encoding's end).
+/// Decodes base64 leniently, as ModSecurity does: stops at the first byte outside the
+/// alphabet (padding included); a last group of two or three symbols gives its bytes only when
+/// its unused low bits are zero (a canonical encoding's end), a lone last symbol nothing.
 fn base64_decode(input: &[u8]) -> Vec<u8> {
     fn sextet(b: u8) -> Option<u32> {
         Some(u32::from(match b {
