@@ -169,36 +169,45 @@ fn may_match(
     if !may_gate(link) {
         return Some(u64::MAX);
     }
-    // Whether a value of `t`'s variable may hold the literal through the link's chain.
-    let mut may_hold = |t: &Target| {
-        cache.union_has(rules, t.var as u8, link.chain_id, slot, |each| {
-            let mut found = reuse(std::mem::take(buffer));
-            let all = Target { var: t.var, selector: Selector::All, count: false, exclude: false };
-            values(data, &NO_VARS, &all, &mut found);
-            if t.var == Var::Xml {
-                values(data, &NO_VARS, &XML_ATTRS, &mut found);
-            }
-            let mut complete = true;
-            for item in &found {
-                match item.value {
-                    Cow::Borrowed(v) => each(v),
-                    // A value made on the fly (a number) has no stable address to cache under.
-                    Cow::Owned(_) => complete = false,
-                }
-            }
-            *buffer = reuse(found);
-            complete
-        })
-    };
     let mut live = 0u64;
     let mut any = false;
     for (n, t) in link.targets.iter().enumerate().filter(|(_, t)| !t.exclude) {
-        if n >= 64 || may_hold(t) {
+        if n >= 64 || may_hold(rules, data, cache, buffer, t, link.chain_id, slot) {
             live |= 1u64.checked_shl(n as u32).unwrap_or(0);
             any = true;
         }
     }
     any.then_some(live)
+}
+
+/// Whether a value of `t`'s variable may hold `slot`'s literal through `chain`.
+fn may_hold(
+    rules: &RuleSet,
+    data: &Data<'_>,
+    cache: &mut Cache,
+    buffer: &mut Vec<Item<'static>>,
+    t: &Target,
+    chain: usize,
+    slot: usize,
+) -> bool {
+    cache.union_has(rules, t.var as u8, chain, slot, |each| {
+        let mut found = reuse(std::mem::take(buffer));
+        let all = Target { var: t.var, selector: Selector::All, count: false, exclude: false };
+        values(data, &NO_VARS, &all, &mut found);
+        if t.var == Var::Xml {
+            values(data, &NO_VARS, &XML_ATTRS, &mut found);
+        }
+        let mut complete = true;
+        for item in &found {
+            match item.value {
+                Cow::Borrowed(v) => each(v),
+                // A value made on the fly (a number) has no stable address to cache under.
+                Cow::Owned(_) => complete = false,
+            }
+        }
+        *buffer = reuse(found);
+        complete
+    })
 }
 
 /// Whether a prefiltered link's literals can rule it out from the unions of its variables'
