@@ -148,15 +148,15 @@ impl Cache {
         s
     }
 
-    /// Applies `chain` to `src` (once per pair); the entry's value.
-    fn apply(&mut self, rules: &RuleSet, src: &[u8], chain: usize) -> Value {
+    /// Applies `chain` to `src` (once per pair); the entry's value. `features` are `src`'s
+    /// when the caller has them already (see [`crate::transform::Transform::apply_changed`]).
+    fn apply(&mut self, rules: &RuleSet, src: &[u8], chain: usize, mut features: Option<u16>) -> Value {
         let k = (src.as_ptr() as usize, src.len(), chain);
         let entry = self.entries.get(&k).copied().unwrap_or_default();
         if !matches!(entry.value, Value::Unknown) {
             return entry.value;
         }
         let mut value: Option<Vec<u8>> = None;
-        let mut features = None;
         for t in rules.chains.get(chain).map(|c| c.transforms.as_slice()).unwrap_or_default() {
             if let Some(next) = t.apply_changed(value.as_deref().unwrap_or(src), &mut features) {
                 value = Some(next);
@@ -192,7 +192,7 @@ impl Cache {
         if let Some(at) = self.entries.get(&k).and_then(|e| e.bits) {
             return at;
         }
-        let value = self.apply(rules, src, chain);
+        let value = self.apply(rules, src, chain, Some(s.features));
         let at = match value {
             // Unchanged after all: the chain's literals are among the source's.
             Value::Same | Value::Unknown => s.bits,
@@ -215,7 +215,7 @@ impl Cache {
 
     /// `src` through the chain.
     pub fn transformed<'s>(&'s mut self, rules: &RuleSet, src: &'s [u8], chain: usize) -> &'s [u8] {
-        let value = self.apply(rules, src, chain);
+        let value = self.apply(rules, src, chain, None);
         self.value(src, value)
     }
 
