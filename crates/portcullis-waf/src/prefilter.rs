@@ -13,6 +13,8 @@ const MAX_PRODUCT: usize = 64;
 const MAX_CLASS: usize = 6;
 
 type Set = Vec<Vec<u8>>;
+/// A lower-case literal and the slots it satisfies.
+type SlotLiteral = (Vec<u8>, Vec<u32>);
 
 /// The literals of a group of prefiltered rule links (their slots), ready to scan a value:
 /// longer literals in one case-insensitive Aho-Corasick automaton, one-byte literals as
@@ -42,7 +44,8 @@ fn set_slot(bits: &mut [u64], slot: u32) {
 
 impl Literals {
     /// From (lower-case literal, the slots it satisfies) pairs.
-    pub fn build(literals: Vec<(Vec<u8>, Vec<u32>)>) -> Result<Literals, String> {
+    pub fn build(literals: Vec<SlotLiteral>) -> Result<Literals, String> {
+        let literals = prune(literals)?;
         let mut patterns = Vec::new();
         let mut pattern_slots = Vec::new();
         let mut masks: std::collections::BTreeMap<u32, [u64; 4]> = std::collections::BTreeMap::new();
@@ -92,6 +95,37 @@ impl Literals {
             }
         }
     }
+}
+
+/// Drops from each literal the slots a shorter literal inside it already sets (wherever the
+/// longer one occurs, so does the shorter), and literals left with no slot: the bits a scan
+/// sets stay the same, and the automaton gets smaller (CRS's command and keyword lists hold
+/// many words that contain another of its words).
+fn prune(literals: Vec<SlotLiteral>) -> Result<Vec<SlotLiteral>, String> {
+    if literals.len() < 2 {
+        return Ok(literals);
+    }
+    let ac = aho_corasick::AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(literals.iter().map(|(l, _)| l))
+        .map_err(|e| format!("prefilter automaton: {e}"))?;
+    let mut kept = Vec::with_capacity(literals.len());
+    for (i, (lit, slots)) in literals.iter().enumerate() {
+        let mut covered: Vec<u32> = Vec::new();
+        for m in ac.find_overlapping_iter(lit.as_slice()) {
+            let j = m.pattern().as_usize();
+            // Another literal inside this one: a shorter one, or an equal one listed first.
+            let inner = literals.get(j).is_some_and(|(other, _)| other.len() < lit.len() || j < i);
+            if j != i && inner {
+                covered.extend(literals.get(j).map(|(_, s)| s.as_slice()).unwrap_or_default());
+            }
+        }
+        let rest: Vec<u32> = slots.iter().copied().filter(|s| !covered.contains(s)).collect();
+        if !rest.is_empty() {
+            kept.push((lit.clone(), rest));
+        }
+    }
+    Ok(kept)
 }
 
 #[derive(Debug, Default)]
@@ -158,6 +192,18 @@ fn class_bytes(class: &Class) -> Option<Set> {
     (bytes.len() <= MAX_CLASS && !bytes.is_empty()).then(|| bytes.into_iter().map(|b| vec![b]).collect())
 }
 
+/// Every concatenation of `n` strings of `set`, when there are at most [`MAX_PRODUCT`].
+fn power(set: &Set, n: u32) -> Option<Set> {
+    let mut product: Set = vec![Vec::new()];
+    for _ in 0..n {
+        if product.len().saturating_mul(set.len()) > MAX_PRODUCT {
+            return None;
+        }
+        product = dedup(product.iter().flat_map(|p| set.iter().map(move |e| [p.as_slice(), e].concat())).collect());
+    }
+    Some(product)
+}
+
 /// Better candidate: longer shortest string, then fewer strings.
 fn better(a: &Set, b: &Set) -> bool {
     let min = |s: &Set| s.iter().map(Vec::len).min().unwrap_or(0);
@@ -191,8 +237,13 @@ fn walk(hir: &Hir) -> Info {
                 return Info::default();
             }
             let sub = walk(&r.sub);
-            let exact = if r.min == 1 && r.max == Some(1) { sub.exact.clone() } else { None };
-            Info { exact, necessary: sub.necessary.or(sub.exact) }
+            // Every match starts with `min` matches of the sub-expression in a row: when those
+            // are few known strings, their products (`\.{2,3}` holds "..").
+            let repeated = sub.exact.as_ref().and_then(|set| power(set, r.min));
+            let exact = if r.max == Some(r.min) { repeated.clone() } else { None };
+            let mut necessary = sub.necessary.or(sub.exact);
+            pick(&mut necessary, repeated);
+            Info { exact, necessary }
         }
         HirKind::Alternation(subs) => {
             let infos: Vec<Info> = subs.iter().map(walk).collect();
@@ -262,7 +313,47 @@ mod tests {
         assert_eq!(lits(".*"), None);
         assert_eq!(lits("^\\d+$"), None);
         assert_eq!(lits("a?b?"), None);
+        assert_eq!(lits("(?:^|/)\\.{2,3}/"), Some(vec!["..".into()]));
+        assert_eq!(lits("[ab]{2}c"), Some(vec!["aac".into(), "abc".into(), "bac".into(), "bbc".into()]));
+        assert_eq!(lits("x{3,}"), Some(vec!["xxx".into()]));
         assert_eq!(lits("(?:foo|\\d+)"), None);
+    }
+
+    /// The bits a scan sets without any pruning: each literal's slots where it occurs.
+    fn naive_bits(literals: &[(Vec<u8>, Vec<u32>)], value: &[u8]) -> Vec<u64> {
+        let mut bits = vec![0u64; 1];
+        let lower = value.to_ascii_lowercase();
+        for (lit, slots) in literals {
+            if lower.windows(lit.len()).any(|w| w == lit.as_slice()) {
+                slots.iter().for_each(|s| set_slot(&mut bits, *s));
+            }
+        }
+        bits
+    }
+
+    proptest::proptest! {
+        /// Pruning literals that contain another literal of the same slot changes no bit.
+        #[test]
+        fn pruning_keeps_every_bit(
+            lits in proptest::collection::btree_map("[ab.]{1,4}", proptest::collection::btree_set(0u32..6, 1..3), 1..12),
+            values in proptest::collection::vec("[aAbB.x]{0,12}", 1..8),
+        ) {
+            let literals: Vec<(Vec<u8>, Vec<u32>)> =
+                lits.into_iter().map(|(l, s)| (l.into_bytes(), s.into_iter().collect())).collect();
+            let built = Literals::build(literals.clone()).unwrap();
+            for v in values {
+                let mut bits = vec![0u64; 1];
+                built.scan(v.as_bytes(), &mut bits);
+                proptest::prop_assert_eq!(bits, naive_bits(&literals, v.as_bytes()), "{:?}", v);
+            }
+        }
+    }
+
+    #[test]
+    fn pruning_drops_what_a_shorter_literal_covers() {
+        let lits = |v: &[(&str, &[u32])]| v.iter().map(|(l, s)| (l.as_bytes().to_vec(), s.to_vec())).collect();
+        let pruned = prune(lits(&[("sel", &[1]), ("select", &[1, 2]), ("union", &[3]), ("unions", &[3])])).unwrap();
+        assert_eq!(pruned, lits(&[("sel", &[1]), ("select", &[2]), ("union", &[3])]));
     }
 
     #[test]
