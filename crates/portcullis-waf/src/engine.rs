@@ -434,7 +434,9 @@ fn setvar(data: &Data<'_>, vars: &mut Vars, sv: &SetVar) {
     let name: &str = match sv.name.literal() {
         Some(n) => n,
         None => {
-            built = String::from_utf8_lossy(&expand(data, vars, &sv.name)).to_ascii_lowercase();
+            let mut bytes = expand(data, vars, &sv.name);
+            bytes.make_ascii_lowercase();
+            built = String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
             &built
         }
     };

@@ -244,6 +244,15 @@ impl Operator {
                 // Most values do not match: the match test needs no allocation, and the
                 // capture search (which allocates its groups) runs only on a match.
                 Some(_) if !re.is_match(value) => false,
+                // Without groups TX.0 is the match itself: `find` runs the DFAs, cheaper than
+                // the capture engines (CRS 920450's `^.*$` on every header name).
+                Some(caps) if re.captures_len() == 1 => match re.find(value) {
+                    Some(m) => {
+                        set_captures(caps, std::iter::once(m.as_bytes()));
+                        true
+                    }
+                    None => false,
+                },
                 Some(caps) => match re.captures(value) {
                     Some(c) => {
                         set_captures(caps, c.iter().take(10).map(|g| g.map_or(&[][..], |m| m.as_bytes())));

@@ -24,6 +24,17 @@ pub struct Tx {
     table: HashTable<Slot>,
     hasher: DefaultHashBuilder,
     bytes: Vec<u8>,
+    /// Bit d set when the variable named by the one digit d may exist: a capturing rule
+    /// removes TX.1 to TX.9 on every match, mostly when they were never set.
+    digits: u16,
+}
+
+/// The bit of a one-digit name in [`Tx::digits`].
+fn digit_bit(name: &str) -> Option<u16> {
+    match name.as_bytes() {
+        [d @ b'0'..=b'9'] => Some(1 << (d - b'0')),
+        _ => None,
+    }
 }
 
 fn at(bytes: &[u8], at: usize, len: usize) -> &[u8] {
@@ -37,7 +48,12 @@ fn named<'b>(bytes: &'b [u8], name: &'b str) -> impl Fn(&Slot) -> bool + 'b {
 
 impl Tx {
     pub fn with_capacity(variables: usize) -> Tx {
-        Tx { table: HashTable::with_capacity(variables), hasher: DefaultHashBuilder::default(), bytes: Vec::new() }
+        Tx {
+            table: HashTable::with_capacity(variables),
+            hasher: DefaultHashBuilder::default(),
+            bytes: Vec::new(),
+            digits: 0,
+        }
     }
 
     /// Variables the table has room for (0 for a table never allocated).
@@ -52,6 +68,7 @@ impl Tx {
         }
         self.table.clear();
         self.bytes.clear();
+        self.digits = 0;
         true
     }
 
@@ -69,7 +86,10 @@ impl Tx {
     }
 
     pub fn set(&mut self, name: &str, value: &[u8]) {
-        let Tx { table, hasher, bytes } = self;
+        if let Some(bit) = digit_bit(name) {
+            self.digits |= bit;
+        }
+        let Tx { table, hasher, bytes, .. } = self;
         let hash = hasher.hash_one(name.as_bytes());
         match table.find_mut(hash, named(bytes, name)) {
             Some(s) if value.len() <= s.cap => {
@@ -104,6 +124,9 @@ impl Tx {
     }
 
     pub fn remove(&mut self, name: &str) {
+        if digit_bit(name).is_some_and(|bit| self.digits & bit == 0) {
+            return;
+        }
         let bytes = &self.bytes;
         let hash = self.hasher.hash_one(name.as_bytes());
         if let Ok(entry) = self.table.find_entry(hash, named(bytes, name)) {
@@ -140,6 +163,14 @@ mod tests {
         assert!(tx.bytes.len() < 4 * long.len() + 64, "growing a value costs amortised linear space");
         tx.remove("level");
         assert_eq!(tx.get("level"), None);
+        tx.set("3", b"x");
+        tx.remove("4");
+        assert_eq!(tx.get("3"), Some(&b"x"[..]));
+        tx.remove("3");
+        assert_eq!(tx.get("3"), None);
+        tx.set("3", b"y");
+        assert_eq!(tx.get("3"), Some(&b"y"[..]));
+        tx.remove("3");
         let mut all: Vec<_> = tx.iter().map(|(k, _)| k.to_vec()).collect();
         all.sort();
         assert_eq!(all, vec![b"log".to_vec(), b"score".to_vec()]);

@@ -236,7 +236,8 @@ impl KeyRegex {
         let at = |i: usize| key.get(i..i + lit.len()).is_some_and(|w| w.eq_ignore_ascii_case(lit));
         if *anchored {
             // Multi-line mode: `^` also matches after a newline.
-            at(0) || memchr::memchr_iter(b'\n', key).any(|i| at(i + 1))
+            // (A key no longer than the literal holds it only at the start.)
+            at(0) || (key.len() > lit.len() && memchr::memchr_iter(b'\n', key).any(|i| at(i + 1)))
         } else {
             key.windows(lit.len()).any(|w| w.eq_ignore_ascii_case(lit))
         }
@@ -247,14 +248,23 @@ impl KeyRegex {
     }
 }
 
-/// `^lit`, `lit`, `^lit.*` or `lit.*` with `lit` made of letters, digits, `_` and `-`.
+/// `^lit` or `lit` with `lit` made of letters, digits, `_` and `-`, followed by any number of
+/// optional parts (`.*`, `x*`, `x?`: a search for the rest matches where `lit` does, as in
+/// CRS's `TX:/MULTIPART_HEADERS_CONTENT_TYPES_*/` and `TX:/paramcounter_.*/`).
 fn plain_literal(pattern: &str) -> Option<(bool, Vec<u8>)> {
     let (anchored, rest) = match pattern.strip_prefix('^') {
         Some(r) => (true, r),
         None => (false, pattern),
     };
-    let lit = rest.strip_suffix(".*").unwrap_or(rest);
-    let plain = !lit.is_empty() && lit.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let plain_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+    let mut lit = rest;
+    while let Some(&[x, b'*' | b'?']) = lit.as_bytes().get(lit.len().saturating_sub(2)..) {
+        if x != b'.' && !plain_byte(x) {
+            break;
+        }
+        lit = lit.get(..lit.len() - 2).unwrap_or_default();
+    }
+    let plain = !lit.is_empty() && lit.bytes().all(plain_byte);
     plain.then(|| (anchored, lit.to_ascii_lowercase().into_bytes()))
 }
 
@@ -359,6 +369,11 @@ mod tests {
             ("^_pk_ref", &["_pk_ref.1", "_PK_REF", "x_pk_ref", "a\n_pk_ref", "_pk_re", ""][..]),
             ("paramcounter_.*", &["tx_paramcounter_a", "PARAMCOUNTER_", "paramcounter", "x"][..]),
             ("^header_name_920450_", &["header_name_920450_accept", "header_name_920451_x"][..]),
+            (
+                "MULTIPART_HEADERS_CONTENT_TYPES_*",
+                &["multipart_headers_content_types", "x_multipart_headers_content_types__1", "multipart_headers"][..],
+            ),
+            ("^ab?c*", &["a", "abc", "xa", "x\nab", "b"][..]),
         ] {
             let fast = selector_regex(pattern).unwrap();
             assert!(fast.literal.is_some(), "{pattern}");
@@ -368,6 +383,8 @@ mod tests {
             }
         }
         assert!(selector_regex("^pbjs-\\w+$").unwrap().literal.is_none());
+        assert!(selector_regex("^.*").unwrap().literal.is_none());
+        assert!(selector_regex("a\\*").unwrap().literal.is_none());
         assert!(parse_targets("ARGS:/open").is_err());
     }
 }
