@@ -53,7 +53,18 @@ pub fn rules() -> Option<RuleSet> {
         eprintln!("*** SKIPPED: no CRS at {} (set PORTCULLIS_CRS) ***", dir.display());
         return None;
     }
-    match portcullis_waf::ftw::load_crs(&dir, "") {
+    // CRS_REMOVE="920450 930000-930999": those rules removed after loading, so that a profile
+    // with and without them gives their cost (bench/waf-rule-cost.sh).
+    let loaded = match std::env::var("CRS_REMOVE") {
+        Ok(ids) => {
+            let mut b = portcullis_waf::Builder::new();
+            let removed =
+                b.crs(&dir, None, "").and_then(|b| b.text("(CRS_REMOVE)", &format!("SecRuleRemoveById {ids}"), &dir));
+            removed.map(|_| ()).and_then(|()| b.build())
+        }
+        Err(_) => portcullis_waf::ftw::load_crs(&dir, ""),
+    };
+    match loaded {
         Ok(r) => Some(r),
         Err(e) => {
             eprintln!("CRS does not load: {e}");
