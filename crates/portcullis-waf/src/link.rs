@@ -180,7 +180,9 @@ fn may_match(
     any.then_some(live)
 }
 
-/// Whether a value of `t`'s variable may hold `slot`'s literal through `chain`.
+/// Whether a value of `t` may hold `slot`'s literal through `chain`: for a target naming one
+/// member (`REQUEST_HEADERS:X-Filename`), that member's values, often none; otherwise the
+/// union over all values of its variable.
 fn may_hold(
     rules: &RuleSet,
     data: &Data<'_>,
@@ -190,6 +192,16 @@ fn may_hold(
     chain: usize,
     slot: usize,
 ) -> bool {
+    if matches!(t.selector, Selector::Key(_)) {
+        let mut found = reuse(std::mem::take(buffer));
+        values(data, &NO_VARS, t, &mut found);
+        let any = found.iter().any(|item| match item.value {
+            Cow::Borrowed(v) => has(cache.bits(rules, v, chain), slot),
+            Cow::Owned(_) => true,
+        });
+        *buffer = reuse(found);
+        return any;
+    }
     cache.union_has(rules, t.var as u8, chain, slot, |each| {
         let mut found = reuse(std::mem::take(buffer));
         let all = Target { var: t.var, selector: Selector::All, count: false, exclude: false };

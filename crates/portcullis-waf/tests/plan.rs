@@ -87,3 +87,30 @@ fn a_tx_count_check_sets_a_default_only_when_unset() {
     let removed = text("SecAction \"id:1,phase:1,pass,nolog,setvar:tx.level=2,setvar:!tx.level\"\n");
     assert_eq!(blocked_by(&rules(&removed), "/"), Some(3), "deleted again: the default applies");
 }
+
+#[test]
+fn a_target_naming_one_header_is_gated_on_that_headers_values() {
+    // Rule 20 reads one header through a chain that changes values; its gate looks at that
+    // header's values only, so it must still see what the chain makes of them, in any case
+    // of the header's name, and nothing from other headers.
+    let r = rules(
+        "SecRule REQUEST_HEADERS:X-Filename \"@rx evil\\.php\" \"id:20,phase:1,t:lowercase,t:removeWhitespace,deny,status:403\"\n",
+    );
+    let blocked = |headers: &[(&[u8], &[u8])]| {
+        let req = Request {
+            method: b"GET",
+            uri: b"/",
+            protocol: b"HTTP/1.1",
+            headers: headers.to_vec(),
+            unique_id: "t",
+            ..Request::default()
+        };
+        let mut tx = Transaction::new(&r, req, BodyLimits::default());
+        tx.request_headers();
+        tx.interruption().map(|i| i.rule_id)
+    };
+    assert_eq!(blocked(&[(b"x-filename", b"E V I L.PHP")]), Some(20), "lower-cased, spaces removed");
+    assert_eq!(blocked(&[(b"Accept", b"x"), (b"X-FILENAME", b"a"), (b"X-Filename", b"evil.php")]), Some(20));
+    assert_eq!(blocked(&[(b"Referer", b"evil.php"), (b"X-Filename", b"good.txt")]), None, "another header");
+    assert_eq!(blocked(&[(b"User-Agent", b"evil.php")]), None, "no X-Filename at all");
+}
