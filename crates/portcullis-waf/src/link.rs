@@ -285,6 +285,10 @@ fn check<'v>(
 ) -> Option<Cow<'v, [u8]>> {
     let capture = link.actions.capture;
     let test = |v: &[u8], st: &mut State| {
+        // A screened link's operator cannot match a value without one of its literals.
+        if link.screen.as_ref().is_some_and(|s| !s.is_match(v)) {
+            return false;
+        }
         let caps = if capture { Some(&mut st.captures) } else { None };
         op.matches(v, arg, caps) != op.negated
     };

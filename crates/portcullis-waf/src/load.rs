@@ -358,7 +358,7 @@ impl Builder {
                 if let (Entry::Rule(r), true) = (e, reachable)
                     && let Some(r) = Arc::get_mut(r)
                 {
-                    chains.slots(r);
+                    chains.slots(r).map_err(|m| here(&Arc::from("(prefilter)"), 0, m))?;
                 }
             }
         }
@@ -396,13 +396,15 @@ impl ChainsBuilder {
         }
     }
 
-    /// Gives every link of `rule` that has literals (and is not `multiMatch`) a slot.
-    fn slots(&mut self, rule: &mut Rule) {
+    /// Gives every link of `rule` that has literals a slot, or a screen when it is
+    /// `multiMatch`.
+    fn slots(&mut self, rule: &mut Rule) -> Result<(), String> {
         let mut link = Some(rule);
         while let Some(r) = link {
-            if !r.actions.multi_match
-                && let Some(lits) = r.op.as_ref().and_then(Operator::literals)
-            {
+            let lits = r.op.as_ref().and_then(Operator::literals);
+            if r.actions.multi_match {
+                r.screen = crate::prefilter::screen(lits)?.map(Box::new);
+            } else if let Some(lits) = lits {
                 r.slot = Some(self.slots);
                 self.literals.extend(lits.into_iter().map(|l| (l, self.slots)));
                 self.slot_chain.push(r.chain_id);
@@ -410,6 +412,7 @@ impl ChainsBuilder {
             }
             link = r.chain.as_deref_mut();
         }
+        Ok(())
     }
 
     fn finish(self) -> Result<(Vec<ChainFilter>, Prefilter), String> {

@@ -128,6 +128,18 @@ fn prune(literals: Vec<SlotLiteral>) -> Result<Vec<SlotLiteral>, String> {
     Ok(kept)
 }
 
+/// A `multiMatch` link's screen: its literals when all have two bytes or more (a one-byte
+/// literal occurs in most values and would screen out little for the price of a search).
+pub fn screen(literals: Option<Set>) -> Result<Option<aho_corasick::AhoCorasick>, String> {
+    let Some(literals) = literals.filter(|l| l.iter().all(|x| x.len() >= 2)) else { return Ok(None) };
+    aho_corasick::AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+        .build(&literals)
+        .map(Some)
+        .map_err(|e| format!("multiMatch screen: {e}"))
+}
+
 #[derive(Debug, Default)]
 struct Info {
     /// Every string the expression can match, when that set is small and known.

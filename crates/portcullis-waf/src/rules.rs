@@ -20,6 +20,10 @@ pub struct Rule {
     pub chain_id: usize,
     /// This link's bit in the prefilter, when its operator has literals.
     pub slot: Option<usize>,
+    /// For a `multiMatch` link (never prefiltered: it matches between transformations), its
+    /// operator's literals of two bytes or more, one of which a value must hold for the
+    /// operator to run on it.
+    pub screen: Option<Box<aho_corasick::AhoCorasick>>,
     /// Empty for `SecAction` (which always matches).
     pub targets: Vec<Target>,
     /// The next link of a chain.
@@ -45,7 +49,20 @@ impl Rule {
         file: Arc<str>,
         line: usize,
     ) -> Rule {
-        Rule { id, phase, targets, op, actions, transforms, chain: None, chain_id: 0, slot: None, file, line }
+        Rule {
+            id,
+            phase,
+            targets,
+            op,
+            actions,
+            transforms,
+            chain: None,
+            chain_id: 0,
+            slot: None,
+            screen: None,
+            file,
+            line,
+        }
     }
 
     pub fn links(&self) -> impl Iterator<Item = &Rule> {

@@ -114,3 +114,17 @@ fn a_target_naming_one_header_is_gated_on_that_headers_values() {
     assert_eq!(blocked(&[(b"Referer", b"evil.php"), (b"X-Filename", b"good.txt")]), None, "another header");
     assert_eq!(blocked(&[(b"User-Agent", b"evil.php")]), None, "no X-Filename at all");
 }
+
+#[test]
+fn a_screened_multimatch_rule_sees_literals_a_transformation_makes() {
+    // The screen ("../" must occur) is applied to each stage's value, not only the original.
+    let r = rules("SecRule ARGS \"@rx \\.\\./\" \"id:30,phase:2,t:none,t:urlDecodeUni,multiMatch,deny,status:403\"\n");
+    let screened = r.phases.iter().flatten().any(|e| match e {
+        portcullis_waf::rules::Entry::Rule(rule) => rule.id == 30 && rule.screen.is_some(),
+        portcullis_waf::rules::Entry::Marker(_) => false,
+    });
+    assert!(screened, "rule 30 gets a screen");
+    // ARGS holds "x%2e%2e/y" (the query is decoded once): no "../" until urlDecodeUni.
+    assert_eq!(blocked_by(&r, "/?a=x%252e%252e/y"), Some(30), "../ after urlDecodeUni");
+    assert_eq!(blocked_by(&r, "/?a=harmless"), None);
+}
