@@ -332,7 +332,7 @@ mod tests {
     }
 
     /// The bits a scan sets without any pruning: each literal's slots where it occurs.
-    fn naive_bits(literals: &[(Vec<u8>, Vec<u32>)], value: &[u8]) -> Vec<u64> {
+    fn naive_bits(literals: &[SlotLiteral], value: &[u8]) -> Vec<u64> {
         let mut bits = vec![0u64; 1];
         let lower = value.to_ascii_lowercase();
         for (lit, slots) in literals {
@@ -350,7 +350,7 @@ mod tests {
             lits in proptest::collection::btree_map("[ab.]{1,4}", proptest::collection::btree_set(0u32..6, 1..3), 1..12),
             values in proptest::collection::vec("[aAbB.x]{0,12}", 1..8),
         ) {
-            let literals: Vec<(Vec<u8>, Vec<u32>)> =
+            let literals: Vec<SlotLiteral> =
                 lits.into_iter().map(|(l, s)| (l.into_bytes(), s.into_iter().collect())).collect();
             let built = Literals::build(literals.clone()).unwrap();
             for v in values {
