@@ -7,7 +7,10 @@
 //!   case for clean values) uses these bits;
 //! - per (value, chain) otherwise: the transformed value and its own bits;
 //! - per (variable, chain): the union over all the variable's values, so a rule whose
-//!   literals occur in none of them is skipped without looking at any value.
+//!   literals occur in none of them is skipped without looking at any value;
+//! - per variable: its values' features together and the union of their own bits, which is
+//!   the (variable, chain) union of every chain that leaves all of them unchanged, known
+//!   without applying the chain.
 
 use crate::features;
 use crate::rules::RuleSet;
@@ -56,6 +59,14 @@ enum Value {
     At(u32, u32),
 }
 
+/// One variable's values together: their features and the union of their own bits.
+#[derive(Debug, Clone, Copy)]
+struct VarSource {
+    features: u16,
+    /// Offset of the union in [`Cache::words`], or [`ANY`].
+    bits: u32,
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct Entry {
     value: Value,
@@ -70,6 +81,7 @@ pub struct Cache {
     sources: Map<(usize, usize), Source>,
     entries: Map<(usize, usize, usize), Entry>,
     unions: Map<(u8, usize), u32>,
+    var_sources: Map<u8, VarSource>,
     words: Vec<u64>,
     bytes: Vec<u8>,
 }
@@ -116,6 +128,7 @@ impl Cache {
         self.sources.clear();
         self.entries.clear();
         self.unions.clear();
+        self.var_sources.clear();
         self.words.clear();
         self.bytes.clear();
         true
@@ -124,6 +137,7 @@ impl Cache {
     /// Drops what depends on the set of values (after the body adds arguments).
     pub fn values_changed(&mut self) {
         self.unions.clear();
+        self.var_sources.clear();
     }
 
     /// A zeroed bit set at the end of `words`; its offset.
@@ -219,16 +233,76 @@ impl Cache {
         self.value(src, value)
     }
 
-    /// True when, for every variable in the bit mask `vars` (bit n = `Var` n), the union of the
-    /// chain's bits is known and lacks `slot`; false when one may have it or is not known yet.
-    pub fn unions_lack(&self, vars: u128, chain: usize, slot: usize) -> bool {
+    /// The union of `chain`'s bits over the values of `var` when known without applying the
+    /// chain: computed before, or the chain leaves all of them as they are (the variable's
+    /// own union then serves, see [`Cache::var_source`]).
+    fn known_union(&mut self, rules: &RuleSet, var: u8, chain: usize) -> Option<u32> {
+        if let Some(&at) = self.unions.get(&(var, chain)) {
+            return Some(at);
+        }
+        let v = *self.var_sources.get(&var)?;
+        let triggers = rules.chains.get(chain).map_or(features::ALWAYS, |c| c.triggers);
+        // Values without a stable address make every union unknowable, whatever the chain.
+        if v.bits != ANY && !features::leaves_unchanged(v.features, triggers) {
+            return None;
+        }
+        self.unions.insert((var, chain), v.bits);
+        Some(v.bits)
+    }
+
+    /// Computes `var`'s own union and features once, from `values` (every value of it,
+    /// borrowed from the request; false when it cannot give them all).
+    fn var_source<'v>(&mut self, rules: &RuleSet, var: u8, values: impl FnOnce(&mut dyn FnMut(&'v [u8])) -> bool) {
+        if self.var_sources.contains_key(&var) {
+            return;
+        }
+        let acc = self.new_bits(rules);
+        let mut features = 0;
+        let complete = values(&mut |v: &'v [u8]| {
+            let s = self.source(rules, v);
+            features |= s.features;
+            self.or_into(rules, acc, s.bits);
+        });
+        self.var_sources.insert(var, VarSource { features, bits: if complete { acc } else { ANY } });
+    }
+
+    fn or_into(&mut self, rules: &RuleSet, acc: u32, bits: u32) {
+        for i in 0..width(rules) {
+            let w = self.words.get(bits as usize + i).copied().unwrap_or(0);
+            if let Some(a) = self.words.get_mut(acc as usize + i) {
+                *a |= w;
+            }
+        }
+    }
+
+    /// True when, for every variable in the bit mask `vars` (bit n = `Var` n), the union of
+    /// the chain's bits lacks `slot`; false when one may have it or cannot be known without
+    /// applying the chain (the full evaluation then decides). `values` gives a variable's
+    /// values as for [`Cache::union_has`].
+    pub fn unions_lack<'v>(
+        &mut self,
+        rules: &RuleSet,
+        vars: u128,
+        chain: usize,
+        slot: usize,
+        mut values: impl FnMut(u8, &mut dyn FnMut(&'v [u8])) -> bool,
+    ) -> bool {
         let mut rest = vars;
         while rest != 0 {
             let var = rest.trailing_zeros() as u8;
             rest &= rest - 1;
-            match self.unions.get(&(var, chain)) {
-                Some(&at) if at != ANY && !has(self.words.get(at as usize..).unwrap_or_default(), slot) => {}
-                _ => return false,
+            let at = match self.known_union(rules, var, chain) {
+                Some(at) => at,
+                None => {
+                    self.var_source(rules, var, |each| values(var, each));
+                    match self.known_union(rules, var, chain) {
+                        Some(at) => at,
+                        None => return false,
+                    }
+                }
+            };
+            if at == ANY || has(self.bits_at(rules, at), slot) {
+                return false;
             }
         }
         true
@@ -236,31 +310,33 @@ impl Cache {
 
     /// Whether `slot` is set in the union of the chain's bits over `values` (all values of
     /// one variable, borrowed from the request), cached under `var` until
-    /// [`Cache::values_changed`]. `values` gives every value, or returns false when it cannot.
+    /// [`Cache::values_changed`]. `values` gives every value, or returns false when it cannot;
+    /// it may be called twice.
     pub fn union_has<'v>(
         &mut self,
         rules: &RuleSet,
         var: u8,
         chain: usize,
         slot: usize,
-        values: impl FnOnce(&mut dyn FnMut(&'v [u8])) -> bool,
+        mut values: impl FnMut(&mut dyn FnMut(&'v [u8])) -> bool,
     ) -> bool {
-        let at = match self.unions.get(&(var, chain)) {
-            Some(at) => *at,
+        let at = match self.known_union(rules, var, chain) {
+            Some(at) => at,
             None => {
-                let acc = self.new_bits(rules);
-                let complete = values(&mut |v: &'v [u8]| {
-                    let bits = self.bits_of(rules, v, chain) as usize;
-                    for i in 0..width(rules) {
-                        let w = self.words.get(bits + i).copied().unwrap_or(0);
-                        if let Some(a) = self.words.get_mut(acc as usize + i) {
-                            *a |= w;
-                        }
+                self.var_source(rules, var, &mut values);
+                match self.known_union(rules, var, chain) {
+                    Some(at) => at,
+                    None => {
+                        let acc = self.new_bits(rules);
+                        let complete = values(&mut |v: &'v [u8]| {
+                            let bits = self.bits_of(rules, v, chain);
+                            self.or_into(rules, acc, bits);
+                        });
+                        let acc = if complete { acc } else { ANY };
+                        self.unions.insert((var, chain), acc);
+                        acc
                     }
-                });
-                let acc = if complete { acc } else { ANY };
-                self.unions.insert((var, chain), acc);
-                acc
+                }
             }
         };
         at == ANY || has(self.bits_at(rules, at), slot)

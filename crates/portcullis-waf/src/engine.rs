@@ -6,7 +6,7 @@ use crate::actions::{BodyProcessor, Ctl, Disruptive, Effect, EngineMode, RuleRef
 use crate::body::{self, BodyLimits};
 use crate::cache::Cache;
 use crate::collect::{Data, Vars, values};
-use crate::link::{Ctx, Scratch, eval_link};
+use crate::link::{Ctx, Scratch, eval_link, gate_lacks};
 use crate::macros::{MacroVar, Template};
 use crate::operator::leading_int;
 use crate::plan::{Kind, Plan, Verdict};
@@ -303,7 +303,10 @@ impl<'r, 'a> Transaction<'r, 'a> {
         if !self.st.removed.is_empty() && rule().is_none_or(|rule| self.st.removed.iter().any(|r| r.covers(rule))) {
             return next;
         }
-        match plan.verdict(step, &mut self.vars, &self.reused.cache, &self.st.removed_targets) {
+        let (rules, data, reused) = (self.rules, &self.data, &mut self.reused);
+        let lacks =
+            |vars, chain, slot| gate_lacks(rules, data, &mut reused.cache, &mut reused.scratch, (vars, chain, slot));
+        match plan.verdict(step, &mut self.vars, lacks, &self.st.removed_targets) {
             Verdict::NoMatch => return next,
             Verdict::Done => {}
             Verdict::Full => {

@@ -202,23 +202,46 @@ fn may_hold(
         *buffer = reuse(found);
         return any;
     }
-    cache.union_has(rules, t.var as u8, chain, slot, |each| {
-        let mut found = reuse(std::mem::take(buffer));
-        let all = Target { var: t.var, selector: Selector::All, count: false, exclude: false };
-        values(data, &NO_VARS, &all, &mut found);
-        if t.var == Var::Xml {
-            values(data, &NO_VARS, &XML_ATTRS, &mut found);
+    cache.union_has(rules, t.var as u8, chain, slot, |each| each_value(data, buffer, t.var, each))
+}
+
+/// Gives every value of `var` (XML's attributes too) to `each`; false when some value was
+/// made on the fly (a number) and has no stable address to cache under.
+fn each_value<'d>(
+    data: &'d Data<'_>,
+    buffer: &mut Vec<Item<'static>>,
+    var: Var,
+    each: &mut dyn FnMut(&'d [u8]),
+) -> bool {
+    let mut found = reuse(std::mem::take(buffer));
+    let all = Target { var, selector: Selector::All, count: false, exclude: false };
+    values(data, &NO_VARS, &all, &mut found);
+    if var == Var::Xml {
+        values(data, &NO_VARS, &XML_ATTRS, &mut found);
+    }
+    let mut complete = true;
+    for item in &found {
+        match item.value {
+            Cow::Borrowed(v) => each(v),
+            Cow::Owned(_) => complete = false,
         }
-        let mut complete = true;
-        for item in &found {
-            match item.value {
-                Cow::Borrowed(v) => each(v),
-                // A value made on the fly (a number) has no stable address to cache under.
-                Cow::Owned(_) => complete = false,
-            }
-        }
-        *buffer = reuse(found);
-        complete
+    }
+    *buffer = reuse(found);
+    complete
+}
+
+/// The plan's gate (see plan.rs): true when no value of the variables in `vars` holds `slot`
+/// through `chain`, as far as that is known without applying the chain.
+pub(crate) fn gate_lacks(
+    rules: &RuleSet,
+    data: &Data<'_>,
+    cache: &mut Cache,
+    scratch: &mut Scratch,
+    (vars, chain, slot): (u128, usize, usize),
+) -> bool {
+    let buffer = &mut scratch.items;
+    cache.unions_lack(rules, vars, chain, slot, |var, each| {
+        Var::from_index(var).is_some_and(|var| each_value(data, buffer, var, each))
     })
 }
 

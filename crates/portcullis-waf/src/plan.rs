@@ -7,7 +7,9 @@
 //! fourth passes). The plan answers first, from about one line per rule:
 //!
 //! - [`Kind::Gate`]: the first link is prefiltered; when none of its variables' values holds
-//!   one of its literals (the per-request unions in the cache), the rule cannot match;
+//!   one of its literals (the per-request unions in the cache), the rule cannot match. A
+//!   union not computed yet is taken from the variable's own values when the link's chain
+//!   cannot change any of them; otherwise the full evaluation computes it;
 //! - [`Kind::TxNum`]: the first link compares one TX variable, or whether it exists, with a
 //!   constant (CRS's paranoia level checks and setup defaults, ~140 per request); it is
 //!   decided here, and when the rule is a quiet, single-link `pass` (no log, no effects) its
@@ -17,7 +19,6 @@
 //! the plan only ever skips work whose outcome it knows.
 
 use crate::actions::{Disruptive, RuleRef};
-use crate::cache::Cache;
 use crate::collect::{Vars, name_parts};
 use crate::link::record_match;
 use crate::operator::{NumCmp, OpKind, leading_int};
@@ -122,14 +123,15 @@ impl Plan {
         Kind::TxNum { name: (at, len), cmp: *cmp, n, negated: op.negated, count: t.count, quiet }
     }
 
-    /// Decides a step from the transaction's variables and the cache's unions. Once a
-    /// `ctl:ruleRemoveTarget*` has removed some TX target (`removed`), perhaps a
-    /// [`Kind::TxNum`] step's one target, those steps go the full way.
+    /// Decides a step from the transaction's variables and, for a [`Kind::Gate`], `lacks`
+    /// (given the gate's variable mask, chain and slot: true when no value can hold the slot,
+    /// see `link::gate_lacks`). Once a `ctl:ruleRemoveTarget*` has removed some TX target
+    /// (`removed`), perhaps a [`Kind::TxNum`] step's one target, those steps go the full way.
     pub(crate) fn verdict(
         &self,
         step: &Step,
         vars: &mut Vars,
-        cache: &Cache,
+        lacks: impl FnOnce(u128, usize, usize) -> bool,
         removed: &[(RuleRef, Vec<Target>)],
     ) -> Verdict {
         match step.kind {
@@ -137,7 +139,7 @@ impl Plan {
             Kind::Marker => Verdict::NoMatch,
             Kind::Full => Verdict::Full,
             Kind::Gate { slot, chain, vars: mask } => {
-                if cache.unions_lack(mask, chain as usize, slot as usize) {
+                if lacks(mask, chain as usize, slot as usize) {
                     Verdict::NoMatch
                 } else {
                     Verdict::Full

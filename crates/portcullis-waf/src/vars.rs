@@ -163,6 +163,14 @@ impl Var {
         TABLE.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
     }
 
+    /// The variable whose discriminant (`var as u8`) is `n`.
+    pub fn from_index(n: u8) -> Option<Var> {
+        if n == Var::Xml as u8 {
+            return Some(Var::Xml);
+        }
+        TABLE.get(usize::from(n)).map(|(_, v)| *v).filter(|v| *v as u8 == n)
+    }
+
     pub fn name(self) -> &'static str {
         if self == Var::Xml {
             return "XML";
@@ -386,5 +394,13 @@ mod tests {
         assert!(selector_regex("^.*").unwrap().literal.is_none());
         assert!(selector_regex("a\\*").unwrap().literal.is_none());
         assert!(parse_targets("ARGS:/open").is_err());
+    }
+
+    #[test]
+    fn every_variable_comes_back_from_its_index() {
+        for (_, v) in TABLE.iter().chain([("XML", Var::Xml)].iter()) {
+            assert_eq!(Var::from_index(*v as u8), Some(*v));
+        }
+        assert_eq!(Var::from_index(Var::Xml as u8 + 1), None);
     }
 }

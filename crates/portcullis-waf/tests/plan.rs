@@ -61,13 +61,13 @@ fn a_removed_tx_target_is_not_compared() {
 #[test]
 fn a_prefiltered_rule_sees_literals_its_transformations_make() {
     // The first rule of each chain computes the unions the second one's gate reads.
-    let text = "SecRule ARGS \"@contains nothing-here\" \"id:10,phase:2,t:urlDecodeUni,pass\"\n\
-         SecRule ARGS \"@contains evil\" \"id:11,phase:2,t:urlDecodeUni,deny,status:403\"\n\
-         SecRule ARGS \"@contains good\" \"id:12,phase:2,deny,status:403\"\n";
+    let text = "SecRule ARGS \"@rx nothing-here\" \"id:10,phase:2,t:urlDecodeUni,pass\"\n\
+         SecRule ARGS \"@rx evil\" \"id:11,phase:2,t:urlDecodeUni,deny,status:403\"\n\
+         SecRule ARGS \"@rx good\" \"id:12,phase:2,deny,status:403\"\n";
     let r = rules(text);
     assert_eq!(blocked_by(&r, "/?a=%2565vil"), Some(11), "urlDecodeUni turns %65 into e");
     assert_eq!(blocked_by(&r, "/?a=harmless"), None);
-    assert_eq!(blocked_by(&r, "/?a=harmless&b=GOOD"), None, "@contains is case-sensitive");
+    assert_eq!(blocked_by(&r, "/?a=harmless&b=GOOD"), None, "@rx is case-sensitive");
     assert_eq!(blocked_by(&r, "/?a=harmless&b=good"), Some(12));
 }
 
@@ -127,4 +127,38 @@ fn a_screened_multimatch_rule_sees_literals_a_transformation_makes() {
     // ARGS holds "x%2e%2e/y" (the query is decoded once): no "../" until urlDecodeUni.
     assert_eq!(blocked_by(&r, "/?a=x%252e%252e/y"), Some(30), "../ after urlDecodeUni");
     assert_eq!(blocked_by(&r, "/?a=harmless"), None);
+}
+
+#[test]
+fn a_gate_decided_from_a_variables_own_values_still_sees_what_a_chain_makes() {
+    // No rule before 40 computes a union through its chain: the gate has only the values' own
+    // literals, which serve only when the chain cannot change any of them.
+    let r = rules("SecRule ARGS \"@rx evil\" \"id:40,phase:2,t:urlDecodeUni,deny,status:403\"\n");
+    assert_eq!(blocked_by(&r, "/?a=%2565vil"), Some(40), "urlDecodeUni turns %65 into e");
+    assert_eq!(blocked_by(&r, "/?a=plain&b=%2565vil"), Some(40), "one value of two changes");
+    assert_eq!(blocked_by(&r, "/?a=plain&b=evil"), Some(40), "unchanged values");
+    assert_eq!(blocked_by(&r, "/?a=plain&b=%2565xil"), None);
+}
+
+#[test]
+fn a_body_adds_values_the_gate_of_a_later_phase_sees() {
+    // Phase 1 learns ARGS from the query alone; the body's arguments arrive before phase 2.
+    let r = rules(
+        "SecRule ARGS \"@rx nothing-here\" \"id:50,phase:1,pass\"\n\
+         SecRule ARGS \"@rx evil\" \"id:51,phase:2,deny,status:403\"\n",
+    );
+    let req = Request {
+        method: b"POST",
+        uri: b"/?q=harmless",
+        protocol: b"HTTP/1.1",
+        headers: vec![(b"Content-Type", b"application/x-www-form-urlencoded")],
+        body: b"a=evil",
+        unique_id: "t",
+        ..Request::default()
+    };
+    let mut tx = Transaction::new(&r, req, BodyLimits::default());
+    tx.request_headers();
+    assert_eq!(tx.interruption(), None);
+    tx.request_body();
+    assert_eq!(tx.interruption().map(|i| i.rule_id), Some(51));
 }
