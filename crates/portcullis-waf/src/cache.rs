@@ -14,6 +14,7 @@
 
 use crate::features;
 use crate::rules::RuleSet;
+use crate::vars::Var;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -59,8 +60,45 @@ enum Value {
     At(u32, u32),
 }
 
+/// Values by a small dense index, for one generation at a time: emptied without touching
+/// them by starting the next generation (a request reads a few hundred of them).
+#[derive(Debug, Default)]
+struct Table<T> {
+    cells: Vec<(u32, T)>,
+    /// The generation valid cells carry; 0 before the first insert.
+    live: u32,
+}
+
+impl<T: Copy + Default> Table<T> {
+    fn get(&self, i: usize) -> Option<T> {
+        self.cells.get(i).filter(|c| c.0 == self.live && self.live != 0).map(|c| c.1)
+    }
+
+    fn insert(&mut self, i: usize, value: T) {
+        if self.live == 0 {
+            self.live = 1;
+        }
+        if self.cells.len() <= i {
+            self.cells.resize(i + 1, (0, T::default()));
+        }
+        if let Some(c) = self.cells.get_mut(i) {
+            *c = (self.live, value);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.live = self.live.wrapping_add(1);
+        if self.live == 0 {
+            self.cells.clear();
+        }
+    }
+}
+
+/// Number of variables: a (chain, variable) pair's union is at `chain * VARS + var`.
+const VARS: usize = Var::Xml as usize + 1;
+
 /// One variable's values together: their features and the union of their own bits.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct VarSource {
     features: u16,
     /// Offset of the union in [`Cache::words`], or [`ANY`].
@@ -80,8 +118,8 @@ struct Entry {
 pub struct Cache {
     sources: Map<(usize, usize), Source>,
     entries: Map<(usize, usize, usize), Entry>,
-    unions: Map<(u8, usize), u32>,
-    var_sources: Map<u8, VarSource>,
+    unions: Table<u32>,
+    var_sources: Table<VarSource>,
     words: Vec<u64>,
     bytes: Vec<u8>,
 }
@@ -237,23 +275,23 @@ impl Cache {
     /// chain: computed before, or the chain leaves all of them as they are (the variable's
     /// own union then serves, see [`Cache::var_source`]).
     fn known_union(&mut self, rules: &RuleSet, var: u8, chain: usize) -> Option<u32> {
-        if let Some(&at) = self.unions.get(&(var, chain)) {
+        if let Some(at) = self.unions.get(chain * VARS + usize::from(var)) {
             return Some(at);
         }
-        let v = *self.var_sources.get(&var)?;
+        let v = self.var_sources.get(usize::from(var))?;
         let triggers = rules.chains.get(chain).map_or(features::ALWAYS, |c| c.triggers);
         // Values without a stable address make every union unknowable, whatever the chain.
         if v.bits != ANY && !features::leaves_unchanged(v.features, triggers) {
             return None;
         }
-        self.unions.insert((var, chain), v.bits);
+        self.unions.insert(chain * VARS + usize::from(var), v.bits);
         Some(v.bits)
     }
 
     /// Computes `var`'s own union and features once, from `values` (every value of it,
     /// borrowed from the request; false when it cannot give them all).
     fn var_source<'v>(&mut self, rules: &RuleSet, var: u8, values: impl FnOnce(&mut dyn FnMut(&'v [u8])) -> bool) {
-        if self.var_sources.contains_key(&var) {
+        if self.var_sources.get(usize::from(var)).is_some() {
             return;
         }
         let acc = self.new_bits(rules);
@@ -263,7 +301,7 @@ impl Cache {
             features |= s.features;
             self.or_into(rules, acc, s.bits);
         });
-        self.var_sources.insert(var, VarSource { features, bits: if complete { acc } else { ANY } });
+        self.var_sources.insert(usize::from(var), VarSource { features, bits: if complete { acc } else { ANY } });
     }
 
     fn or_into(&mut self, rules: &RuleSet, acc: u32, bits: u32) {
@@ -333,12 +371,35 @@ impl Cache {
                             self.or_into(rules, acc, bits);
                         });
                         let acc = if complete { acc } else { ANY };
-                        self.unions.insert((var, chain), acc);
+                        self.unions.insert(chain * VARS + usize::from(var), acc);
                         acc
                     }
                 }
             }
         };
         at == ANY || has(self.bits_at(rules, at), slot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Table;
+
+    #[test]
+    fn a_table_forgets_everything_at_each_generation_and_after_wrapping() {
+        let mut t: Table<u32> = Table::default();
+        assert_eq!(t.get(3), None);
+        t.insert(3, 7);
+        assert_eq!((t.get(3), t.get(2), t.get(4)), (Some(7), None, None));
+        t.clear();
+        assert_eq!(t.get(3), None);
+        t.insert(1, 5);
+        assert_eq!((t.get(1), t.get(3)), (Some(5), None));
+        t.live = u32::MAX;
+        t.insert(0, 9);
+        t.clear();
+        assert_eq!((t.get(0), t.get(1)), (None, None), "the generation wrapped");
+        t.insert(2, 4);
+        assert_eq!((t.get(0), t.get(2)), (None, Some(4)));
     }
 }
