@@ -120,6 +120,9 @@ pub struct Cache {
     entries: Map<(usize, usize, usize), Entry>,
     unions: Table<u32>,
     var_sources: Table<VarSource>,
+    /// Per gate group (see [`crate::plan::GateGroup`]): the union over its variables'
+    /// unions.
+    groups: Table<u32>,
     words: Vec<u64>,
     bytes: Vec<u8>,
 }
@@ -167,6 +170,7 @@ impl Cache {
         self.entries.clear();
         self.unions.clear();
         self.var_sources.clear();
+        self.groups.clear();
         self.words.clear();
         self.bytes.clear();
         true
@@ -176,6 +180,7 @@ impl Cache {
     pub fn values_changed(&mut self) {
         self.unions.clear();
         self.var_sources.clear();
+        self.groups.clear();
     }
 
     /// A zeroed bit set at the end of `words`; its offset.
@@ -313,37 +318,49 @@ impl Cache {
         }
     }
 
-    /// True when, for every variable in the bit mask `vars` (bit n = `Var` n), the union of
-    /// the chain's bits lacks `slot`; false when one may have it or cannot be known without
-    /// applying the chain (the full evaluation then decides). `values` gives a variable's
-    /// values as for [`Cache::union_has`].
+    /// True when no value of the variables of gate group `group` holds `slot` through its
+    /// chain; false when one may, or when a variable's union cannot be known without applying
+    /// the chain (the full evaluation then decides). `values` gives a variable's values as for
+    /// [`Cache::union_has`]. Once all are known, their union is kept for the group, which many
+    /// rules share.
     pub fn unions_lack<'v>(
         &mut self,
         rules: &RuleSet,
-        vars: u128,
-        chain: usize,
         slot: usize,
+        group: usize,
         mut values: impl FnMut(u8, &mut dyn FnMut(&'v [u8])) -> bool,
     ) -> bool {
-        let mut rest = vars;
-        while rest != 0 {
-            let var = rest.trailing_zeros() as u8;
-            rest &= rest - 1;
-            let at = match self.known_union(rules, var, chain) {
-                Some(at) => at,
-                None => {
-                    self.var_source(rules, var, |each| values(var, each));
-                    match self.known_union(rules, var, chain) {
+        let Some(gate) = rules.gates.get(group) else { return false };
+        let at = match self.groups.get(group) {
+            Some(at) => at,
+            None => {
+                let acc = self.new_bits(rules);
+                let mut rest = gate.vars;
+                let mut any = false;
+                while rest != 0 {
+                    let var = rest.trailing_zeros() as u8;
+                    rest &= rest - 1;
+                    let at = match self.known_union(rules, var, gate.chain) {
                         Some(at) => at,
-                        None => return false,
+                        None => {
+                            self.var_source(rules, var, |each| values(var, each));
+                            match self.known_union(rules, var, gate.chain) {
+                                Some(at) => at,
+                                None => return false,
+                            }
+                        }
+                    };
+                    match at {
+                        ANY => any = true,
+                        at => self.or_into(rules, acc, at),
                     }
                 }
-            };
-            if at == ANY || has(self.bits_at(rules, at), slot) {
-                return false;
+                let at = if any { ANY } else { acc };
+                self.groups.insert(group, at);
+                at
             }
-        }
-        true
+        };
+        at != ANY && !has(self.bits_at(rules, at), slot)
     }
 
     /// Whether `slot` is set in the union of the chain's bits over `values` (all values of

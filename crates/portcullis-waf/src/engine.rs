@@ -304,8 +304,7 @@ impl<'r, 'a> Transaction<'r, 'a> {
             return next;
         }
         let (rules, data, reused) = (self.rules, &self.data, &mut self.reused);
-        let lacks =
-            |vars, chain, slot| gate_lacks(rules, data, &mut reused.cache, &mut reused.scratch, (vars, chain, slot));
+        let lacks = |slot, group| gate_lacks(rules, data, &mut reused.cache, &mut reused.scratch, (slot, group));
         match plan.verdict(step, &mut self.vars, lacks, &self.st.removed_targets) {
             Verdict::NoMatch => return next,
             Verdict::Done => {}

@@ -230,17 +230,17 @@ fn each_value<'d>(
     complete
 }
 
-/// The plan's gate (see plan.rs): true when no value of the variables in `vars` holds `slot`
-/// through `chain`, as far as that is known without applying the chain.
+/// The plan's gate (see plan.rs): true when no value of its variables holds its slot through
+/// its chain, as far as that is known without applying the chain.
 pub(crate) fn gate_lacks(
     rules: &RuleSet,
     data: &Data<'_>,
     cache: &mut Cache,
     scratch: &mut Scratch,
-    (vars, chain, slot): (u128, usize, usize),
+    (slot, group): (usize, usize),
 ) -> bool {
     let buffer = &mut scratch.items;
-    cache.unions_lack(rules, vars, chain, slot, |var, each| {
+    cache.unions_lack(rules, slot, group, |var, each| {
         Var::from_index(var).is_some_and(|var| each_value(data, buffer, var, each))
     })
 }

@@ -332,13 +332,16 @@ impl Builder {
         }
         let plans = |phases: &[Vec<Entry>; 5], defaults: &[PhaseDefaults; 5]| {
             let mut plans: [crate::plan::Plan; 5] = Default::default();
+            let mut groups = crate::plan::Groups::default();
             for (((plan, entries), skips), defaults) in plans.iter_mut().zip(phases).zip(&skip_targets).zip(defaults) {
-                *plan = crate::plan::Plan::build(entries, skips, defaults);
+                *plan = crate::plan::Plan::build(entries, skips, defaults, &mut groups);
             }
-            plans
+            (plans, groups)
         };
+        let (first_plans, gates) = plans(&phases, &self.defaults);
         let mut rules = RuleSet {
-            plans: plans(&phases, &self.defaults),
+            plans: first_plans,
+            gates,
             phases,
             defaults: self.defaults,
             engine: self.engine,
@@ -363,7 +366,7 @@ impl Builder {
             }
         }
         (rules.chains, rules.prefilter) = chains.finish().map_err(|m| here(&Arc::from("(prefilter)"), 0, m))?;
-        rules.plans = plans(&rules.phases, &rules.defaults);
+        (rules.plans, rules.gates) = plans(&rules.phases, &rules.defaults);
         rules.prelude = Some(crate::engine::prelude(&rules));
         Ok(rules)
     }

@@ -31,12 +31,12 @@ pub(crate) enum Kind {
     Marker,
     /// Evaluate the rule.
     Full,
-    /// The first link's prefilter `slot` through transformation chain `chain`, over the values
-    /// of the variables in the bit mask `vars` (bit n = `Var` n; there are more than 64).
+    /// The first link's prefilter `slot` over the values its [`GateGroup`] `group` names
+    /// (numbered in [`Groups`]: many rules share one, and the union over its variables is
+    /// computed once per request).
     Gate {
         slot: u32,
-        chain: u32,
-        vars: u128,
+        group: u32,
     },
     /// The first link is `TX:name @cmp n`, or with `count` `&TX:name @cmp n` (CRS's "set a
     /// default unless configured" rules); the name is at `name` in [`Plan::names`]. `quiet`
@@ -57,6 +57,35 @@ pub(crate) struct Step {
     pub(crate) id: u32,
     /// The entry index to continue at after a full match (`skipAfter`), resolved at load.
     pub(crate) skip_to: Option<u32>,
+}
+
+/// What a gate looks at: the values of the variables in the bit mask `vars` (bit n = `Var` n;
+/// there are more than 64) through transformation chain `chain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GateGroup {
+    pub(crate) chain: usize,
+    pub(crate) vars: u128,
+}
+
+/// The gate groups of a rule set, numbered across its phases.
+#[derive(Debug, Default)]
+pub struct Groups {
+    numbers: std::collections::HashMap<GateGroup, u32>,
+    list: Vec<GateGroup>,
+}
+
+impl Groups {
+    fn number(&mut self, group: GateGroup) -> u32 {
+        let next = self.list.len() as u32;
+        *self.numbers.entry(group).or_insert_with(|| {
+            self.list.push(group);
+            next
+        })
+    }
+
+    pub(crate) fn get(&self, n: usize) -> Option<&GateGroup> {
+        self.list.get(n)
+    }
 }
 
 /// One phase's steps, parallel to its entries.
@@ -80,21 +109,26 @@ pub(crate) enum Verdict {
 
 impl Plan {
     /// The plan of one phase; `skips` holds each entry's `skipAfter` target.
-    pub(crate) fn build(entries: &[Entry], skips: &[Option<usize>], defaults: &PhaseDefaults) -> Plan {
+    pub(crate) fn build(
+        entries: &[Entry],
+        skips: &[Option<usize>],
+        defaults: &PhaseDefaults,
+        groups: &mut Groups,
+    ) -> Plan {
         let mut plan = Plan::default();
         for (i, e) in entries.iter().enumerate() {
             let skip_to = skips.get(i).copied().flatten().map(|j| j as u32);
             let step = match e {
                 Entry::Marker(_) => Step { kind: Kind::Marker, id: 0, skip_to },
-                Entry::Rule(rule) => Step { kind: plan.kind_of(rule, defaults), id: rule.id, skip_to },
+                Entry::Rule(rule) => Step { kind: plan.kind_of(rule, defaults, groups), id: rule.id, skip_to },
             };
             plan.steps.push(step);
         }
         plan
     }
 
-    fn kind_of(&mut self, rule: &Rule, defaults: &PhaseDefaults) -> Kind {
-        if let Some(kind) = gate(rule) {
+    fn kind_of(&mut self, rule: &Rule, defaults: &PhaseDefaults, groups: &mut Groups) -> Kind {
+        if let Some(kind) = gate(rule, groups) {
             return kind;
         }
         let Some(op) = &rule.op else { return Kind::Full };
@@ -124,22 +158,22 @@ impl Plan {
     }
 
     /// Decides a step from the transaction's variables and, for a [`Kind::Gate`], `lacks`
-    /// (given the gate's variable mask, chain and slot: true when no value can hold the slot,
-    /// see `link::gate_lacks`). Once a `ctl:ruleRemoveTarget*` has removed some TX target
+    /// (given its slot and group: true when no value can hold the slot, see
+    /// `link::gate_lacks`). Once a `ctl:ruleRemoveTarget*` has removed some TX target
     /// (`removed`), perhaps a [`Kind::TxNum`] step's one target, those steps go the full way.
     pub(crate) fn verdict(
         &self,
         step: &Step,
         vars: &mut Vars,
-        lacks: impl FnOnce(u128, usize, usize) -> bool,
+        lacks: impl FnOnce(usize, usize) -> bool,
         removed: &[(RuleRef, Vec<Target>)],
     ) -> Verdict {
         match step.kind {
             Kind::TxNum { .. } if removed.iter().any(|(_, ts)| ts.iter().any(|t| t.var == Var::Tx)) => Verdict::Full,
             Kind::Marker => Verdict::NoMatch,
             Kind::Full => Verdict::Full,
-            Kind::Gate { slot, chain, vars: mask } => {
-                if lacks(mask, chain as usize, slot as usize) {
+            Kind::Gate { slot, group } => {
+                if lacks(slot as usize, group as usize) {
                     Verdict::NoMatch
                 } else {
                     Verdict::Full
@@ -190,9 +224,8 @@ fn tx_matches(kind: Kind, found: Option<&[u8]>) -> bool {
 
 /// A gate for a rule whose first link is prefiltered and reads only request variables
 /// (`may_match_any` in link.rs holds the same conditions for the full path).
-fn gate(rule: &Rule) -> Option<Kind> {
+fn gate(rule: &Rule, groups: &mut Groups) -> Option<Kind> {
     let slot = u32::try_from(rule.slot?).ok()?;
-    let chain = u32::try_from(rule.chain_id).ok()?;
     if rule.op.is_none() || !crate::link::may_gate(rule) {
         return None;
     }
@@ -200,7 +233,8 @@ fn gate(rule: &Rule) -> Option<Kind> {
     for t in rule.targets.iter().filter(|t| !t.exclude) {
         vars |= 1u128.checked_shl(u32::from(t.var as u8))?;
     }
-    Some(Kind::Gate { slot, chain, vars })
+    let group = groups.number(GateGroup { chain: rule.chain_id, vars });
+    Some(Kind::Gate { slot, group })
 }
 
 #[cfg(test)]

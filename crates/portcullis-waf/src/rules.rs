@@ -125,6 +125,8 @@ pub struct RuleSet {
     /// For each phase, what the rule loop reads first (see `plan`), with the index each
     /// entry's `skipAfter` continues at.
     pub plans: [crate::plan::Plan; 5],
+    /// What the plans' gates look at (see `plan::GateGroup`).
+    pub gates: crate::plan::Groups,
     pub defaults: [PhaseDefaults; 5],
     pub engine: EngineMode,
     pub components: Vec<String>,
