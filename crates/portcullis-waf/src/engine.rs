@@ -58,6 +58,8 @@ pub(crate) struct State {
     pub(crate) allowed: bool,
     pub(crate) captures: Vec<Vec<u8>>,
     pub(crate) limits: BodyLimits,
+    /// Phase 1 started from the rule set's prelude (see plan.rs, `Kind::TxNum`'s `never`).
+    pub(crate) from_prelude: bool,
 }
 
 impl State {
@@ -74,6 +76,7 @@ impl State {
             allowed: false,
             captures: Vec::new(),
             limits,
+            from_prelude: false,
         }
     }
 }
@@ -280,6 +283,7 @@ impl<'r, 'a> Transaction<'r, 'a> {
         self.vars.matched_var.clone_from(&p.vars.matched_var);
         self.vars.matched_vars.clone_from(&p.vars.matched_vars);
         self.vars.rule_id = p.vars.rule_id;
+        self.st.from_prelude = true;
         p.next
     }
 
@@ -305,7 +309,7 @@ impl<'r, 'a> Transaction<'r, 'a> {
         }
         let (rules, data, reused) = (self.rules, &self.data, &mut self.reused);
         let lacks = |slot, group| gate_lacks(rules, data, &mut reused.cache, &mut reused.scratch, (slot, group));
-        match plan.verdict(step, &mut self.vars, lacks, &self.st.removed_targets) {
+        match plan.verdict(step, &mut self.vars, lacks, &self.st.removed_targets, self.st.from_prelude) {
             Verdict::NoMatch => return next,
             Verdict::Done => {}
             Verdict::Full => {

@@ -367,7 +367,12 @@ impl Builder {
         }
         (rules.chains, rules.prefilter) = chains.finish().map_err(|m| here(&Arc::from("(prefilter)"), 0, m))?;
         (rules.plans, rules.gates) = plans(&rules.phases, &rules.defaults);
-        rules.prelude = Some(crate::engine::prelude(&rules));
+        let prelude = crate::engine::prelude(&rules);
+        let never = crate::prelude::never_holding(&rules, &prelude);
+        for (plan, never) in rules.plans.iter_mut().zip(&never) {
+            plan.set_never(never);
+        }
+        rules.prelude = Some(prelude);
         Ok(rules)
     }
 }

@@ -41,6 +41,9 @@ pub(crate) enum Kind {
     /// The first link is `TX:name @cmp n`, or with `count` `&TX:name @cmp n` (CRS's "set a
     /// default unless configured" rules); the name is at `name` in [`Plan::names`]. `quiet`
     /// when a match needs nothing but MATCHED_VAR(S) and the phase's `skipAfter` jump.
+    /// `never` when, in a transaction that started from the rule set's prelude, the
+    /// comparison cannot hold: only the prelude sets the variable, and not so that it holds
+    /// (CRS's checks for paranoia levels above the configured one; see prelude.rs).
     TxNum {
         name: (u32, u16),
         cmp: NumCmp,
@@ -48,6 +51,7 @@ pub(crate) enum Kind {
         negated: bool,
         count: bool,
         quiet: bool,
+        never: bool,
     },
 }
 
@@ -154,22 +158,25 @@ impl Plan {
         let at = self.names.len() as u32;
         self.names.push_str(name);
         let n = leading_int(arg.as_bytes());
-        Kind::TxNum { name: (at, len), cmp: *cmp, n, negated: op.negated, count: t.count, quiet }
+        Kind::TxNum { name: (at, len), cmp: *cmp, n, negated: op.negated, count: t.count, quiet, never: false }
     }
 
     /// Decides a step from the transaction's variables and, for a [`Kind::Gate`], `lacks`
     /// (given its slot and group: true when no value can hold the slot, see
     /// `link::gate_lacks`). Once a `ctl:ruleRemoveTarget*` has removed some TX target
     /// (`removed`), perhaps a [`Kind::TxNum`] step's one target, those steps go the full way.
+    /// `from_prelude`: the transaction started from the rule set's prelude.
     pub(crate) fn verdict(
         &self,
         step: &Step,
         vars: &mut Vars,
         lacks: impl FnOnce(usize, usize) -> bool,
         removed: &[(RuleRef, Vec<Target>)],
+        from_prelude: bool,
     ) -> Verdict {
         match step.kind {
             Kind::TxNum { .. } if removed.iter().any(|(_, ts)| ts.iter().any(|t| t.var == Var::Tx)) => Verdict::Full,
+            Kind::TxNum { never: true, .. } if from_prelude => Verdict::NoMatch,
             Kind::Marker => Verdict::NoMatch,
             Kind::Full => Verdict::Full,
             Kind::Gate { slot, group } => {
@@ -192,6 +199,16 @@ impl Plan {
                 *rule_id = step.id;
                 record_match(matched_var, matched_vars, &name_parts(Var::Tx, Some(name.as_bytes())), value);
                 Verdict::Done
+            }
+        }
+    }
+
+    /// Marks the [`Kind::TxNum`] steps at the indexes `never` flags as never holding (see
+    /// the variant).
+    pub(crate) fn set_never(&mut self, never: &[bool]) {
+        for (step, &no) in self.steps.iter_mut().zip(never) {
+            if let Kind::TxNum { never, .. } = &mut step.kind {
+                *never = no;
             }
         }
     }

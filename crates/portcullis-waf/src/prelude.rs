@@ -124,6 +124,19 @@ impl Written {
     }
 }
 
+/// Per entry of phases 1 and 2, whether its plan step is a TX comparison that cannot hold in
+/// a transaction started from the prelude: its variable is one only the prelude sets (see
+/// [`reachable`]), and the prelude leaves it so that the comparison fails.
+pub(crate) fn never_holding(rules: &RuleSet, prelude: &Prelude) -> [Vec<bool>; 2] {
+    let written = Written::of(rules, prelude);
+    let known = |name: &str| (!written.may_write(name)).then(|| prelude.vars.tx.get(name));
+    let mut out: [Vec<bool>; 2] = Default::default();
+    for (never, plan) in out.iter_mut().zip(&rules.plans) {
+        *never = plan.steps.iter().map(|step| plan.decide(step, known) == Some(false)).collect();
+    }
+    out
+}
+
 /// Which entries of phases 1 and 2 a request can reach, index by index. A TX comparison of a
 /// variable that only the prelude sets (CRS's paranoia-level checks: `TX:detection_paranoia_level
 /// "@lt 2" "skipAfter:END-..."`) has the same outcome for every request; the rules its jump

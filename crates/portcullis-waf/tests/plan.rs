@@ -162,3 +162,37 @@ fn a_body_adds_values_the_gate_of_a_later_phase_sees() {
     tx.request_body();
     assert_eq!(tx.interruption().map(|i| i.rule_id), Some(51));
 }
+
+#[test]
+fn a_tx_check_the_prelude_decides_is_decided_only_for_transactions_that_used_it() {
+    // Rules 1 and 2 are request-independent (the prelude): TX:level ends at 1, so rule 3
+    // never holds after it. A transaction that removes rule 2 does not start from the
+    // prelude, and TX:level is 5 there.
+    let r = rules(
+        "SecAction \"id:1,phase:1,pass,nolog,setvar:tx.level=5\"\n\
+         SecAction \"id:2,phase:1,pass,nolog,setvar:tx.level=1\"\n\
+         SecRule TX:LEVEL \"@ge 2\" \"id:3,phase:1,deny,status:403\"\n",
+    );
+    let run = |remove: Option<&str>| {
+        let req = Request { method: b"GET", uri: b"/", protocol: b"HTTP/1.1", unique_id: "t", ..Request::default() };
+        let mut tx = Transaction::new(&r, req, BodyLimits::default());
+        if let Some(ids) = remove {
+            tx.remove_rules(portcullis_waf::actions::RuleRef::parse_ids(ids).unwrap());
+        }
+        tx.request_headers();
+        tx.interruption().map(|i| i.rule_id)
+    };
+    assert_eq!(run(None), None);
+    assert_eq!(run(Some("2")), Some(3), "without rule 2, TX:level stays 5");
+}
+
+#[test]
+fn a_tx_check_of_a_variable_a_later_rule_writes_is_not_decided_from_the_prelude() {
+    let r = rules(
+        "SecAction \"id:1,phase:1,pass,nolog,setvar:tx.level=1\"\n\
+         SecRule REQUEST_URI \"@contains up\" \"id:2,phase:1,pass,nolog,setvar:tx.level=5\"\n\
+         SecRule TX:LEVEL \"@ge 2\" \"id:3,phase:1,deny,status:403\"\n",
+    );
+    assert_eq!(blocked_by(&r, "/"), None);
+    assert_eq!(blocked_by(&r, "/up"), Some(3));
+}
