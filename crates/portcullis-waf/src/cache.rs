@@ -94,8 +94,13 @@ impl<T: Copy + Default> Table<T> {
     }
 }
 
-/// Number of variables: a (chain, variable) pair's union is at `chain * VARS + var`.
+/// Number of variables.
 const VARS: usize = Var::Xml as usize + 1;
+
+/// Where a (chain, variable) pair's union is in [`Cache::unions`].
+fn union_index(chain: usize, var: u8) -> usize {
+    chain * VARS + usize::from(var)
+}
 
 /// One variable's values together: their features and the union of their own bits.
 #[derive(Debug, Clone, Copy, Default)]
@@ -280,7 +285,7 @@ impl Cache {
     /// chain: computed before, or the chain leaves all of them as they are (the variable's
     /// own union then serves, see [`Cache::var_source`]).
     fn known_union(&mut self, rules: &RuleSet, var: u8, chain: usize) -> Option<u32> {
-        if let Some(at) = self.unions.get(chain * VARS + usize::from(var)) {
+        if let Some(at) = self.unions.get(union_index(chain, var)) {
             return Some(at);
         }
         let v = self.var_sources.get(usize::from(var))?;
@@ -289,8 +294,23 @@ impl Cache {
         if v.bits != ANY && !features::leaves_unchanged(v.features, triggers) {
             return None;
         }
-        self.unions.insert(chain * VARS + usize::from(var), v.bits);
+        self.unions.insert(union_index(chain, var), v.bits);
         Some(v.bits)
+    }
+
+    /// [`Cache::known_union`], after computing `var`'s own union if needed.
+    fn cheap_union<'v>(
+        &mut self,
+        rules: &RuleSet,
+        var: u8,
+        chain: usize,
+        values: impl FnOnce(&mut dyn FnMut(&'v [u8])) -> bool,
+    ) -> Option<u32> {
+        if let Some(at) = self.known_union(rules, var, chain) {
+            return Some(at);
+        }
+        self.var_source(rules, var, values);
+        self.known_union(rules, var, chain)
     }
 
     /// Computes `var`'s own union and features once, from `values` (every value of it,
@@ -340,15 +360,8 @@ impl Cache {
                 while rest != 0 {
                     let var = rest.trailing_zeros() as u8;
                     rest &= rest - 1;
-                    let at = match self.known_union(rules, var, gate.chain) {
-                        Some(at) => at,
-                        None => {
-                            self.var_source(rules, var, |each| values(var, each));
-                            match self.known_union(rules, var, gate.chain) {
-                                Some(at) => at,
-                                None => return false,
-                            }
-                        }
+                    let Some(at) = self.cheap_union(rules, var, gate.chain, |each| values(var, each)) else {
+                        return false;
                     };
                     match at {
                         ANY => any = true,
@@ -375,23 +388,17 @@ impl Cache {
         slot: usize,
         mut values: impl FnMut(&mut dyn FnMut(&'v [u8])) -> bool,
     ) -> bool {
-        let at = match self.known_union(rules, var, chain) {
+        let at = match self.cheap_union(rules, var, chain, &mut values) {
             Some(at) => at,
             None => {
-                self.var_source(rules, var, &mut values);
-                match self.known_union(rules, var, chain) {
-                    Some(at) => at,
-                    None => {
-                        let acc = self.new_bits(rules);
-                        let complete = values(&mut |v: &'v [u8]| {
-                            let bits = self.bits_of(rules, v, chain);
-                            self.or_into(rules, acc, bits);
-                        });
-                        let acc = if complete { acc } else { ANY };
-                        self.unions.insert(chain * VARS + usize::from(var), acc);
-                        acc
-                    }
-                }
+                let acc = self.new_bits(rules);
+                let complete = values(&mut |v: &'v [u8]| {
+                    let bits = self.bits_of(rules, v, chain);
+                    self.or_into(rules, acc, bits);
+                });
+                let acc = if complete { acc } else { ANY };
+                self.unions.insert(union_index(chain, var), acc);
+                acc
             }
         };
         at == ANY || has(self.bits_at(rules, at), slot)
