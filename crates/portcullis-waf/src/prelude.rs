@@ -128,11 +128,18 @@ impl Written {
 /// a transaction started from the prelude: its variable is one only the prelude sets (see
 /// [`reachable`]), and the prelude leaves it so that the comparison fails.
 pub(crate) fn never_holding(rules: &RuleSet, prelude: &Prelude) -> [Vec<bool>; 2] {
+    decisions(rules, prelude).map(|phase| phase.into_iter().map(|d| d == Some(false)).collect())
+}
+
+/// Per plan step of phases 1 and 2: the outcome of its TX comparison when the variable is
+/// one only the prelude sets (the same for every request that starts from the prelude),
+/// `None` for other steps.
+fn decisions(rules: &RuleSet, prelude: &Prelude) -> [Vec<Option<bool>>; 2] {
     let written = Written::of(rules, prelude);
     let known = |name: &str| (!written.may_write(name)).then(|| prelude.vars.tx.get(name));
-    let mut out: [Vec<bool>; 2] = Default::default();
-    for (never, plan) in out.iter_mut().zip(&rules.plans) {
-        *never = plan.steps.iter().map(|step| plan.decide(step, known) == Some(false)).collect();
+    let mut out: [Vec<Option<bool>>; 2] = Default::default();
+    for (decided, plan) in out.iter_mut().zip(&rules.plans) {
+        *decided = plan.steps.iter().map(|step| plan.decide(step, known)).collect();
     }
     out
 }
@@ -148,9 +155,7 @@ pub(crate) fn never_holding(rules: &RuleSet, prelude: &Prelude) -> [Vec<bool>; 2
 /// evaluated in full whenever a request does reach it (a route's exclusion removing a
 /// paranoia-level check, say), so a wrong answer here costs time, never a verdict.
 pub(crate) fn reachable(rules: &RuleSet, prelude: &Prelude) -> [Vec<bool>; 2] {
-    let written = Written::of(rules, prelude);
-    let tx = &prelude.vars.tx;
-    let known = |name: &str| (!written.may_write(name)).then(|| tx.get(name));
+    let decisions = decisions(rules, prelude);
     let mut out: [Vec<bool>; 2] = Default::default();
     for (phase, reach) in out.iter_mut().enumerate() {
         let (Some(entries), Some(plan)) = (rules.phases.get(phase), rules.plans.get(phase)) else { continue };
@@ -167,8 +172,9 @@ pub(crate) fn reachable(rules: &RuleSet, prelude: &Prelude) -> [Vec<bool>; 2] {
                 Entry::Marker(_) => None,
             };
             let target = step.skip_to.map_or(i + 1, |t| (t as usize).min(n));
-            let decided =
-                rule.filter(|r| r.chain.is_none() && r.actions.skip.is_none()).and_then(|_| plan.decide(step, known));
+            let decided = rule
+                .filter(|r| r.chain.is_none() && r.actions.skip.is_none())
+                .and_then(|_| decisions.get(phase).and_then(|d| d.get(i)).copied().flatten());
             let mut mark = |j: usize| {
                 if let Some(r) = reach.get_mut(j) {
                     *r = true;
