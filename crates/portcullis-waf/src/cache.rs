@@ -1,6 +1,7 @@
 //! Per-transaction cache for the prefilter and the transformations, keyed by the source
-//! value's identity (it is borrowed from the request and does not move while the
-//! transaction lives):
+//! value's identity: values borrowed from the request do not move while the transaction
+//! lives, and values with the same bytes (a JSON array's repeated codes and names, up to
+//! [`MAX_SHARED`] bytes) share one identity, so what a chain makes of them is computed once:
 //!
 //! - per source value: its byte features and the prefilter bits of the literals the one
 //!   global automaton found in it; every chain that leaves the value unchanged (the common
@@ -15,8 +16,9 @@
 use crate::features;
 use crate::rules::RuleSet;
 use crate::vars::Var;
+use hashbrown::{DefaultHashBuilder, HashTable};
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 /// A multiply-rotate hasher for the small integer keys.
 #[derive(Default)]
@@ -50,6 +52,23 @@ struct Source {
     /// Offset of its bits in [`Cache::words`].
     bits: u32,
 }
+
+/// One identity: where its bytes are in [`Cache::text`] (when shared by content), and its
+/// source facts once scanned.
+#[derive(Debug, Clone, Copy)]
+struct Identity {
+    at: u32,
+    len: u32,
+    source: Option<Source>,
+}
+
+/// Identities whose entries are kept in the flat table (one row of chains each; a request
+/// with more values keeps the rest in a map).
+const FLAT_IDS: usize = 1024;
+
+/// Longest value given an identity by content: repeated values are short (codes, names,
+/// flags), and a long one would be hashed and copied for nothing.
+pub const MAX_SHARED: usize = 256;
 
 /// What a chain made of a value: not applied yet, no change, or bytes in [`Cache::bytes`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -121,8 +140,17 @@ struct Entry {
 /// reused by the next transaction on the same thread.
 #[derive(Debug, Default)]
 pub struct Cache {
-    sources: Map<(usize, usize), Source>,
-    entries: Map<(usize, usize, usize), Entry>,
+    /// Identities by the value's address and length.
+    ids: Map<(usize, usize), u32>,
+    /// Identities of values up to [`MAX_SHARED`] bytes by content (their bytes in `text`).
+    by_content: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    identities: Vec<Identity>,
+    text: Vec<u8>,
+    /// Per (identity, chain): in a flat table for the first [`FLAT_IDS`] identities, in a
+    /// map beyond.
+    entries: Table<Entry>,
+    more_entries: Map<(u32, usize), Entry>,
     unions: Table<u32>,
     var_sources: Table<VarSource>,
     /// Per gate group (see [`crate::plan::GateGroup`]): the union over its variables'
@@ -168,11 +196,17 @@ fn width(rules: &RuleSet) -> usize {
 impl Cache {
     /// Empties the cache, keeping its capacity; false when it grew too large to be worth keeping.
     pub fn clear(&mut self) -> bool {
-        if self.bytes.capacity() > KEEP_BYTES || self.words.capacity() > KEEP_BYTES / 8 {
+        let kept =
+            [self.bytes.capacity(), self.text.capacity(), self.words.capacity() * 8, self.identities.capacity() * 16];
+        if kept.iter().any(|&b| b > KEEP_BYTES) {
             return false;
         }
-        self.sources.clear();
+        self.ids.clear();
+        self.by_content.clear();
+        self.identities.clear();
+        self.text.clear();
         self.entries.clear();
+        self.more_entries.clear();
         self.unions.clear();
         self.var_sources.clear();
         self.groups.clear();
@@ -200,21 +234,89 @@ impl Cache {
         self.words.get(at..at + width(rules)).unwrap_or_default()
     }
 
-    /// The bits of the source value itself (every chain's literals), scanned once.
-    fn source(&mut self, rules: &RuleSet, src: &[u8]) -> Source {
-        if let Some(s) = self.sources.get(&key(src)) {
-            return *s;
+    /// The identity of `src` (borrowed from the request): the same for the same address, and
+    /// for the same bytes up to [`MAX_SHARED`] long.
+    #[inline]
+    pub fn id(&mut self, src: &[u8]) -> u32 {
+        match self.ids.get(&key(src)) {
+            Some(id) => *id,
+            None => self.first_sight(src),
         }
+    }
+
+    /// [`Cache::id`] for an address not seen before (kept out of line: the lookup is hot).
+    #[inline(never)]
+    fn first_sight(&mut self, src: &[u8]) -> u32 {
+        let id = if src.len() <= MAX_SHARED { self.shared_id(src) } else { self.new_id(0, 0) };
+        self.ids.insert(key(src), id);
+        id
+    }
+
+    fn new_id(&mut self, at: usize, len: usize) -> u32 {
+        let id = self.identities.len() as u32;
+        self.identities.push(Identity { at: at as u32, len: len as u32, source: None });
+        id
+    }
+
+    /// The identity of the bytes `src`, new when no value so far had them.
+    fn shared_id(&mut self, src: &[u8]) -> u32 {
+        let Cache { by_content, hasher, identities, text, .. } = self;
+        let bytes_of =
+            |id: u32| identities.get(id as usize).and_then(|i| text.get(i.at as usize..(i.at + i.len) as usize));
+        let hash = hasher.hash_one(src);
+        if let Some(id) = by_content.find(hash, |id| bytes_of(*id) == Some(src)) {
+            return *id;
+        }
+        let at = self.text.len();
+        self.text.extend_from_slice(src);
+        let id = self.new_id(at, src.len());
+        let Cache { by_content, hasher, identities, text, .. } = self;
+        by_content.insert_unique(hash, id, |id| {
+            let i = identities.get(*id as usize).map_or((0, 0), |i| (i.at as usize, i.len as usize));
+            hasher.hash_one(text.get(i.0..i.0 + i.1).unwrap_or_default())
+        });
+        id
+    }
+
+    fn entry(&self, rules: &RuleSet, (id, chain): (u32, usize)) -> Option<Entry> {
+        match id as usize {
+            i if i < FLAT_IDS && chain < rules.chains.len() => self.entries.get(i * rules.chains.len() + chain),
+            _ => self.more_entries.get(&(id, chain)).copied(),
+        }
+    }
+
+    fn set_entry(&mut self, rules: &RuleSet, (id, chain): (u32, usize), entry: Entry) {
+        match id as usize {
+            i if i < FLAT_IDS && chain < rules.chains.len() => {
+                self.entries.insert(i * rules.chains.len() + chain, entry)
+            }
+            _ => _ = self.more_entries.insert((id, chain), entry),
+        }
+    }
+
+    /// The bits of the source value itself (every chain's literals), scanned once.
+    #[inline]
+    fn source(&mut self, rules: &RuleSet, id: u32, src: &[u8]) -> Source {
+        match self.identities.get(id as usize).and_then(|i| i.source) {
+            Some(s) => s,
+            None => self.scan_source(rules, id, src),
+        }
+    }
+
+    #[inline(never)]
+    fn scan_source(&mut self, rules: &RuleSet, id: u32, src: &[u8]) -> Source {
         let s = Source { features: features::of(src), bits: scan(&mut self.words, rules, None, src) };
-        self.sources.insert(key(src), s);
+        if let Some(i) = self.identities.get_mut(id as usize) {
+            i.source = Some(s);
+        }
         s
     }
 
     /// Applies `chain` to `src` (once per pair); the entry's value. `features` are `src`'s
     /// when the caller has them already (see [`crate::transform::Transform::apply_changed`]).
-    fn apply(&mut self, rules: &RuleSet, src: &[u8], chain: usize, mut features: Option<u16>) -> Value {
-        let k = (src.as_ptr() as usize, src.len(), chain);
-        let entry = self.entries.get(&k).copied().unwrap_or_default();
+    fn apply(&mut self, rules: &RuleSet, id: u32, src: &[u8], chain: usize, mut features: Option<u16>) -> Value {
+        let k = (id, chain);
+        let entry = self.entry(rules, k).unwrap_or_default();
         if !matches!(entry.value, Value::Unknown) {
             return entry.value;
         }
@@ -232,7 +334,7 @@ impl Cache {
                 Value::At(at as u32, v.len() as u32)
             }
         };
-        self.entries.insert(k, Entry { value, ..entry });
+        self.set_entry(rules, k, Entry { value, ..entry });
         value
     }
 
@@ -244,17 +346,17 @@ impl Cache {
     }
 
     /// Offset of the prefilter bits of `src` through `chain`.
-    fn bits_of(&mut self, rules: &RuleSet, src: &[u8], chain: usize) -> u32 {
+    fn bits_of(&mut self, rules: &RuleSet, id: u32, src: &[u8], chain: usize) -> u32 {
         let triggers = rules.chains.get(chain).map_or(features::ALWAYS, |c| c.triggers);
-        let s = self.source(rules, src);
+        let s = self.source(rules, id, src);
         if features::leaves_unchanged(s.features, triggers) {
             return s.bits;
         }
-        let k = (src.as_ptr() as usize, src.len(), chain);
-        if let Some(at) = self.entries.get(&k).and_then(|e| e.bits) {
+        let k = (id, chain);
+        if let Some(at) = self.entry(rules, k).and_then(|e| e.bits) {
             return at;
         }
-        let value = self.apply(rules, src, chain, Some(s.features));
+        let value = self.apply(rules, id, src, chain, Some(s.features));
         let at = match value {
             // Unchanged after all: the chain's literals are among the source's.
             Value::Same | Value::Unknown => s.bits,
@@ -263,21 +365,21 @@ impl Cache {
                 scan(&mut self.words, rules, Some(chain), v)
             }
         };
-        if let Some(e) = self.entries.get_mut(&k) {
-            e.bits = Some(at);
+        if let Some(e) = self.entry(rules, k) {
+            self.set_entry(rules, k, Entry { bits: Some(at), ..e });
         }
         at
     }
 
     /// The prefilter bits of `src` through `chain`.
-    pub fn bits(&mut self, rules: &RuleSet, src: &[u8], chain: usize) -> &[u64] {
-        let at = self.bits_of(rules, src, chain);
+    pub fn bits(&mut self, rules: &RuleSet, id: u32, src: &[u8], chain: usize) -> &[u64] {
+        let at = self.bits_of(rules, id, src, chain);
         self.bits_at(rules, at)
     }
 
     /// `src` through the chain.
-    pub fn transformed<'s>(&'s mut self, rules: &RuleSet, src: &'s [u8], chain: usize) -> &'s [u8] {
-        let value = self.apply(rules, src, chain, None);
+    pub fn transformed<'s>(&'s mut self, rules: &RuleSet, id: u32, src: &'s [u8], chain: usize) -> &'s [u8] {
+        let value = self.apply(rules, id, src, chain, None);
         self.value(src, value)
     }
 
@@ -322,7 +424,8 @@ impl Cache {
         let acc = self.new_bits(rules);
         let mut features = 0;
         let complete = values(&mut |v: &'v [u8]| {
-            let s = self.source(rules, v);
+            let id = self.id(v);
+            let s = self.source(rules, id, v);
             features |= s.features;
             self.or_into(rules, acc, s.bits);
         });
@@ -393,7 +496,8 @@ impl Cache {
             None => {
                 let acc = self.new_bits(rules);
                 let complete = values(&mut |v: &'v [u8]| {
-                    let bits = self.bits_of(rules, v, chain);
+                    let id = self.id(v);
+                    let bits = self.bits_of(rules, id, v, chain);
                     self.or_into(rules, acc, bits);
                 });
                 let acc = if complete { acc } else { ANY };
@@ -407,7 +511,23 @@ impl Cache {
 
 #[cfg(test)]
 mod tests {
-    use super::Table;
+    use super::{Cache, MAX_SHARED, Table};
+
+    #[test]
+    fn values_with_the_same_bytes_share_an_identity() {
+        let mut c = Cache::default();
+        let (a, b, other) = (b"EUR".to_vec(), b"EUR".to_vec(), b"USD".to_vec());
+        let id = c.id(&a);
+        assert_eq!((c.id(&b), c.id(&a)), (id, id), "same bytes, another address");
+        assert_ne!(c.id(&other), id);
+        assert_ne!(c.id(&a[..2]), id, "a prefix is another value");
+        let (long, copy) = (vec![b'x'; MAX_SHARED + 1], vec![b'x'; MAX_SHARED + 1]);
+        assert_ne!(c.id(&long), c.id(&copy), "long values are not compared");
+        assert!(c.clear());
+        let (again, fresh) = (c.id(&other), c.id(&a));
+        assert_ne!(again, fresh, "identities start over after clear");
+        assert_eq!(c.id(&b), fresh);
+    }
 
     #[test]
     fn a_table_forgets_everything_at_each_generation_and_after_wrapping() {

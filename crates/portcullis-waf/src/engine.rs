@@ -116,7 +116,7 @@ impl Reused {
     }
 
     fn recycle(mut self) {
-        if self.cache.clear() && !self.scratch.hits.heavy() {
+        if self.cache.clear() && !self.scratch.heavy() {
             POOL.with(|p| {
                 let mut p = p.borrow_mut();
                 if p.len() < POOLED {

@@ -29,6 +29,42 @@ pub(crate) struct Scratch {
     hit_captures: Vec<Vec<Vec<u8>>>,
     /// The targets a link's values are checked against for exclusion (always empty between links).
     exclusions: Vec<&'static Target>,
+    /// Per value identity (see [`Cache::id`]): the link evaluation that found it does not
+    /// match, so a repeated value is judged once per link.
+    missed: Vec<u32>,
+    /// The current link evaluation's number in `missed` (0: none yet).
+    evaluation: u32,
+}
+
+impl Scratch {
+    /// Holds more than a reused buffer should keep (a match on a large body, a body of very
+    /// many values).
+    pub(crate) fn heavy(&self) -> bool {
+        self.hits.heavy() || self.missed.capacity() > crate::cache::KEEP_BYTES / 4
+    }
+
+    /// Starts a link evaluation: no value is known to miss.
+    fn next_evaluation(&mut self) {
+        self.evaluation = self.evaluation.wrapping_add(1);
+        if self.evaluation == 0 {
+            self.missed.clear();
+            self.evaluation = 1;
+        }
+    }
+
+    fn missed(&self, id: u32) -> bool {
+        self.missed.get(id as usize) == Some(&self.evaluation)
+    }
+
+    fn miss(&mut self, id: u32) {
+        let i = id as usize;
+        if self.missed.len() <= i {
+            self.missed.resize(i + 1, 0);
+        }
+        if let Some(m) = self.missed.get_mut(i) {
+            *m = self.evaluation;
+        }
+    }
 }
 
 /// Empties `items` and hands its allocation to a list of another type, here always the same
@@ -69,6 +105,7 @@ pub(crate) fn eval_link(ctx: &mut Ctx<'_, '_>, rule: &Rule, link: &Rule) -> bool
     // `hit_captures` is not cleared: hit n's captures are at n, the rest is stale and unread
     // (its buffers are reused).
     scratch.hits.clear();
+    scratch.next_evaluation();
     {
         let vars: &Vars = vars;
         let arg: Cow<'_, [u8]> = match op.template() {
@@ -81,20 +118,35 @@ pub(crate) fn eval_link(ctx: &mut Ctx<'_, '_>, rule: &Rule, link: &Rule) -> bool
         gather(data, vars, link, live, &mut items, &exclusions);
         scratch.exclusions = reuse(exclusions);
         for item in &items {
-            let matched: Option<Cow<'_, [u8]>> = match &item.value {
-                // Values borrowed from the request go through the cache and the prefilter
-                // (the cache is keyed by address: never for values that change, as TX's).
-                Cow::Borrowed(src) if !link.actions.multi_match && !from_vars(item.var) => {
-                    if link.slot.is_some_and(|slot| !has(ctx.cache.bits(ctx.rules, src, link.chain_id), slot)) {
+            // Values borrowed from the request have an identity in the cache (never values
+            // that change, as TX's): one that missed already misses again (the operator's
+            // argument is fixed for the evaluation, and a miss sets no capture).
+            let id = match &item.value {
+                Cow::Borrowed(src) if !from_vars(item.var) => Some(ctx.cache.id(src)),
+                _ => None,
+            };
+            if id.is_some_and(|id| scratch.missed(id)) {
+                continue;
+            }
+            let matched: Option<Cow<'_, [u8]>> = match (&item.value, id) {
+                // They go through the cache and the prefilter.
+                (Cow::Borrowed(src), Some(id)) if !link.actions.multi_match => {
+                    if link.slot.is_some_and(|slot| !has(ctx.cache.bits(ctx.rules, id, src, link.chain_id), slot)) {
+                        scratch.miss(id);
                         continue;
                     }
-                    let value = ctx.cache.transformed(ctx.rules, src, link.chain_id);
+                    let value = ctx.cache.transformed(ctx.rules, id, src, link.chain_id);
                     let caps = if link.actions.capture { Some(&mut st.captures) } else { None };
                     (op.matches(value, &arg, caps) != op.negated).then_some(Cow::Borrowed(value))
                 }
                 _ => check(op, link, &item.value, &arg, st),
             };
-            let Some(value) = matched else { continue };
+            let Some(value) = matched else {
+                if let Some(id) = id {
+                    scratch.miss(id);
+                }
+                continue;
+            };
             scratch.hits.push(&name_parts(item.var, item.key.as_deref()), &value);
             if link.actions.capture {
                 match scratch.hit_captures.get_mut(scratch.hits.len() - 1) {
@@ -196,7 +248,10 @@ fn may_hold(
         let mut found = reuse(std::mem::take(buffer));
         values(data, &NO_VARS, t, &mut found);
         let any = found.iter().any(|item| match item.value {
-            Cow::Borrowed(v) => has(cache.bits(rules, v, chain), slot),
+            Cow::Borrowed(v) => {
+                let id = cache.id(v);
+                has(cache.bits(rules, id, v, chain), slot)
+            }
             Cow::Owned(_) => true,
         });
         *buffer = reuse(found);
