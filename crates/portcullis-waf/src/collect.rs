@@ -63,11 +63,23 @@ impl Vars {
 }
 
 /// (name, value) byte pairs in one buffer: cleared and refilled per rule without freeing.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Pairs {
     bytes: Vec<u8>,
     /// Per pair: where its name ends and where its value ends in `bytes`.
     ends: Vec<(usize, usize)>,
+}
+
+impl Clone for Pairs {
+    fn clone(&self) -> Self {
+        Pairs { bytes: self.bytes.clone(), ends: self.ends.clone() }
+    }
+
+    /// Keeps this one's buffers (a transaction starting from the prelude's copy).
+    fn clone_from(&mut self, source: &Self) {
+        self.bytes.clone_from(&source.bytes);
+        self.ends.clone_from(&source.ends);
+    }
 }
 
 impl Pairs {

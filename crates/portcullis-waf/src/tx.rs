@@ -19,7 +19,7 @@ struct Slot {
 }
 
 /// TX: names (lower-case) to values.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Tx {
     table: HashTable<Slot>,
     hasher: DefaultHashBuilder,
@@ -44,6 +44,22 @@ fn at(bytes: &[u8], at: usize, len: usize) -> &[u8] {
 /// The table lookup's test: the slot holds `name`.
 fn named<'b>(bytes: &'b [u8], name: &'b str) -> impl Fn(&Slot) -> bool + 'b {
     move |s| at(bytes, s.name, s.name_len) == name.as_bytes()
+}
+
+impl Clone for Tx {
+    fn clone(&self) -> Self {
+        Tx { table: self.table.clone(), hasher: self.hasher.clone(), bytes: self.bytes.clone(), digits: self.digits }
+    }
+
+    /// Keeps this one's table and arena when they have room (a transaction starting from
+    /// the prelude's copy): a derived `clone_from` would allocate both anew, and the arena,
+    /// cloned to its exact length, would grow again at the first variable set.
+    fn clone_from(&mut self, source: &Self) {
+        self.table.clone_from(&source.table);
+        self.hasher.clone_from(&source.hasher);
+        self.bytes.clone_from(&source.bytes);
+        self.digits = source.digits;
+    }
 }
 
 impl Tx {
@@ -143,6 +159,22 @@ impl Tx {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clone_from_keeps_the_arena_it_had() {
+        // As a transaction starting from the prelude's variables: same table size, and an
+        // arena that earlier transactions grew.
+        let mut source = Tx::with_capacity(128);
+        source.set("level", b"1");
+        let mut tx = Tx::with_capacity(128);
+        tx.set("old", &[b'x'; 4096]);
+        let room = tx.bytes.capacity();
+        tx.clone_from(&source);
+        assert_eq!((tx.get("level"), tx.get("old")), (Some(&b"1"[..]), None));
+        assert_eq!(tx.bytes.capacity(), room, "the arena was not replaced by an exact copy");
+        tx.set("level", b"22");
+        assert_eq!((tx.get("level"), source.get("level")), (Some(&b"22"[..]), Some(&b"1"[..])));
+    }
 
     #[test]
     fn set_get_grow_remove_clear() {
