@@ -225,8 +225,9 @@ pub fn values<'s>(data: &'s Data<'_>, vars: &'s Vars, target: &Target, out: &mut
                 }
                 return;
             }
+            let lines = vars.tx.names_have_newline();
             for (k, v) in vars.tx.iter() {
-                if sel.matches(k) {
+                if sel.matches_in(k, lines) {
                     out.push(Item { var: Var::Tx, key: Some(Cow::Borrowed(k)), value: Cow::Borrowed(v) });
                 }
             }

@@ -20,6 +20,10 @@ pub enum OpKind {
     ValidateUtf8Encoding,
     IpMatch(Vec<IpNet>),
     Unconditional,
+    /// `@rx ^.*$`, `^.*` or `.*`: with `.` matching newlines too, the leftmost match starts at
+    /// 0 and runs to the end, so every value matches as a whole (CRS 920450 captures each
+    /// header name this way).
+    Whole,
     NoMatch,
     /// Operators whose argument may hold macros, expanded per evaluation.
     Within(Template),
@@ -161,6 +165,7 @@ impl Operator {
         };
         let template = || Template::parse(arg);
         let kind = match name.to_ascii_lowercase().as_str() {
+            "rx" if matches!(arg, "^.*$" | "^.*" | ".*") => OpKind::Whole,
             "rx" => OpKind::Rx(compile_regex(arg, false)?),
             "pm" => {
                 let phrases: Vec<Vec<u8>> = arg.split_whitespace().map(|p| p.as_bytes().to_vec()).collect();
@@ -294,8 +299,14 @@ impl Operator {
                 .and_then(|s| s.trim().parse::<IpAddr>().ok())
                 .is_some_and(|ip| nets.iter().any(|n| n.contains(&ip))),
             OpKind::Unconditional => true,
+            OpKind::Whole => {
+                if let Some(caps) = captures {
+                    set_captures(caps, std::iter::once(value));
+                }
+                true
+            }
             OpKind::NoMatch => false,
-            OpKind::Within(_) => memchr::memmem::find(arg, value).is_some(),
+            OpKind::Within(_) => within(arg, value),
             OpKind::StrEq(_) => value == arg,
             OpKind::Contains(_) => memchr::memmem::find(value, arg).is_some(),
             OpKind::ContainsWord(_) => contains_word(value, arg),
@@ -393,6 +404,20 @@ pub fn may_be_sqli(value: &[u8]) -> bool {
     }
 }
 
+/// Whether `needle` occurs in `hay`. `@within`'s list (`hay`) is short and the needle new
+/// at every call: `memmem::find` would build a searcher per call, costlier than a scan for
+/// the needle's second byte (its first is often a list's separator, as CRS's `/name/`).
+fn within(hay: &[u8], needle: &[u8]) -> bool {
+    match needle {
+        [] => true,
+        [b] => memchr::memchr(*b, hay).is_some(),
+        [_, second, ..] if hay.len() <= 1024 => {
+            memchr::memchr_iter(*second, hay).any(|i| i >= 1 && hay.get(i - 1..i - 1 + needle.len()) == Some(needle))
+        }
+        _ => memchr::memmem::find(hay, needle).is_some(),
+    }
+}
+
 /// Digits, or digits, one `.` and digits (`12.5`): one number token to libinjection.
 fn decimal(value: &[u8]) -> bool {
     let digits = |p: &[u8]| !p.is_empty() && p.iter().all(u8::is_ascii_digit);
@@ -460,6 +485,38 @@ mod tests {
         assert!(op("@rx [\\x7f-\\x{ff}]").matches(b"\xe9", b"", None));
         assert_eq!(byte_escapes("a\\\\x{41}\\x{7}\\x{100}"), "a\\\\x{41}\\x07\\x{100}");
         assert!(!hit(&op("!@rx a"), "abc", ""));
+    }
+
+    #[test]
+    fn a_whole_value_expression_captures_what_the_regex_would() {
+        let whole = op("@rx ^.*$");
+        assert!(matches!(whole.kind, OpKind::Whole));
+        for pattern in ["^.*$", "^.*", ".*"] {
+            let re = compile_regex(pattern, false).unwrap();
+            for value in [&b""[..], b"accept-language", b"a\nb\n", b"\n\nx", b"\xff\x00z"] {
+                let mut caps = Vec::new();
+                assert!(op(&format!("@rx {pattern}")).matches(value, b"", Some(&mut caps)));
+                let found = re.find(value).map(|m| m.as_bytes().to_vec());
+                assert_eq!(Some(caps[0].clone()), found, "{pattern} on {value:?}");
+                assert_eq!(caps.len(), 1);
+            }
+        }
+        assert!(!hit(&op("!@rx ^.*$"), "anything", ""));
+    }
+
+    #[test]
+    fn within_finds_a_value_anywhere_in_the_list() {
+        let list = b"/content-encoding/ /proxy/ /if/ /x-http-method/";
+        for needle in
+            [&b""[..], b"/", b"x", b"/if/", b"/proxy/", b"/x-http-method/", b"ing/ /pr", b"/i", b"/x-http-method/ "]
+        {
+            assert_eq!(within(list, needle), memchr::memmem::find(list, needle).is_some(), "{needle:?}");
+        }
+        assert!(!within(list, b"/accept/") && !within(b"", b"/a") && !within(b"a", b"ab"));
+        assert!(within(b"ab", b"ab") && within(b"xab", b"ab"));
+        let long = [b"-".repeat(2000), b"/found/".to_vec()].concat();
+        assert!(within(&long, b"/found/") && !within(&long, b"/lost/"));
+        assert!(hit(&op("@within GET POST"), "POST", "GET POST") && !hit(&op("@within GET"), "PUT", "GET"));
     }
 
     #[test]

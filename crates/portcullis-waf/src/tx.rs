@@ -27,6 +27,9 @@ pub struct Tx {
     /// Bit d set when the variable named by the one digit d may exist: a capturing rule
     /// removes TX.1 to TX.9 on every match, mostly when they were never set.
     digits: u16,
+    /// Some name set held a newline (a name a macro made from request data): a key
+    /// expression's `^` may then match inside a name, not only at its start.
+    newline: bool,
 }
 
 /// The bit of a one-digit name in [`Tx::digits`].
@@ -48,7 +51,13 @@ fn named<'b>(bytes: &'b [u8], name: &'b str) -> impl Fn(&Slot) -> bool + 'b {
 
 impl Clone for Tx {
     fn clone(&self) -> Self {
-        Tx { table: self.table.clone(), hasher: self.hasher.clone(), bytes: self.bytes.clone(), digits: self.digits }
+        Tx {
+            table: self.table.clone(),
+            hasher: self.hasher.clone(),
+            bytes: self.bytes.clone(),
+            digits: self.digits,
+            newline: self.newline,
+        }
     }
 
     /// Keeps this one's table and arena when they have room (a transaction starting from
@@ -59,6 +68,7 @@ impl Clone for Tx {
         self.hasher.clone_from(&source.hasher);
         self.bytes.clone_from(&source.bytes);
         self.digits = source.digits;
+        self.newline = source.newline;
     }
 }
 
@@ -69,6 +79,7 @@ impl Tx {
             hasher: DefaultHashBuilder::default(),
             bytes: Vec::new(),
             digits: 0,
+            newline: false,
         }
     }
 
@@ -85,7 +96,13 @@ impl Tx {
         self.table.clear();
         self.bytes.clear();
         self.digits = 0;
+        self.newline = false;
         true
+    }
+
+    /// Whether some name may hold a newline (false: none ever did).
+    pub fn names_have_newline(&self) -> bool {
+        self.newline
     }
 
     fn find(&self, name: &str) -> Option<&Slot> {
@@ -105,6 +122,7 @@ impl Tx {
         if let Some(bit) = digit_bit(name) {
             self.digits |= bit;
         }
+        self.newline |= name.contains('\n');
         let Tx { table, hasher, bytes, .. } = self;
         let hash = hasher.hash_one(name.as_bytes());
         match table.find_mut(hash, named(bytes, name)) {

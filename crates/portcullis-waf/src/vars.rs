@@ -194,10 +194,16 @@ pub enum Selector {
 
 impl Selector {
     pub fn matches(&self, key: &[u8]) -> bool {
+        self.matches_in(key, true)
+    }
+
+    /// [`Selector::matches`] for a key that holds a newline only if `lines` (see
+    /// [`KeyRegex::is_match_in`]).
+    pub fn matches_in(&self, key: &[u8], lines: bool) -> bool {
         match self {
             Selector::All | Selector::XPath(_) => true,
             Selector::Key(k) => k.as_bytes().eq_ignore_ascii_case(key),
-            Selector::Regex(re) => re.is_match(key),
+            Selector::Regex(re) => re.is_match_in(key, lines),
         }
     }
 
@@ -240,14 +246,24 @@ pub struct KeyRegex {
 
 impl KeyRegex {
     pub fn is_match(&self, key: &[u8]) -> bool {
+        self.is_match_in(key, true)
+    }
+
+    /// [`KeyRegex::is_match`], told whether `key` may hold a newline (false: it holds none,
+    /// so a `^` can only match at its start; TX knows that of all its names at once).
+    pub fn is_match_in(&self, key: &[u8], lines: bool) -> bool {
         let Some((anchored, lit)) = &self.literal else { return self.re.is_match(key) };
-        let at = |i: usize| key.get(i..i + lit.len()).is_some_and(|w| w.eq_ignore_ascii_case(lit));
+        // The literal is lower-case; a byte loop ends at the first difference, which for
+        // most keys is the first byte.
+        let at = |i: usize| {
+            key.get(i..i + lit.len()).is_some_and(|w| w.iter().zip(lit).all(|(a, b)| a.to_ascii_lowercase() == *b))
+        };
         if *anchored {
             // Multi-line mode: `^` also matches after a newline.
             // (A key no longer than the literal holds it only at the start.)
-            at(0) || (key.len() > lit.len() && memchr::memchr_iter(b'\n', key).any(|i| at(i + 1)))
+            at(0) || (lines && key.len() > lit.len() && memchr::memchr_iter(b'\n', key).any(|i| at(i + 1)))
         } else {
-            key.windows(lit.len()).any(|w| w.eq_ignore_ascii_case(lit))
+            (0..key.len().saturating_sub(lit.len()) + 1).any(at)
         }
     }
 
@@ -362,6 +378,32 @@ fn closing(s: &str, delim: char) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_literal_key_expression_matches_as_its_regex_does() {
+        let keys: [&[u8]; 9] = [
+            b"header_name_x",
+            b"HEADER_NAME_x",
+            b"x_header_name",
+            b"header_nam",
+            b"",
+            b"a\nheader_name_b",
+            b"h",
+            b"header_name_",
+            b"\nheader_name",
+        ];
+        for pattern in ["^header_name_", "header_name", "^header_name_.*", "paramcounter_.*"] {
+            let k = selector_regex(pattern).unwrap();
+            assert!(k.literal.is_some(), "{pattern} is a plain literal");
+            let full = KeyRegex { re: k.re.clone(), literal: None };
+            for key in keys {
+                assert_eq!(k.is_match(key), full.is_match(key), "{pattern} on {key:?}");
+                if !key.contains(&b'\n') {
+                    assert_eq!(k.is_match_in(key, false), full.is_match(key), "{pattern} on {key:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn target_lists() {
