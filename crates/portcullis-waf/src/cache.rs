@@ -441,15 +441,15 @@ impl Cache {
         }
     }
 
-    /// True when no value of the variables of gate group `group` holds `slot` through its
-    /// chain; false when one may, or when a variable's union cannot be known without applying
+    /// True when no value of the variables of gate group `group` holds one of `slots` (each
+    /// needed) through its chain; false when each may be held, or when a variable's union cannot be known without applying
     /// the chain (the full evaluation then decides). `values` gives a variable's values as for
     /// [`Cache::union_has`]. Once all are known, their union is kept for the group, which many
     /// rules share.
     pub fn unions_lack<'v>(
         &mut self,
         rules: &RuleSet,
-        slot: usize,
+        slots: &[usize],
         group: usize,
         mut values: impl FnMut(u8, &mut dyn FnMut(&'v [u8])) -> bool,
     ) -> bool {
@@ -476,7 +476,7 @@ impl Cache {
                 at
             }
         };
-        at != ANY && !has(self.bits_at(rules, at), slot)
+        at != ANY && slots.iter().any(|&slot| !has(self.bits_at(rules, at), slot))
     }
 
     /// Whether `slot` is set in the union of the chain's bits over `values` (all values of

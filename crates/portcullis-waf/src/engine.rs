@@ -308,7 +308,8 @@ impl<'r, 'a> Transaction<'r, 'a> {
             return next;
         }
         let (rules, data, reused) = (self.rules, &self.data, &mut self.reused);
-        let lacks = |slot, group| gate_lacks(rules, data, &mut reused.cache, &mut reused.scratch, (slot, group));
+        let lacks =
+            |slots: &[usize], group| gate_lacks(rules, data, &mut reused.cache, &mut reused.scratch, (slots, group));
         match plan.verdict(step, &mut self.vars, lacks, &self.st.removed_targets, self.st.from_prelude) {
             Verdict::NoMatch => return next,
             Verdict::Done => {}

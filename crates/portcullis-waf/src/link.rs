@@ -131,7 +131,8 @@ pub(crate) fn eval_link(ctx: &mut Ctx<'_, '_>, rule: &Rule, link: &Rule) -> bool
             let matched: Option<Cow<'_, [u8]>> = match (&item.value, id) {
                 // They go through the cache and the prefilter.
                 (Cow::Borrowed(src), Some(id)) if !link.actions.multi_match => {
-                    if link.slot.is_some_and(|slot| !has(ctx.cache.bits(ctx.rules, id, src, link.chain_id), slot)) {
+                    let lacks = |bits: &[u64]| [link.slot, link.also].into_iter().flatten().any(|s| !has(bits, s));
+                    if link.slot.is_some() && lacks(ctx.cache.bits(ctx.rules, id, src, link.chain_id)) {
                         scratch.miss(id);
                         continue;
                     }
@@ -285,17 +286,17 @@ fn each_value<'d>(
     complete
 }
 
-/// The plan's gate (see plan.rs): true when no value of its variables holds its slot through
-/// its chain, as far as that is known without applying the chain.
+/// The plan's gate (see plan.rs): true when no value of its variables holds one of its slots
+/// through its chain, as far as that is known without applying the chain.
 pub(crate) fn gate_lacks(
     rules: &RuleSet,
     data: &Data<'_>,
     cache: &mut Cache,
     scratch: &mut Scratch,
-    (slot, group): (usize, usize),
+    (slots, group): (&[usize], usize),
 ) -> bool {
     let buffer = &mut scratch.items;
-    cache.unions_lack(rules, slot, group, |var, each| {
+    cache.unions_lack(rules, slots, group, |var, each| {
         Var::from_index(var).is_some_and(|var| each_value(data, buffer, var, each))
     })
 }

@@ -413,14 +413,21 @@ impl ChainsBuilder {
             if r.actions.multi_match {
                 r.screen = crate::prefilter::screen(lits)?.map(Box::new);
             } else if let Some(lits) = lits {
-                r.slot = Some(self.slots);
-                self.literals.extend(lits.into_iter().map(|l| (l, self.slots)));
-                self.slot_chain.push(r.chain_id);
-                self.slots += 1;
+                r.slot = Some(self.slot(lits, r.chain_id));
+                r.also = r.op.as_ref().and_then(Operator::second_literals).map(|second| self.slot(second, r.chain_id));
             }
             link = r.chain.as_deref_mut();
         }
         Ok(())
+    }
+
+    /// A new slot for `lits` in `chain`'s automaton.
+    fn slot(&mut self, lits: Vec<Vec<u8>>, chain: usize) -> usize {
+        let slot = self.slots;
+        self.literals.extend(lits.into_iter().map(|l| (l, slot)));
+        self.slot_chain.push(chain);
+        self.slots += 1;
+        slot
     }
 
     fn finish(self) -> Result<(Vec<ChainFilter>, Prefilter), String> {

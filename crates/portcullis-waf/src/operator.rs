@@ -211,6 +211,14 @@ impl Operator {
         Ok(Operator { kind, negated })
     }
 
+    /// A second set like [`Operator::literals`]'s, one of which every match also holds.
+    pub fn second_literals(&self) -> Option<Vec<Vec<u8>>> {
+        match &self.kind {
+            OpKind::Rx(re) if !self.negated => crate::prefilter::second_literals(re.as_str()),
+            _ => None,
+        }
+    }
+
     /// Lower-case strings one of which any value this operator matches contains (a necessary
     /// condition, used to skip the operator); `None` when there is no such set.
     pub fn literals(&self) -> Option<Vec<Vec<u8>>> {

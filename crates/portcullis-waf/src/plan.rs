@@ -33,9 +33,11 @@ pub(crate) enum Kind {
     Full,
     /// The first link's prefilter `slot` over the values its [`GateGroup`] `group` names
     /// (numbered in [`Groups`]: many rules share one, and the union over its variables is
-    /// computed once per request).
+    /// computed once per request); and its second slot ([`NO_SLOT`] when it has none), which
+    /// some value must hold as well.
     Gate {
         slot: u32,
+        also: u32,
         group: u32,
     },
     /// The first link is `TX:name @cmp n`, or with `count` `&TX:name @cmp n` (CRS's "set a
@@ -170,7 +172,7 @@ impl Plan {
         &self,
         step: &Step,
         vars: &mut Vars,
-        lacks: impl FnOnce(usize, usize) -> bool,
+        lacks: impl FnOnce(&[usize], usize) -> bool,
         removed: &[(RuleRef, Vec<Target>)],
         from_prelude: bool,
     ) -> Verdict {
@@ -179,12 +181,10 @@ impl Plan {
             Kind::TxNum { never: true, .. } if from_prelude => Verdict::NoMatch,
             Kind::Marker => Verdict::NoMatch,
             Kind::Full => Verdict::Full,
-            Kind::Gate { slot, group } => {
-                if lacks(slot as usize, group as usize) {
-                    Verdict::NoMatch
-                } else {
-                    Verdict::Full
-                }
+            Kind::Gate { slot, also, group } => {
+                let both = [slot as usize, also as usize];
+                let slots = if also == NO_SLOT { &both[..1] } else { &both[..] };
+                if lacks(slots, group as usize) { Verdict::NoMatch } else { Verdict::Full }
             }
             Kind::TxNum { quiet, .. } => {
                 let name = self.tx_name(step).unwrap_or_default();
@@ -239,6 +239,9 @@ fn tx_matches(kind: Kind, found: Option<&[u8]>) -> bool {
     cmp.holds(a, n) != negated
 }
 
+/// [`Kind::Gate`]'s `also` for a rule without a second slot.
+const NO_SLOT: u32 = u32::MAX;
+
 /// A gate for a rule whose first link is prefiltered and reads only request variables
 /// (`may_match_any` in link.rs holds the same conditions for the full path).
 fn gate(rule: &Rule, groups: &mut Groups) -> Option<Kind> {
@@ -251,7 +254,8 @@ fn gate(rule: &Rule, groups: &mut Groups) -> Option<Kind> {
         vars |= 1u128.checked_shl(u32::from(t.var as u8))?;
     }
     let group = groups.number(GateGroup { chain: rule.chain_id, vars });
-    Some(Kind::Gate { slot, group })
+    let also = rule.also.map_or(Some(NO_SLOT), |s| u32::try_from(s).ok())?;
+    Some(Kind::Gate { slot, also, group })
 }
 
 #[cfg(test)]

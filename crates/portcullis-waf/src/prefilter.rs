@@ -17,17 +17,25 @@ type Set = Vec<Vec<u8>>;
 type SlotLiteral = (Vec<u8>, Vec<u32>);
 
 /// The literals of a group of prefiltered rule links (their slots), ready to scan a value:
-/// longer literals in one case-insensitive Aho-Corasick automaton, one-byte literals as
-/// per-slot byte masks. One-byte literals (`t`, `"`, `.` from classes like `[st]`) occur at
+/// longer literals in one case-insensitive Aho-Corasick automaton, one-byte literals as the
+/// slots each byte sets. One-byte literals (`t`, `"`, `.` from classes like `[st]`) occur at
 /// most positions of ordinary values; reported through the automaton's overlapping search
 /// they cost a match report each (~15,000 for a 4 KB JSON body).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Literals {
     automaton: Option<aho_corasick::AhoCorasick>,
     /// Automaton pattern index -> the slots it satisfies.
     pattern_slots: Vec<Vec<u32>>,
-    /// Slots satisfied by one of a set of bytes (both letter cases included).
-    byte_slots: Vec<(u32, [u64; 4])>,
+    /// Per byte, 1 + its index in `byte_lists` (0: no slot); both letter cases included.
+    by_byte: Box<[u16; 256]>,
+    /// The slots a byte satisfies.
+    byte_lists: Vec<Vec<u32>>,
+}
+
+impl Default for Literals {
+    fn default() -> Self {
+        Literals { automaton: None, pattern_slots: Vec::new(), by_byte: Box::new([0; 256]), byte_lists: Vec::new() }
+    }
 }
 
 fn set_byte(mask: &mut [u64; 4], b: u8) {
@@ -48,14 +56,15 @@ impl Literals {
         let literals = prune(literals)?;
         let mut patterns = Vec::new();
         let mut pattern_slots = Vec::new();
-        let mut masks: std::collections::BTreeMap<u32, [u64; 4]> = std::collections::BTreeMap::new();
+        let mut by_byte: std::collections::BTreeMap<u8, Vec<u32>> = std::collections::BTreeMap::new();
         for (lit, slots) in literals {
             match lit.as_slice() {
                 [b] => {
-                    for &slot in &slots {
-                        let mask = masks.entry(slot).or_default();
-                        set_byte(mask, b.to_ascii_lowercase());
-                        set_byte(mask, b.to_ascii_uppercase());
+                    for byte in [b.to_ascii_lowercase(), b.to_ascii_uppercase()] {
+                        let list = by_byte.entry(byte).or_default();
+                        list.extend(&slots);
+                        list.sort_unstable();
+                        list.dedup();
                     }
                 }
                 _ => {
@@ -70,7 +79,14 @@ impl Literals {
             let ac = aho_corasick::AhoCorasick::builder().ascii_case_insensitive(true).build(&patterns);
             Some(ac.map_err(|e| format!("prefilter automaton: {e}"))?)
         };
-        Ok(Literals { automaton, pattern_slots, byte_slots: masks.into_iter().collect() })
+        let mut literals = Literals { automaton, pattern_slots, ..Literals::default() };
+        for (byte, list) in by_byte {
+            literals.byte_lists.push(list);
+            if let Some(cell) = literals.by_byte.get_mut(usize::from(byte)) {
+                *cell = u16::try_from(literals.byte_lists.len()).map_err(|_| "too many one-byte literals")?;
+            }
+        }
+        Ok(literals)
     }
 
     /// Sets in `bits` the slot of every literal that occurs in `value`.
@@ -82,16 +98,23 @@ impl Literals {
                 }
             }
         }
-        if self.byte_slots.is_empty() {
+        if self.byte_lists.is_empty() {
             return;
         }
+        // Each distinct byte once: a value holds a few dozen, out of the many one-byte
+        // literals (a class like `[\s'"(;]` gives one per byte) all chains have together.
         let mut present = [0u64; 4];
         for &b in value {
             set_byte(&mut present, b);
         }
-        for (slot, mask) in &self.byte_slots {
-            if mask.iter().zip(&present).any(|(m, p)| m & p != 0) {
-                set_slot(bits, *slot);
+        for (w, mut word) in present.into_iter().enumerate() {
+            while word != 0 {
+                let byte = w * 64 + word.trailing_zeros() as usize;
+                word &= word - 1;
+                let list = self.by_byte.get(byte).and_then(|&i| self.byte_lists.get(usize::from(i).checked_sub(1)?));
+                for &slot in list.map(Vec::as_slice).unwrap_or_default() {
+                    set_slot(bits, slot);
+                }
             }
         }
     }
@@ -151,17 +174,95 @@ struct Info {
 /// The strings one of which every match of `pattern` (a ModSecurity expression) contains,
 /// lower-cased for an ASCII-case-insensitive search; `None` when no useful set exists.
 pub fn necessary_literals(pattern: &str) -> Option<Set> {
-    let hir = regex_syntax::ParserBuilder::new()
+    let info = walk(&parse(pattern)?);
+    let set = info.necessary.or(info.exact)?;
+    valid(&set).then_some(set)
+}
+
+fn parse(pattern: &str) -> Option<Hir> {
+    regex_syntax::ParserBuilder::new()
         .unicode(false)
         .utf8(false)
         .dot_matches_new_line(true)
         .multi_line(true)
         .build()
         .parse(&crate::operator::byte_escapes(pattern))
-        .ok()?;
-    let info = walk(&hir);
-    let set = info.necessary.or(info.exact)?;
-    (!set.is_empty() && set.iter().all(|s| !s.is_empty())).then_some(set)
+        .ok()
+}
+
+fn valid(set: &Set) -> bool {
+    !set.is_empty() && set.iter().all(|s| !s.is_empty())
+}
+
+/// A second set of strings every match of `pattern` also holds one of, besides
+/// [`necessary_literals`]'s: a value must hold one string of each, a stronger screen when
+/// the first set is common. A sequence gives its second-best part's set
+/// (`[\s"']on[a-z]{3,50}\s*=` holds "on" and "="); an alternation the union over its
+/// branches of their second set, or their first where the second is weak or missing (a
+/// branch's first holds for its matches too). None when it would be weak.
+pub fn second_literals(pattern: &str) -> Option<Set> {
+    let hir = parse(pattern)?;
+    let first = necessary_literals(pattern)?;
+    second(&hir).filter(|s| valid(s) && !weak(s) && *s != first && s.iter().all(|l| l.len() == 1))
+}
+
+/// Holds a letter or digit alone, which most text holds.
+fn weak(set: &Set) -> bool {
+    set.iter().any(|l| matches!(l.as_slice(), [b] if b.is_ascii_alphanumeric()))
+}
+
+fn second(hir: &Hir) -> Option<Set> {
+    match hir.kind() {
+        HirKind::Capture(c) => second(&c.sub),
+        HirKind::Repetition(r) if r.min > 0 => second(&r.sub),
+        HirKind::Concat(subs) => {
+            let infos: Vec<Info> = subs.iter().map(walk).collect();
+            let best = walk(hir).necessary?;
+            let mut sets = concat_candidates(infos);
+            sets.retain(|c| *c != best);
+            sets.into_iter().reduce(|a, b| if better(&b, &a) { b } else { a })
+        }
+        HirKind::Alternation(subs) => {
+            let mut all = Vec::new();
+            for sub in subs {
+                let info = walk(sub);
+                let own = info.necessary.or(info.exact).filter(valid);
+                all.extend(second(sub).filter(|s| valid(s) && !weak(s)).or(own)?);
+                if all.len() > MAX_SET {
+                    return None;
+                }
+            }
+            Some(dedup(all))
+        }
+        _ => None,
+    }
+}
+
+/// Every set a concatenation's parts (`infos`, in order) make one of which each match holds
+/// (products of adjacent exact parts, and the parts' own sets).
+fn concat_candidates(infos: Vec<Info>) -> Vec<Set> {
+    let mut out: Vec<Set> = Vec::new();
+    let mut product: Set = vec![Vec::new()];
+    let keep = |out: &mut Vec<Set>, set: Option<Set>| {
+        if let Some(set) = set.filter(valid) {
+            out.push(set);
+        }
+    };
+    for info in infos {
+        match info.exact {
+            Some(ex) if product.len() * ex.len() <= MAX_PRODUCT => {
+                product =
+                    dedup(product.iter().flat_map(|p| ex.iter().map(move |e| [p.as_slice(), e].concat())).collect());
+            }
+            Some(ex) => keep(&mut out, Some(std::mem::replace(&mut product, ex))),
+            None => {
+                keep(&mut out, Some(std::mem::replace(&mut product, vec![Vec::new()])));
+                keep(&mut out, info.necessary);
+            }
+        }
+    }
+    keep(&mut out, Some(product));
+    out
 }
 
 fn dedup(mut set: Set) -> Set {
@@ -275,30 +376,17 @@ fn walk(hir: &Hir) -> Info {
             Info { exact, necessary }
         }
         HirKind::Concat(subs) => {
-            let mut best: Option<Set> = None;
-            let mut product: Set = vec![Vec::new()];
-            let mut whole_exact = true;
-            for sub in subs {
-                let info = walk(sub);
-                match info.exact {
-                    Some(ex) if product.len() * ex.len() <= MAX_PRODUCT => {
-                        product = dedup(
-                            product.iter().flat_map(|p| ex.iter().map(move |e| [p.as_slice(), e].concat())).collect(),
-                        );
-                    }
-                    Some(ex) => {
-                        pick(&mut best, Some(std::mem::replace(&mut product, ex)));
-                        whole_exact = false;
-                    }
-                    None => {
-                        pick(&mut best, Some(std::mem::replace(&mut product, vec![Vec::new()])));
-                        pick(&mut best, info.necessary);
-                        whole_exact = false;
-                    }
-                }
+            let infos: Vec<Info> = subs.iter().map(walk).collect();
+            let exact = infos.iter().try_fold(vec![Vec::new()], |product: Set, info| {
+                let ex = info.exact.as_ref()?;
+                (product.len() * ex.len() <= MAX_PRODUCT).then(|| {
+                    dedup(product.iter().flat_map(|p| ex.iter().map(move |e| [p.as_slice(), e].concat())).collect())
+                })
+            });
+            let mut best = None;
+            for c in concat_candidates(infos) {
+                pick(&mut best, Some(c));
             }
-            let exact = whole_exact.then(|| product.clone());
-            pick(&mut best, Some(product));
             Info { exact, necessary: best }
         }
     }
@@ -366,6 +454,44 @@ mod tests {
         let lits = |v: &[(&str, &[u32])]| v.iter().map(|(l, s)| (l.as_bytes().to_vec(), s.to_vec())).collect();
         let pruned = prune(lits(&[("sel", &[1]), ("select", &[1, 2]), ("union", &[3]), ("unions", &[3])])).unwrap();
         assert_eq!(pruned, lits(&[("sel", &[1]), ("select", &[2]), ("union", &[3])]));
+    }
+
+    #[test]
+    fn a_second_set_comes_from_another_part_or_each_branch() {
+        let second =
+            |p: &str| second_literals(p).map(|s| s.into_iter().map(|l| String::from_utf8(l).unwrap()).collect());
+        let want = |v: &[&str]| Some(v.iter().map(|x| x.to_string()).collect::<Vec<String>>());
+        // CRS 941120's shape: "on" first, "=" second.
+        assert_eq!(lits("(?i)[\\s\"'`;/0-9=]on[a-z]{3,50}[\\s;]*?=[^=]"), want(&["on"]));
+        assert_eq!(second("(?i)[\\s\"'`;/0-9=]on[a-z]{3,50}[\\s;]*?=[^=]"), want(&["="]));
+        // A branch without a second set repeats its first (941160's shape).
+        assert_eq!(second("(?i)<[^a-z]*script|(?:on|src)[a-z]*\\s*="), want(&["<", "="]));
+        // None when weak (a letter alone), longer than one byte, or the same as the first.
+        assert_eq!(second("a.*b"), None);
+        assert_eq!(second("on.*=.*<script"), None);
+        assert_eq!(second("x=y|x=z"), None);
+        assert_eq!(second("(?i)union\\s+select"), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+        #[test]
+        fn a_match_holds_a_string_of_each_set(value in "[oOnN=<>a-z\\s\"';/]{0,16}") {
+            // Soundness: wherever the expression matches, both sets have a string in the value.
+            for p in ["(?i)[\\s\"';/]on[a-z]{1,5}[\\s;]*?=[^=]", "(?i)<[^a-z]*s|(?:on|src)[a-z]*\\s*=", "(?:a|b)=(?:<|>)"] {
+                let re = crate::operator::compile_regex(p, false).unwrap();
+                if !re.is_match(value.as_bytes()) {
+                    continue;
+                }
+                let lower = value.to_ascii_lowercase();
+                for set in [necessary_literals(p), second_literals(p)].into_iter().flatten() {
+                    proptest::prop_assert!(
+                        set.iter().any(|l| lower.as_bytes().windows(l.len()).any(|w| w == l.as_slice())),
+                        "{} on {:?}: {:?}", p, value, set
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub struct Rule {
     pub chain_id: usize,
     /// This link's bit in the prefilter, when its operator has literals.
     pub slot: Option<usize>,
+    /// A second bit, for a second set of literals one of which the operator's matches also
+    /// hold (see [`crate::prefilter::second_literals`]): a value needs both.
+    pub also: Option<usize>,
     /// For a `multiMatch` link (never prefiltered: it matches between transformations), its
     /// operator's literals of two bytes or more, one of which a value must hold for the
     /// operator to run on it.
@@ -59,6 +62,7 @@ impl Rule {
             chain: None,
             chain_id: 0,
             slot: None,
+            also: None,
             screen: None,
             file,
             line,

@@ -208,3 +208,16 @@ fn a_tx_name_made_with_a_newline_is_still_found_by_a_key_expression() {
     assert_eq!(blocked_by(&r, "/?n=x%0Aevil_y"), Some(2), "after the newline");
     assert_eq!(blocked_by(&r, "/?n=x_evil_y"), None);
 }
+
+#[test]
+fn a_rule_with_two_literal_sets_needs_a_value_holding_both() {
+    // "on" and "=" are both necessary (prefilter.rs, second_literals): the gate and the
+    // per-value check each need both, but only within one value for a match.
+    let text = "SecRule ARGS \"@rx (?i)[\\s\\\"';/]on[a-z]{3,50}\\s*=\" \"id:20,phase:2,deny,status:403\"\n";
+    let r = rules(text);
+    assert!(r.rule(20).unwrap().also.is_some(), "the rule has a second set");
+    assert_eq!(blocked_by(&r, "/?a=%22onload%3Dx"), Some(20));
+    assert_eq!(blocked_by(&r, "/?a=cotton%20on"), None, "no = anywhere");
+    assert_eq!(blocked_by(&r, "/?a=x%3D1&b=%20onclick"), None, "each set in another value");
+    assert_eq!(blocked_by(&r, "/?a=x%3D1&b=%20onclick%3D"), Some(20));
+}
