@@ -479,8 +479,8 @@ impl Cache {
         at != ANY && slots.iter().any(|&slot| !has(self.bits_at(rules, at), slot))
     }
 
-    /// Whether `slot` is set in the union of the chain's bits over `values` (all values of
-    /// one variable, borrowed from the request), cached under `var` until
+    /// Whether every one of `slots` is set in the union of the chain's bits over `values` (all
+    /// values of one variable, borrowed from the request), cached under `var` until
     /// [`Cache::values_changed`]. `values` gives every value, or returns false when it cannot;
     /// it may be called twice.
     pub fn union_has<'v>(
@@ -488,7 +488,7 @@ impl Cache {
         rules: &RuleSet,
         var: u8,
         chain: usize,
-        slot: usize,
+        slots: &[usize],
         mut values: impl FnMut(&mut dyn FnMut(&'v [u8])) -> bool,
     ) -> bool {
         let at = match self.cheap_union(rules, var, chain, &mut values) {
@@ -505,7 +505,7 @@ impl Cache {
                 acc
             }
         };
-        at == ANY || has(self.bits_at(rules, at), slot)
+        at == ANY || slots.iter().all(|&slot| has(self.bits_at(rules, at), slot))
     }
 }
 

@@ -225,7 +225,7 @@ fn may_match(
     let mut live = 0u64;
     let mut any = false;
     for (n, t) in link.targets.iter().enumerate().filter(|(_, t)| !t.exclude) {
-        if n >= 64 || may_hold(rules, data, cache, buffer, t, link.chain_id, slot) {
+        if n >= 64 || may_hold(rules, data, cache, buffer, t, link.chain_id, [slot, link.also.unwrap_or(slot)]) {
             live |= 1u64.checked_shl(n as u32).unwrap_or(0);
             any = true;
         }
@@ -233,9 +233,10 @@ fn may_match(
     any.then_some(live)
 }
 
-/// Whether a value of `t` may hold `slot`'s literal through `chain`: for a target naming one
-/// member (`REQUEST_HEADERS:X-Filename`), that member's values, often none; otherwise the
-/// union over all values of its variable.
+/// Whether a value of `t` may hold a literal of each of `slots` through `chain`: for a target
+/// naming one member (`REQUEST_HEADERS:X-Filename`), that member's values, often none;
+/// otherwise the union over all values of its variable (which may hold the two in different
+/// values: only a sign that a value may hold both).
 fn may_hold(
     rules: &RuleSet,
     data: &Data<'_>,
@@ -243,7 +244,7 @@ fn may_hold(
     buffer: &mut Vec<Item<'static>>,
     t: &Target,
     chain: usize,
-    slot: usize,
+    slots: [usize; 2],
 ) -> bool {
     if matches!(t.selector, Selector::Key(_)) {
         let mut found = reuse(std::mem::take(buffer));
@@ -251,14 +252,15 @@ fn may_hold(
         let any = found.iter().any(|item| match item.value {
             Cow::Borrowed(v) => {
                 let id = cache.id(v);
-                has(cache.bits(rules, id, v, chain), slot)
+                let bits = cache.bits(rules, id, v, chain);
+                slots.iter().all(|&s| has(bits, s))
             }
             Cow::Owned(_) => true,
         });
         *buffer = reuse(found);
         return any;
     }
-    cache.union_has(rules, t.var as u8, chain, slot, |each| each_value(data, buffer, t.var, each))
+    cache.union_has(rules, t.var as u8, chain, &slots, |each| each_value(data, buffer, t.var, each))
 }
 
 /// Gives every value of `var` (XML's attributes too) to `each`; false when some value was
