@@ -185,6 +185,12 @@ pub fn has(bits: &[u64], slot: usize) -> bool {
     bits.get(slot / 64).is_some_and(|w| w & (1u64 << (slot % 64)) != 0)
 }
 
+/// The bytes an identity shared by content was given for (empty for the others).
+fn shared_bytes<'t>(identities: &[Identity], text: &'t [u8], id: u32) -> &'t [u8] {
+    let Some(i) = identities.get(id as usize) else { return &[] };
+    text.get(i.at as usize..(i.at + i.len) as usize).unwrap_or_default()
+}
+
 fn key(src: &[u8]) -> (usize, usize) {
     (src.as_ptr() as usize, src.len())
 }
@@ -260,21 +266,16 @@ impl Cache {
 
     /// The identity of the bytes `src`, new when no value so far had them.
     fn shared_id(&mut self, src: &[u8]) -> u32 {
-        let Cache { by_content, hasher, identities, text, .. } = self;
-        let bytes_of =
-            |id: u32| identities.get(id as usize).and_then(|i| text.get(i.at as usize..(i.at + i.len) as usize));
-        let hash = hasher.hash_one(src);
-        if let Some(id) = by_content.find(hash, |id| bytes_of(*id) == Some(src)) {
+        let hash = self.hasher.hash_one(src);
+        let Cache { by_content, identities, text, .. } = self;
+        if let Some(id) = by_content.find(hash, |id| shared_bytes(identities, text, *id) == src) {
             return *id;
         }
         let at = self.text.len();
         self.text.extend_from_slice(src);
         let id = self.new_id(at, src.len());
         let Cache { by_content, hasher, identities, text, .. } = self;
-        by_content.insert_unique(hash, id, |id| {
-            let i = identities.get(*id as usize).map_or((0, 0), |i| (i.at as usize, i.len as usize));
-            hasher.hash_one(text.get(i.0..i.0 + i.1).unwrap_or_default())
-        });
+        by_content.insert_unique(hash, id, |id| hasher.hash_one(shared_bytes(identities, text, *id)));
         id
     }
 

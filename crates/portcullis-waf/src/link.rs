@@ -97,8 +97,8 @@ pub(crate) fn eval_link(ctx: &mut Ctx<'_, '_>, rule: &Rule, link: &Rule) -> bool
         return true;
     };
     // Targets none of whose values holds one of the link's literals are not even gathered.
-    let live = match link.slot {
-        Some(slot) => may_match(ctx.rules, data, ctx.cache, &mut scratch.items, link, slot),
+    let live = match link.slots() {
+        Some(slots) => may_match(ctx.rules, data, ctx.cache, &mut scratch.items, link, slots),
         None => Some(u64::MAX),
     };
     let Some(live) = live else { return false };
@@ -131,10 +131,12 @@ pub(crate) fn eval_link(ctx: &mut Ctx<'_, '_>, rule: &Rule, link: &Rule) -> bool
             let matched: Option<Cow<'_, [u8]>> = match (&item.value, id) {
                 // They go through the cache and the prefilter.
                 (Cow::Borrowed(src), Some(id)) if !link.actions.multi_match => {
-                    let lacks = |bits: &[u64]| [link.slot, link.also].into_iter().flatten().any(|s| !has(bits, s));
-                    if link.slot.is_some() && lacks(ctx.cache.bits(ctx.rules, id, src, link.chain_id)) {
-                        scratch.miss(id);
-                        continue;
+                    if let Some(slots) = link.slots() {
+                        let bits = ctx.cache.bits(ctx.rules, id, src, link.chain_id);
+                        if !slots.iter().all(|&s| has(bits, s)) {
+                            scratch.miss(id);
+                            continue;
+                        }
                     }
                     let value = ctx.cache.transformed(ctx.rules, id, src, link.chain_id);
                     let caps = if link.actions.capture { Some(&mut st.captures) } else { None };
@@ -217,7 +219,7 @@ fn may_match(
     cache: &mut Cache,
     buffer: &mut Vec<Item<'static>>,
     link: &Rule,
-    slot: usize,
+    slots: [usize; 2],
 ) -> Option<u64> {
     if !may_gate(link) {
         return Some(u64::MAX);
@@ -225,7 +227,7 @@ fn may_match(
     let mut live = 0u64;
     let mut any = false;
     for (n, t) in link.targets.iter().enumerate().filter(|(_, t)| !t.exclude) {
-        if n >= 64 || may_hold(rules, data, cache, buffer, t, link.chain_id, [slot, link.also.unwrap_or(slot)]) {
+        if n >= 64 || may_hold(rules, data, cache, buffer, t, link.chain_id, slots) {
             live |= 1u64.checked_shl(n as u32).unwrap_or(0);
             any = true;
         }

@@ -182,9 +182,8 @@ impl Plan {
             Kind::Marker => Verdict::NoMatch,
             Kind::Full => Verdict::Full,
             Kind::Gate { slot, also, group } => {
-                let both = [slot as usize, also as usize];
-                let slots = if also == NO_SLOT { &both[..1] } else { &both[..] };
-                if lacks(slots, group as usize) { Verdict::NoMatch } else { Verdict::Full }
+                let also = if also == NO_SLOT { slot } else { also };
+                if lacks(&[slot as usize, also as usize], group as usize) { Verdict::NoMatch } else { Verdict::Full }
             }
             Kind::TxNum { quiet, .. } => {
                 let name = self.tx_name(step).unwrap_or_default();

@@ -69,6 +69,12 @@ impl Rule {
         }
     }
 
+    /// The prefilter slots a value must hold both of (the first twice when there is no
+    /// second); none when the link has no literals.
+    pub fn slots(&self) -> Option<[usize; 2]> {
+        self.slot.map(|s| [s, self.also.unwrap_or(s)])
+    }
+
     pub fn links(&self) -> impl Iterator<Item = &Rule> {
         std::iter::successors(Some(self), |r| r.chain.as_deref())
     }
