@@ -174,9 +174,13 @@ struct Info {
 /// The strings one of which every match of `pattern` (a ModSecurity expression) contains,
 /// lower-cased for an ASCII-case-insensitive search; `None` when no useful set exists.
 pub fn necessary_literals(pattern: &str) -> Option<Set> {
-    let info = walk(&parse(pattern)?);
-    let set = info.necessary.or(info.exact)?;
-    valid(&set).then_some(set)
+    first_set(&parse(pattern)?)
+}
+
+/// The set [`necessary_literals`] gives for a parsed expression.
+fn first_set(hir: &Hir) -> Option<Set> {
+    let info = walk(hir);
+    info.necessary.or(info.exact).filter(valid)
 }
 
 fn parse(pattern: &str) -> Option<Hir> {
@@ -202,7 +206,7 @@ fn valid(set: &Set) -> bool {
 /// branch's first holds for its matches too). None when it would be weak.
 pub fn second_literals(pattern: &str) -> Option<Set> {
     let hir = parse(pattern)?;
-    let first = necessary_literals(pattern)?;
+    let first = first_set(&hir)?;
     second(&hir).filter(|s| valid(s) && !weak(s) && *s != first && s.iter().all(|l| l.len() == 1))
 }
 
@@ -216,18 +220,15 @@ fn second(hir: &Hir) -> Option<Set> {
         HirKind::Capture(c) => second(&c.sub),
         HirKind::Repetition(r) if r.min > 0 => second(&r.sub),
         HirKind::Concat(subs) => {
-            let infos: Vec<Info> = subs.iter().map(walk).collect();
-            let best = walk(hir).necessary?;
-            let mut sets = concat_candidates(infos);
-            sets.retain(|c| *c != best);
-            sets.into_iter().reduce(|a, b| if better(&b, &a) { b } else { a })
+            let mut sets = concat_candidates(subs.iter().map(walk).collect());
+            let first = best(sets.clone())?;
+            sets.retain(|c| *c != first);
+            best(sets)
         }
         HirKind::Alternation(subs) => {
             let mut all = Vec::new();
             for sub in subs {
-                let info = walk(sub);
-                let own = info.necessary.or(info.exact).filter(valid);
-                all.extend(second(sub).filter(|s| valid(s) && !weak(s)).or(own)?);
+                all.extend(second(sub).filter(|s| valid(s) && !weak(s)).or_else(|| first_set(sub))?);
                 if all.len() > MAX_SET {
                     return None;
                 }
@@ -249,11 +250,11 @@ fn concat_candidates(infos: Vec<Info>) -> Vec<Set> {
         }
     };
     for info in infos {
+        if let Some(longer) = info.exact.as_ref().and_then(|ex| times(&product, ex)) {
+            product = longer;
+            continue;
+        }
         match info.exact {
-            Some(ex) if product.len() * ex.len() <= MAX_PRODUCT => {
-                product =
-                    dedup(product.iter().flat_map(|p| ex.iter().map(move |e| [p.as_slice(), e].concat())).collect());
-            }
             Some(ex) => keep(&mut out, Some(std::mem::replace(&mut product, ex))),
             None => {
                 keep(&mut out, Some(std::mem::replace(&mut product, vec![Vec::new()])));
@@ -307,14 +308,19 @@ fn class_bytes(class: &Class) -> Option<Set> {
 
 /// Every concatenation of `n` strings of `set`, when there are at most [`MAX_PRODUCT`].
 fn power(set: &Set, n: u32) -> Option<Set> {
-    let mut product: Set = vec![Vec::new()];
-    for _ in 0..n {
-        if product.len().saturating_mul(set.len()) > MAX_PRODUCT {
-            return None;
-        }
-        product = dedup(product.iter().flat_map(|p| set.iter().map(move |e| [p.as_slice(), e].concat())).collect());
-    }
-    Some(product)
+    (0..n).try_fold(vec![Vec::new()], |product, _| times(&product, set))
+}
+
+/// Every string of `a` followed by every string of `b`, when there are at most
+/// [`MAX_PRODUCT`].
+fn times(a: &Set, b: &Set) -> Option<Set> {
+    (a.len().saturating_mul(b.len()) <= MAX_PRODUCT)
+        .then(|| dedup(a.iter().flat_map(|p| b.iter().map(move |e| [p.as_slice(), e].concat())).collect()))
+}
+
+/// The best of `sets` (see [`better`]; the first of equals).
+fn best(sets: impl IntoIterator<Item = Set>) -> Option<Set> {
+    sets.into_iter().reduce(|a, b| if better(&b, &a) { b } else { a })
 }
 
 /// Better candidate: longer shortest string, then fewer strings.
@@ -377,17 +383,8 @@ fn walk(hir: &Hir) -> Info {
         }
         HirKind::Concat(subs) => {
             let infos: Vec<Info> = subs.iter().map(walk).collect();
-            let exact = infos.iter().try_fold(vec![Vec::new()], |product: Set, info| {
-                let ex = info.exact.as_ref()?;
-                (product.len() * ex.len() <= MAX_PRODUCT).then(|| {
-                    dedup(product.iter().flat_map(|p| ex.iter().map(move |e| [p.as_slice(), e].concat())).collect())
-                })
-            });
-            let mut best = None;
-            for c in concat_candidates(infos) {
-                pick(&mut best, Some(c));
-            }
-            Info { exact, necessary: best }
+            let exact = infos.iter().try_fold(vec![Vec::new()], |product, info| times(&product, info.exact.as_ref()?));
+            Info { exact, necessary: best(concat_candidates(infos)) }
         }
     }
 }
