@@ -18,6 +18,7 @@ pub mod load;
 pub mod log;
 pub mod macros;
 pub mod operator;
+mod plain;
 mod plan;
 pub mod prefilter;
 pub mod prelude;

@@ -174,7 +174,18 @@ struct Info {
 /// The strings one of which every match of `pattern` (a ModSecurity expression) contains,
 /// lower-cased for an ASCII-case-insensitive search; `None` when no useful set exists.
 pub fn necessary_literals(pattern: &str) -> Option<Set> {
-    first_set(&parse(pattern)?)
+    chosen(&parse(pattern)?)
+}
+
+/// The first set, unless it is weak or missing and the expression's plain form gives one
+/// that is not (see [`crate::plain`]).
+fn chosen(hir: &Hir) -> Option<Set> {
+    let first = first_set(hir);
+    if first.as_ref().is_some_and(|s| !weak(s)) {
+        return first;
+    }
+    let plain = crate::plain::with_noise(hir, first_set).filter(|s| valid(s) && !weak(s) && s.len() <= MAX_SET);
+    plain.or(first)
 }
 
 /// The set [`necessary_literals`] gives for a parsed expression.
@@ -206,7 +217,7 @@ fn valid(set: &Set) -> bool {
 /// branch's first holds for its matches too). None when it would be weak.
 pub fn second_literals(pattern: &str) -> Option<Set> {
     let hir = parse(pattern)?;
-    let first = first_set(&hir)?;
+    let first = chosen(&hir)?;
     second(&hir).filter(|s| valid(s) && !weak(s) && *s != first && s.iter().all(|l| l.len() == 1))
 }
 

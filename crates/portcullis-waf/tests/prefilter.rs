@@ -12,6 +12,7 @@ SecRule ARGS:b64 "@rx secret_word" "id:1,phase:2,deny,status:403,t:none,t:base64
 SecRule ARGS:mid "@rx secret_word" "id:2,phase:2,deny,status:403,multiMatch,t:none,t:base64Decode,t:sha1"
 SecRule ARGS:raw "@rx (?i)secret_word" "id:3,phase:2,deny,status:403,multiMatch,t:none,t:removeWhitespace,t:sha1"
 SecRule ARGS:plain "@rx secret_word" "id:4,phase:2,deny,status:403,multiMatch,t:none,t:lowercase"
+SecRule ARGS:cmd "@rx (?i)\bc[\x22\x27\x5c]*a[\x22\x27\x5c]*t\b" "id:5,phase:2,deny,status:403,t:none,t:urlDecodeUni"
 "#;
 
 fn denied_by(arg: &str, value: &str) -> Option<u32> {
@@ -42,4 +43,14 @@ fn multi_match_sees_the_value_between_transformations() {
     assert_eq!(denied_by("plain", "xsecret_wordx"), Some(4));
     assert_eq!(denied_by("mid", "aGVsbG8="), None);
     assert_eq!(denied_by("raw", "nothing%20here"), None);
+}
+
+#[test]
+fn a_word_split_by_noise_is_caught_though_its_plain_literal_is_not_there() {
+    // The link's literals are "cat" and the noise bytes (crate::plain): c'a't holds no "cat".
+    assert_eq!(denied_by("cmd", "c%27a%27t"), Some(5));
+    assert_eq!(denied_by("cmd", "c%5Ca%22t"), Some(5));
+    assert_eq!(denied_by("cmd", "CAT"), Some(5));
+    assert_eq!(denied_by("cmd", "concatenate"), None);
+    assert_eq!(denied_by("cmd", "c%27o%27t"), None);
 }
