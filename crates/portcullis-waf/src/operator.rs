@@ -230,6 +230,20 @@ impl Operator {
             OpKind::Pm(_, phrases) if !phrases.is_empty() && phrases.iter().all(|p| !p.is_empty()) => {
                 Some(phrases.iter().map(|p| p.to_ascii_lowercase()).collect())
             }
+            // Single bytes, which the prefilter looks up per byte (a few hundred cost little):
+            // a value flagged holds a byte outside the ranges, a byte of invalid UTF-8 is not
+            // ASCII, and the XSS check needs `<` or `=` ([`may_be_xss`]).
+            OpKind::ValidateByteRange(allowed) => {
+                let mut outside: Vec<Vec<u8>> = (0..=255u8)
+                    .filter(|&b| !allowed.get(usize::from(b)).copied().unwrap_or(false))
+                    .map(|b| vec![b.to_ascii_lowercase()])
+                    .collect();
+                outside.sort();
+                outside.dedup();
+                (!outside.is_empty()).then_some(outside)
+            }
+            OpKind::ValidateUtf8Encoding => Some((0x80..=0xffu8).map(|b| vec![b]).collect()),
+            OpKind::DetectXss => Some(vec![b"<".to_vec(), b"=".to_vec()]),
             _ => None,
         }
     }
@@ -597,6 +611,35 @@ mod tests {
         assert_eq!(caps, vec![b"xx".to_vec()], "no match leaves them");
         assert!(op("@pm foo bar").matches(b"a bar", b"", Some(&mut caps)));
         assert_eq!(caps, vec![b"bar".to_vec()]);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// The prefilter's soundness for the byte-set operators: a value they flag holds one
+        /// of their literals.
+        #[test]
+        fn a_flagged_value_holds_a_literal(value in proptest::prop_oneof![
+            proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12),
+            proptest::strategy::Strategy::prop_map("[<>=a-z/ \"']{0,12}", String::into_bytes),
+        ]) {
+            for text in ["@validateByteRange 1-255", "@validateByteRange 9,10,13,32-126,128-255",
+                "@validateByteRange 32-64", "@validateUtf8Encoding", "@detectXSS"] {
+                let o = op(text);
+                if !o.matches(&value, b"", None) {
+                    continue;
+                }
+                let lower = value.to_ascii_lowercase();
+                let set = o.literals().unwrap();
+                proptest::prop_assert!(
+                    set.iter().any(|l| lower.windows(l.len()).any(|w| w == l.as_slice())),
+                    "{} flags {:?} but holds none of {:?}", text, value, set
+                );
+            }
+            // The XSS literals are the screen tests/xss_screen.rs checks against libinjection.
+            let xss = op("@detectXSS").literals().unwrap();
+            let holds = xss.iter().any(|l| value.windows(l.len()).any(|w| w == l.as_slice()));
+            proptest::prop_assert_eq!(holds, may_be_xss(&value));
+        }
     }
 
     #[test]
