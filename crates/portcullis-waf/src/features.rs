@@ -11,12 +11,15 @@ pub const BSL: u16 = 1 << 3;
 pub const NUL: u16 = 1 << 4;
 pub const NONASCII: u16 = 1 << 5;
 pub const WS: u16 = 1 << 6;
-pub const COMMENT: u16 = 1 << 7;
+/// `*`: no comment starts or ends without one but `--`, `#` and `<!--`.
+pub const STAR: u16 = 1 << 7;
 /// The whole value is `.` or `..` (a dot elsewhere changes nothing without a `/`, which
 /// is [`SLASH`]: JSON names and most values have dots).
 pub const DOT: u16 = 1 << 8;
 pub const SLASH: u16 = 1 << 9;
 pub const CMD: u16 = 1 << 10;
+pub const DASH: u16 = 1 << 11;
+pub const HASH: u16 = 1 << 12;
 /// The transformation may change any value.
 pub const ALWAYS: u16 = 1 << 15;
 
@@ -34,8 +37,10 @@ const fn table() -> [u16; 256] {
             b'\\' => BSL | CMD,
             0 => NUL,
             b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => WS,
-            b'*' | b'-' | b'#' | b'<' => COMMENT,
-            b'/' => COMMENT | SLASH,
+            b'*' => STAR,
+            b'-' => DASH,
+            b'#' => HASH,
+            b'/' => SLASH,
             b'"' | b'\'' | b'^' | b',' | b';' => CMD,
             0xa0 => NONASCII | WS,
             128..=255 => NONASCII,
@@ -76,7 +81,9 @@ pub fn triggers(chain: &[Transform]) -> u16 {
             | Transform::Trim
             | Transform::TrimLeft
             | Transform::TrimRight => WS,
-            Transform::ReplaceComments | Transform::RemoveComments | Transform::RemoveCommentsChar => COMMENT,
+            // replaceComments acts on `/*` only; the others on `--`, `#` and `<!--` too.
+            Transform::ReplaceComments => STAR,
+            Transform::RemoveComments | Transform::RemoveCommentsChar => STAR | DASH | HASH,
             Transform::NormalizePath => DOT | SLASH,
             Transform::NormalizePathWin => DOT | SLASH | BSL,
             Transform::CmdLine => CMD | WS,
@@ -146,7 +153,7 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 0..40),
             // Short values of the bytes transformations react to, so that the edge cases
             // (`.`, `..`, `a/./b`, `%2`, `&#x;`) come up often.
-            proptest::collection::vec(proptest::sample::select(b"./\\a%2+ &#x;-*'\"".to_vec()), 0..8),
+            proptest::collection::vec(proptest::sample::select(b"./\\a%2+ &#x;-*'\"<!".to_vec()), 0..8),
         ]) {
             let f = of(&value);
             for t in ALL {
