@@ -5,6 +5,8 @@
 //!     valgrind --tool=callgrind --toggle-collect='*common::run*' \
 //!       target/release/examples/crs_profile get 100      # "Collected" / 100
 //!
+//! Per-rule time and operator calls: `bench/waf-rule-profile.sh` (the `rule-profile` feature).
+//!
 //! Time per request (noisy; `THRASH_KB=1024` to evict caches between requests):
 //!
 //!     taskset -c 1 target/release/examples/crs_profile get 10000
@@ -42,8 +44,15 @@ fn main() -> ExitCode {
             *b = b.wrapping_add(i as u8);
         }
         status = one();
+        // With the `rule-profile` feature: per-rule costs after ten warm-up requests.
+        #[cfg(feature = "rule-profile")]
+        if i == 9 {
+            portcullis_waf::profile::reset();
+        }
     }
     std::hint::black_box(&junk);
     eprintln!("{which}: status {status:?}, {:?} per request over {n}", start.elapsed() / n.max(1));
+    #[cfg(feature = "rule-profile")]
+    eprint!("{}", portcullis_waf::profile::report(u64::from(n.saturating_sub(10)), 40));
     ExitCode::SUCCESS
 }

@@ -315,7 +315,11 @@ impl<'r, 'a> Transaction<'r, 'a> {
             Verdict::Done => {}
             Verdict::Full => {
                 let Some(rule) = rule() else { return next };
-                if !self.eval_rule(rule) {
+                #[cfg(feature = "rule-profile")]
+                let matched = crate::profile::time(rule.id, |m| *m, || self.eval_rule(rule));
+                #[cfg(not(feature = "rule-profile"))]
+                let matched = self.eval_rule(rule);
+                if !matched {
                     return next;
                 }
                 self.full_match(rule, phase);

@@ -22,6 +22,8 @@ mod plain;
 mod plan;
 pub mod prefilter;
 pub mod prelude;
+#[cfg(feature = "rule-profile")]
+pub mod profile;
 pub mod request;
 pub mod rules;
 pub mod transform;

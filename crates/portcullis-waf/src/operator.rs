@@ -265,6 +265,8 @@ impl Operator {
     /// Evaluates without negation. `arg` is the expanded template (when [`Self::template`] is
     /// some); `captures` receives TX.0..TX.9 when the rule captures.
     pub fn matches(&self, value: &[u8], arg: &[u8], captures: Option<&mut Vec<Vec<u8>>>) -> bool {
+        #[cfg(feature = "rule-profile")]
+        crate::profile::operator_call();
         match &self.kind {
             OpKind::Rx(re) => match captures {
                 None => re.is_match(value),
