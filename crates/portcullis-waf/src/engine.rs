@@ -316,7 +316,7 @@ impl<'r, 'a> Transaction<'r, 'a> {
             Verdict::Full => {
                 let Some(rule) = rule() else { return next };
                 #[cfg(feature = "rule-profile")]
-                let matched = crate::profile::time(rule.id, |m| *m, || self.eval_rule(rule));
+                let matched = crate::profile::time(rule.id, || self.eval_rule(rule));
                 #[cfg(not(feature = "rule-profile"))]
                 let matched = self.eval_rule(rule);
                 if !matched {
