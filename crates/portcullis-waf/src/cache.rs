@@ -511,40 +511,5 @@ impl Cache {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::{Cache, MAX_SHARED, Table};
-
-    #[test]
-    fn values_with_the_same_bytes_share_an_identity() {
-        let mut c = Cache::default();
-        let (a, b, other) = (b"EUR".to_vec(), b"EUR".to_vec(), b"USD".to_vec());
-        let id = c.id(&a);
-        assert_eq!((c.id(&b), c.id(&a)), (id, id), "same bytes, another address");
-        assert_ne!(c.id(&other), id);
-        assert_ne!(c.id(&a[..2]), id, "a prefix is another value");
-        let (long, copy) = (vec![b'x'; MAX_SHARED + 1], vec![b'x'; MAX_SHARED + 1]);
-        assert_ne!(c.id(&long), c.id(&copy), "long values are not compared");
-        assert!(c.clear());
-        let (again, fresh) = (c.id(&other), c.id(&a));
-        assert_ne!(again, fresh, "identities start over after clear");
-        assert_eq!(c.id(&b), fresh);
-    }
-
-    #[test]
-    fn a_table_forgets_everything_at_each_generation_and_after_wrapping() {
-        let mut t: Table<u32> = Table::default();
-        assert_eq!(t.get(3), None);
-        t.insert(3, 7);
-        assert_eq!((t.get(3), t.get(2), t.get(4)), (Some(7), None, None));
-        t.clear();
-        assert_eq!(t.get(3), None);
-        t.insert(1, 5);
-        assert_eq!((t.get(1), t.get(3)), (Some(5), None));
-        t.live = u32::MAX;
-        t.insert(0, 9);
-        t.clear();
-        assert_eq!((t.get(0), t.get(1)), (None, None), "the generation wrapped");
-        t.insert(2, 4);
-        assert_eq!((t.get(0), t.get(2)), (None, Some(4)));
-    }
-}
+#[path = "cache_tests.rs"]
+mod tests;
