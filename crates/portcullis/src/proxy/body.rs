@@ -215,7 +215,14 @@ impl std::fmt::Debug for RespBody {
 
 enum RespKind {
     Full(Option<Bytes>),
-    Upstream { body: UpstreamBody, idle: Duration, sleep: Option<Pin<Box<Sleep>>>, lease: Option<Lease> },
+    /// `held`: bytes read ahead by [`RespBody::read_prefix`], sent before the rest.
+    Upstream {
+        held: Option<Bytes>,
+        body: UpstreamBody,
+        idle: Duration,
+        sleep: Option<Pin<Box<Sleep>>>,
+        lease: Option<Lease>,
+    },
 }
 
 /// What an upstream response holds until it ends: its in-flight slot, and where its
@@ -253,7 +260,7 @@ impl RespBody {
     /// is released when the body ends.
     pub fn upstream(body: UpstreamBody, idle: Duration, lease: Lease) -> RespBody {
         RespBody {
-            kind: RespKind::Upstream { body, idle, sleep: None, lease: Some(lease) },
+            kind: RespKind::Upstream { held: None, body, idle, sleep: None, lease: Some(lease) },
             bytes: 0,
             completion: None,
         }
@@ -262,6 +269,66 @@ impl RespBody {
     /// Sets the work for the end of the response (the logging phase; one per response).
     pub fn on_complete(&mut self, c: Box<dyn Completion>) {
         self.completion = Some(c);
+    }
+
+    /// Reads up to `max` bytes ahead (or the whole body when shorter) and keeps them to be
+    /// sent first: the response phases inspect a body before any of it leaves. Memory stays
+    /// bounded by `max` plus one chunk. `Err` carries the stable code of what cut the upstream
+    /// body short (`upstream.timeout`, `upstream.body_error`); the body is then finished.
+    pub async fn read_prefix(&mut self, max: usize) -> Result<Bytes, &'static str> {
+        let RespKind::Upstream { held, .. } = &mut self.kind else {
+            let RespKind::Full(b) = &self.kind else { return Ok(Bytes::new()) };
+            return Ok(b.clone().unwrap_or_default());
+        };
+        let mut buf = bytes::BytesMut::from(held.take().unwrap_or_default());
+        while buf.len() < max {
+            match std::future::poll_fn(|cx| self.poll_upstream(cx)).await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        buf.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(code)) => return Err(code),
+                None => break,
+            }
+        }
+        let prefix = buf.freeze();
+        if let RespKind::Upstream { held, body, lease, .. } = &mut self.kind {
+            *held = (!prefix.is_empty()).then(|| prefix.clone());
+            // The upstream's part is over: its connection goes back to the pool now.
+            if body.is_end_stream()
+                && let Some(l) = lease.take()
+            {
+                l.release(body.reusable());
+            }
+        }
+        Ok(prefix)
+    }
+
+    /// The upstream body's next frame, its idle timeout enforced; an error finishes the
+    /// response and is named by its stable code.
+    fn poll_upstream(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, &'static str>>> {
+        let RespKind::Upstream { body, idle, sleep, .. } = &mut self.kind else { return Poll::Ready(None) };
+        let code = match Pin::new(body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(s) = sleep.as_mut() {
+                    s.as_mut().reset(Instant::now() + *idle);
+                }
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(Some(Err(_))) => "upstream.body_error",
+            Poll::Pending => {
+                let idle = *idle;
+                let s = sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if s.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                "upstream.timeout"
+            }
+        };
+        self.finish(false, Some(code));
+        Poll::Ready(Some(Err(code)))
     }
 
     fn finish(&mut self, complete: bool, error: Option<&'static str>) {
@@ -293,28 +360,8 @@ impl Body for RespBody {
         let this = self.get_mut();
         let polled = match &mut this.kind {
             RespKind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            RespKind::Upstream { body, idle, sleep, .. } => match Pin::new(body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(s) = sleep.as_mut() {
-                        s.as_mut().reset(Instant::now() + *idle);
-                    }
-                    Poll::Ready(Some(Ok(frame)))
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    this.finish(false, Some("upstream.body_error"));
-                    return Poll::Ready(Some(Err(Box::new(e))));
-                }
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => {
-                    let idle = *idle;
-                    let s = sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                    if s.as_mut().poll(cx).is_ready() {
-                        this.finish(false, Some("upstream.timeout"));
-                        return Poll::Ready(Some(Err("upstream body timed out".into())));
-                    }
-                    Poll::Pending
-                }
-            },
+            RespKind::Upstream { held: held @ Some(_), .. } => Poll::Ready(held.take().map(|b| Ok(Frame::data(b)))),
+            RespKind::Upstream { .. } => this.poll_upstream(cx).map_err(Into::into),
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -334,14 +381,22 @@ impl Body for RespBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             RespKind::Full(b) => b.is_none(),
-            RespKind::Upstream { body, .. } => body.is_end_stream(),
+            RespKind::Upstream { held, body, .. } => held.is_none() && body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             RespKind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            RespKind::Upstream { body, .. } => body.size_hint(),
+            RespKind::Upstream { held, body, .. } => {
+                let (mut hint, ahead) = (body.size_hint(), held.as_ref().map_or(0, |h| h.len() as u64));
+                // Upper first: set_lower refuses a lower bound above the upper one.
+                if let Some(upper) = hint.upper() {
+                    hint.set_upper(upper.saturating_add(ahead));
+                }
+                hint.set_lower(hint.lower().saturating_add(ahead));
+                hint
+            }
         }
     }
 }
