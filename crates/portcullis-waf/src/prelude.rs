@@ -13,10 +13,10 @@
 //! per request as before. A transaction whose exclusions (`remove_rules`, `remove_targets`)
 //! reach a folded rule runs phase 1 from its first entry.
 //!
-//! What the prelude leaves also decides, at load, CRS's paranoia-level checks of the
-//! request phases ([`reachable`]): at PL1 about half of CRS's rules are jumped over by every
-//! request, and only rules a request can reach get prefilter literals (a smaller automaton
-//! and fewer bits per value; docs/performance.md, fifth pass).
+//! What the prelude leaves also decides, at load, CRS's paranoia-level checks of every phase
+//! ([`reachable`]): at PL1 about half of CRS's rules are jumped over by every request, and
+//! only rules a request can reach get prefilter literals (a smaller automaton and fewer bits
+//! per value; docs/performance.md, fifth pass).
 
 use crate::actions::{Effect, RuleRef};
 use crate::collect::Vars;
@@ -79,9 +79,10 @@ pub(crate) fn request_independent(rule: &Rule) -> bool {
     })
 }
 
-/// The TX variables rules other than the folded ones may write in phases 1 and 2: names,
-/// and the literal beginnings of names built from macros (`tx.header_name_920450_%{tx.0}`;
-/// an empty one when a name starts with a macro: any variable then).
+/// The TX variables rules other than the folded ones may write in the first `phases`
+/// phases: names, and the literal beginnings of names built from macros
+/// (`tx.header_name_920450_%{tx.0}`; an empty one when a name starts with a macro: any
+/// variable then).
 #[derive(Default)]
 struct Written {
     names: HashSet<String>,
@@ -89,10 +90,10 @@ struct Written {
 }
 
 impl Written {
-    fn of(rules: &RuleSet, prelude: &Prelude) -> Written {
+    fn of(rules: &RuleSet, prelude: &Prelude, phases: usize) -> Written {
         let mut w = Written::default();
         let folded = |r: &Arc<Rule>| prelude.rules.iter().any(|f| Arc::ptr_eq(f, r));
-        for entry in rules.phases.iter().take(2).flatten() {
+        for entry in rules.phases.iter().take(phases).flatten() {
             let Entry::Rule(rule) = entry else { continue };
             if folded(rule) {
                 continue;
@@ -124,27 +125,29 @@ impl Written {
     }
 }
 
-/// Per entry of phases 1 and 2, whether its plan step is a TX comparison that cannot hold in
-/// a transaction started from the prelude: its variable is one only the prelude sets (see
+/// Per entry of every phase, whether its plan step is a TX comparison that cannot hold in a
+/// transaction started from the prelude: its variable is one only the prelude sets (see
 /// [`reachable`]), and the prelude leaves it so that the comparison fails.
-pub(crate) fn never_holding(rules: &RuleSet, prelude: &Prelude) -> [Vec<bool>; 2] {
+pub(crate) fn never_holding(rules: &RuleSet, prelude: &Prelude) -> [Vec<bool>; 5] {
     decisions(rules, prelude).map(|phase| phase.into_iter().map(|d| d == Some(false)).collect())
 }
 
-/// Per plan step of phases 1 and 2: the outcome of its TX comparison when the variable is
-/// one only the prelude sets (the same for every request that starts from the prelude),
-/// `None` for other steps.
-fn decisions(rules: &RuleSet, prelude: &Prelude) -> [Vec<Option<bool>>; 2] {
-    let written = Written::of(rules, prelude);
-    let known = |name: &str| (!written.may_write(name)).then(|| prelude.vars.tx.get(name));
-    let mut out: [Vec<Option<bool>>; 2] = Default::default();
-    for (decided, plan) in out.iter_mut().zip(&rules.plans) {
+/// Per plan step of every phase: the outcome of its TX comparison when the variable is one
+/// only the prelude sets (the same for every request that starts from the prelude), `None`
+/// for other steps. The request phases look at what rules of phases 1 and 2 may write; the
+/// response and logging phases, which run after them, at what any rule may write.
+fn decisions(rules: &RuleSet, prelude: &Prelude) -> [Vec<Option<bool>>; 5] {
+    let (request, all) = (Written::of(rules, prelude, 2), Written::of(rules, prelude, 5));
+    let mut out: [Vec<Option<bool>>; 5] = Default::default();
+    for (phase, (decided, plan)) in out.iter_mut().zip(&rules.plans).enumerate() {
+        let written = if phase < 2 { &request } else { &all };
+        let known = |name: &str| (!written.may_write(name)).then(|| prelude.vars.tx.get(name));
         *decided = plan.steps.iter().map(|step| plan.decide(step, known)).collect();
     }
     out
 }
 
-/// Which entries of phases 1 and 2 a request can reach, index by index. A TX comparison of a
+/// Which entries of each phase a request can reach, index by index. A TX comparison of a
 /// variable that only the prelude sets (CRS's paranoia-level checks: `TX:detection_paranoia_level
 /// "@lt 2" "skipAfter:END-..."`) has the same outcome for every request; the rules its jump
 /// passes over, and that no other path reaches, are unreachable. Everything else counts as
@@ -154,9 +157,9 @@ fn decisions(rules: &RuleSet, prelude: &Prelude) -> [Vec<Option<bool>>; 2] {
 /// This only decides which rules get prefilter literals (load.rs); a rule without them is
 /// evaluated in full whenever a request does reach it (a route's exclusion removing a
 /// paranoia-level check, say), so a wrong answer here costs time, never a verdict.
-pub(crate) fn reachable(rules: &RuleSet, prelude: &Prelude) -> [Vec<bool>; 2] {
+pub(crate) fn reachable(rules: &RuleSet, prelude: &Prelude) -> [Vec<bool>; 5] {
     let decisions = decisions(rules, prelude);
-    let mut out: [Vec<bool>; 2] = Default::default();
+    let mut out: [Vec<bool>; 5] = Default::default();
     for (phase, reach) in out.iter_mut().enumerate() {
         let (Some(entries), Some(plan)) = (rules.phases.get(phase), rules.plans.get(phase)) else { continue };
         let n = entries.len();

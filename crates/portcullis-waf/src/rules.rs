@@ -158,4 +158,10 @@ impl RuleSet {
     pub fn rule(&self, id: u32) -> Option<&Arc<Rule>> {
         self.rules().find(|r| r.id == id)
     }
+
+    /// Whether any rule runs over the response or in the logging phase (phases 3 to 5): a
+    /// caller without any can skip [`crate::Transaction::response`] and reading bodies for it.
+    pub fn inspects_responses(&self) -> bool {
+        self.phases.iter().skip(2).flatten().any(|e| matches!(e, Entry::Rule(_)))
+    }
 }

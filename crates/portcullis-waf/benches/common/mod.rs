@@ -1,8 +1,9 @@
 //! The three requests of ../shared/bench/waf-bench.sh (a browser-like GET, a 4 KB JSON POST with
-//! ~180 values, a blocked SQLi GET) and stock CRS PL1 in blocking mode, shared by the criterion
+//! ~180 values, a blocked SQLi GET), each with the response phases over the bench upstream's
+//! answer when not blocked, and stock CRS PL1 in blocking mode, shared by the criterion
 //! bench (benches/crs.rs) and the profiling example (examples/crs_profile.rs).
 
-use portcullis_waf::{BodyLimits, Request, RuleSet, Transaction};
+use portcullis_waf::{BodyLimits, Request, Response, RuleSet, Transaction};
 use std::path::PathBuf;
 
 pub const GET_URI: &[u8] = b"/api/orders/42?expand=items&page=2";
@@ -90,6 +91,12 @@ pub fn run(rules: &RuleSet, method: &[u8], uri: &[u8], headers: &[(&[u8], &[u8])
     tx.request_headers();
     if tx.interruption().is_none() {
         tx.request_body();
+    }
+    // The bench upstream's answer, through the response phases as the gateway runs them.
+    if tx.interruption().is_none() {
+        let headers = vec![(&b"Content-Type"[..], &b"application/json"[..]), (b"Content-Length", b"11")];
+        tx.response(Response { status: 200, protocol: b"HTTP/1.1", headers, body: br#"{"ok":true}"# });
+        tx.logging();
     }
     tx.interruption().map(|i| i.status)
 }
