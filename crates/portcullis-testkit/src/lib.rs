@@ -26,7 +26,7 @@ pub use gateway::{GatewayProcess, TestGateway, free_port};
 pub use pki::Pki;
 pub use redis::{RedisCluster, RedisServer};
 pub use scripted::{ScriptedUpstream, Step};
-pub use upstream::{MockUpstream, Recorded, Reply};
+pub use upstream::{MockUpstream, Recorded, Reply, reflect};
 
 /// Polls `check` every 10 ms until it is true or `timeout` passes; returns the last result.
 pub async fn eventually(timeout: std::time::Duration, mut check: impl FnMut() -> bool) -> bool {

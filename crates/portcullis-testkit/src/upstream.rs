@@ -210,6 +210,60 @@ impl MockUpstream {
     }
 }
 
+/// CRS's regression backend convention (its "albedo"): `POST /reflect` with a JSON body
+/// `{"status": N, "headers": {..}, "body": ".."}` (or `"encodedBody"`, base64) is answered
+/// with exactly that, and a body without a `Content-Type` gets the type Go's
+/// `http.DetectContentType` gives the tests' bodies (HTML, XML, binary, else text). Anything
+/// else: 200 with an empty body. For [`MockUpstream::with`].
+pub fn reflect(r: &Recorded) -> Reply {
+    use base64::Engine as _;
+    if r.method != Method::POST || r.uri.split('?').next().map(|p| p.trim_end_matches('/')) != Some("/reflect") {
+        return Reply::ok(Bytes::new());
+    }
+    let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&r.body) else {
+        return Reply { status: 400, ..Reply::ok("Invalid JSON in request body") };
+    };
+    let text = |k: &str| spec.get(k).and_then(serde_json::Value::as_str).filter(|s| !s.is_empty());
+    let body = match (text("body"), text("encodedBody")) {
+        (Some(b), _) => b.as_bytes().to_vec(),
+        (None, Some(b64)) => base64::engine::general_purpose::STANDARD.decode(b64).unwrap_or_default(),
+        (None, None) => Vec::new(),
+    };
+    let mut reply = Reply::ok(body);
+    reply.status = spec.get("status").and_then(serde_json::Value::as_u64).map_or(200, |s| s as u16);
+    let headers = spec.get("headers").and_then(serde_json::Value::as_object);
+    for (k, v) in headers.into_iter().flatten() {
+        reply = reply.header(k, v.as_str().unwrap_or_default());
+    }
+    if !reply.body.is_empty() && !reply.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+        let sniffed = sniff(&reply.body);
+        reply = reply.header("content-type", sniffed);
+    }
+    reply
+}
+
+/// The content types of Go's sniffing that CRS's reflected bodies hit.
+fn sniff(body: &[u8]) -> &'static str {
+    let start = body.trim_ascii_start();
+    let html =
+        ["<!DOCTYPE HTML", "<HTML", "<HEAD", "<SCRIPT", "<IFRAME", "<H1", "<DIV", "<FONT", "<TABLE", "<A", "<STYLE"]
+            .into_iter()
+            .chain(["<TITLE", "<B", "<BODY", "<BR", "<P", "<!--"])
+            .any(|tag| {
+                start.get(..tag.len()).is_some_and(|s| s.eq_ignore_ascii_case(tag.as_bytes()))
+                    && matches!(start.get(tag.len()), Some(b' ' | b'>'))
+            });
+    if html {
+        "text/html; charset=utf-8"
+    } else if start.starts_with(b"<?xml") {
+        "text/xml; charset=utf-8"
+    } else if body.iter().take(512).any(|&b| b < 0x20 && !b"\t\n\r\x0c\x1b".contains(&b)) {
+        "application/octet-stream"
+    } else {
+        "text/plain; charset=utf-8"
+    }
+}
+
 impl Drop for MockUpstream {
     fn drop(&mut self) {
         self.task.abort();

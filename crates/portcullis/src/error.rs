@@ -74,6 +74,9 @@ pub enum ErrorKind {
     WafIpDenied,
     /// The request body is larger than the WAF inspects and the WAF is set to refuse it.
     WafBodyTooLarge,
+    /// The WAF's response phases refused the upstream's answer (CRS: the outbound anomaly
+    /// score reached its threshold, e.g. a leaked SQL error or stack trace).
+    WafResponseBlocked,
     /// The external authorizer could not be asked (and fails closed).
     AuthUnavailable,
     /// Could not connect to, or lost the connection to, every tried target.
@@ -90,7 +93,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for documentation checks and exhaustive tests.
-    pub const ALL: [ErrorKind; 32] = {
+    pub const ALL: [ErrorKind; 33] = {
         use ErrorKind::*;
         [
             BadRequest,
@@ -119,6 +122,7 @@ impl ErrorKind {
             WafBlocked,
             WafIpDenied,
             WafBodyTooLarge,
+            WafResponseBlocked,
             AuthUnavailable,
             UpstreamUnavailable,
             UpstreamBadResponse,
@@ -147,7 +151,7 @@ impl ErrorKind {
             WafBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             PlanLimit | QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             AuthMissing | AuthInvalidToken | AuthExpired => StatusCode::UNAUTHORIZED,
-            UpstreamUnavailable | UpstreamBadResponse => StatusCode::BAD_GATEWAY,
+            UpstreamUnavailable | UpstreamBadResponse | WafResponseBlocked => StatusCode::BAD_GATEWAY,
             UpstreamSaturated | AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -184,6 +188,7 @@ impl ErrorKind {
             WafBlocked => "waf.blocked",
             WafIpDenied => "waf.ip_denied",
             WafBodyTooLarge => "waf.body_too_large",
+            WafResponseBlocked => "waf.response_blocked",
             AuthUnavailable => "auth.unavailable",
             UpstreamUnavailable => "upstream.unavailable",
             UpstreamBadResponse => "upstream.bad_response",
@@ -223,6 +228,7 @@ impl ErrorKind {
             WafBlocked => "Request blocked",
             WafIpDenied => "Not allowed from this address",
             WafBodyTooLarge => "Request body too large to inspect",
+            WafResponseBlocked => "Upstream response blocked",
             AuthUnavailable => "Authorization service unavailable",
             UpstreamUnavailable => "Upstream unavailable",
             UpstreamBadResponse => "Upstream sent an invalid response",

@@ -3,14 +3,15 @@
 //! Cheap, identity-free checks run first so that floods are shed at the lowest cost:
 //! hygiene (framing, limits, path) → per-IP rules → route → resource policy → authenticate
 //! → throttle → validate (body limits) → build the upstream request (identity headers
-//! included) → forward. The response phase and logging always run, for errors too.
+//! included) → forward; then the phases over the upstream's answer (the WAF's response
+//! rules). The response phase and logging always run, for errors too.
 
 use crate::config::Runtime;
 use crate::config::runtime::RouteRt;
 use crate::error::GatewayError;
 use crate::headers;
 use crate::phases::{
-    auth, hygiene, ip_rules, policy, response, route, sign, throttle, upstream_request, validate, waf,
+    auth, hygiene, ip_rules, policy, response, route, sign, throttle, upstream_request, validate, waf, waf_response,
 };
 use crate::proxy::{self, body::ReqBody, body::RespBody};
 use crate::server::ConnInfo;
@@ -78,6 +79,17 @@ pub const PHASES: &[Phase] = &[
     Phase::Upstream,
 ];
 
+/// The phases over an upstream's answer, after [`Phase::Upstream`]; answers a phase makes
+/// itself skip them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponsePhase {
+    /// WAF rules over status, headers and a bounded body prefix (CRS phases 3 to 5).
+    WafResponse,
+}
+
+/// Their order.
+pub const RESPONSE_PHASES: &[ResponsePhase] = &[ResponsePhase::WafResponse];
+
 /// The rate-limit state reported in `RateLimit` headers: the tightest layer seen.
 #[derive(Debug, Clone)]
 pub struct RateReport {
@@ -139,8 +151,8 @@ pub struct RequestCtx {
     pub upstream_time: Option<std::time::Duration>,
     /// Ids of WAF rules that matched, for the access log.
     pub waf_rules: Vec<u32>,
-    /// The WAF transaction between `waf_headers` and `waf_body`.
-    pub waf: Option<portcullis_waf::engine::Suspended>,
+    /// The WAF transaction between `waf_headers`, `waf_body` and `waf_response`.
+    pub waf: Option<waf::Pending>,
 }
 
 impl RequestCtx {
@@ -191,11 +203,25 @@ async fn run(ctx: &mut RequestCtx) -> Result<http::Response<RespBody>, GatewayEr
             Phase::Sign => sign::sign(ctx).await?,
             Phase::Upstream => proxy::forward(ctx).await?,
         };
-        if let Flow::Respond(resp) = flow {
-            return Ok(resp);
+        match flow {
+            Flow::Respond(resp) if *phase == Phase::Upstream => return upstream_response(ctx, resp).await,
+            Flow::Respond(resp) => return Ok(resp),
+            Flow::Continue => {}
         }
     }
     Err(GatewayError::internal("the pipeline ended without a response"))
+}
+
+async fn upstream_response(
+    ctx: &mut RequestCtx,
+    mut resp: http::Response<RespBody>,
+) -> Result<http::Response<RespBody>, GatewayError> {
+    for phase in RESPONSE_PHASES {
+        resp = match phase {
+            ResponsePhase::WafResponse => waf_response::inspect(ctx, resp).await?,
+        };
+    }
+    Ok(resp)
 }
 
 /// Handles one request: phases, then the response phase and logging, whatever happened.

@@ -96,6 +96,22 @@ fn version_is_printed() {
 }
 
 #[test]
+fn waf_response_settings_are_checked_with_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "listeners: [{ name: public, bind: \"127.0.0.1:8080\" }]\nwaf:\n  response:\n    body_limit: 10\n    mime_types: [text/html, html]\n",
+    )
+    .unwrap();
+    let (code, _, err) = portcullis(&["validate", "-c", bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    let file = bad.display().to_string();
+    assert!(err.contains(&format!("{file}:4: ")) && err.contains("between 1KiB and 64MiB"), "{err}");
+    assert!(err.contains(&format!("{file}:5: ")) && err.contains("\"html\" is not a media type"), "{err}");
+}
+
+#[test]
 fn every_error_code_is_documented() {
     let api =
         std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/api.md")).unwrap();

@@ -20,11 +20,34 @@ pub struct WafRt {
     pub body_limit: u64,
     /// What a larger body gets.
     pub on_body_limit: WafBodyLimit,
+    /// What the response phases read of an upstream's answer.
+    pub response: WafResponseRt,
     /// The WAF log.
     pub log: Arc<WafLog>,
     /// `ip_deny` and `ip_allow`.
     pub ips: Arc<IpList>,
 }
+
+/// The compiled `waf.response`.
+#[derive(Debug, Clone)]
+pub struct WafResponseRt {
+    /// Body bytes read ahead and inspected.
+    pub body_limit: usize,
+    /// Media types (lower case, no parameters) whose bodies are inspected.
+    pub mime_types: Vec<String>,
+}
+
+impl WafResponseRt {
+    /// Whether a body of this `Content-Type` is inspected (parameters and case ignored).
+    pub fn inspects(&self, content_type: &[u8]) -> bool {
+        let essence = content_type.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+        self.mime_types.iter().any(|m| m.as_bytes().eq_ignore_ascii_case(essence))
+    }
+}
+
+/// The media types whose response bodies are inspected by default: ModSecurity's recommended
+/// set and JSON, what APIs answer with (and leak SQL errors or stack traces in).
+const RESPONSE_MIME_TYPES: [&str; 4] = ["text/plain", "text/html", "text/xml", "application/json"];
 
 /// A route's WAF mode and exclusions.
 #[derive(Debug, Clone)]
@@ -38,10 +61,10 @@ pub struct RouteWafRt {
 }
 
 /// Settings CRS reads from TX before its initialization runs (id outside CRS's ranges).
-fn crs_settings(paranoia: u8, threshold: u32) -> String {
+fn crs_settings(paranoia: u8, inbound: u32, outbound: u32) -> String {
     format!(
         "SecAction \"id:99000,phase:1,pass,nolog,t:none,setvar:tx.blocking_paranoia_level={paranoia},\
-         setvar:tx.inbound_anomaly_score_threshold={threshold}\"\n"
+         setvar:tx.inbound_anomaly_score_threshold={inbound},setvar:tx.outbound_anomaly_score_threshold={outbound}\"\n"
     )
 }
 
@@ -51,11 +74,13 @@ fn load_rules(cx: &mut Ctx, w: &model::Waf, watched: &mut Vec<PathBuf>) -> Optio
     if let Some(crs) = &w.crs {
         let paranoia = crs.paranoia.unwrap_or(1);
         let threshold = crs.inbound_threshold.unwrap_or(5);
+        let outbound = crs.outbound_threshold.unwrap_or(4);
         cx.require(
             "waf.crs",
             &[
                 ("paranoia", (1..=4).contains(&paranoia), "between 1 and 4"),
                 ("inbound_threshold", threshold >= 1, "at least 1"),
+                ("outbound_threshold", outbound >= 1, "at least 1"),
             ],
         );
         let dir = cx.resolve(&crs.path);
@@ -70,7 +95,7 @@ fn load_rules(cx: &mut Ctx, w: &model::Waf, watched: &mut Vec<PathBuf>) -> Optio
         if let Some(s) = &setup {
             watched.push(s.clone());
         }
-        if let Err(e) = b.crs(&dir, setup.as_deref(), &crs_settings(paranoia, threshold)) {
+        if let Err(e) = b.crs(&dir, setup.as_deref(), &crs_settings(paranoia, threshold, outbound)) {
             cx.err("waf.crs.path", format!("CRS does not load: {e}"));
             return None;
         }
@@ -159,9 +184,26 @@ pub(super) fn waf(cx: &mut Ctx, cfg: &model::Config, watched: &mut Vec<PathBuf>)
         rules: load_rules(cx, w, watched),
         body_limit,
         on_body_limit: w.on_body_limit.unwrap_or(WafBodyLimit::Reject),
+        response: response(cx, &w.response),
         log: Arc::new(waf_log(cx, w.log.as_deref())),
         ips: Arc::new(ip_lists(cx, w, watched)),
     }
+}
+
+fn response(cx: &mut Ctx, r: &model::WafResponse) -> WafResponseRt {
+    let body_limit = r.body_limit.map_or(512 << 10, |s| s.0);
+    cx.require("waf.response", &[("body_limit", (1024..=64 << 20).contains(&body_limit), "between 1KiB and 64MiB")]);
+    let mime_types: Vec<String> = match &r.mime_types {
+        None => RESPONSE_MIME_TYPES.iter().map(|m| m.to_string()).collect(),
+        Some(list) => list.iter().map(|m| m.trim().to_ascii_lowercase()).collect(),
+    };
+    for (i, m) in mime_types.iter().enumerate() {
+        let valid = m.split_once('/').is_some_and(|(t, s)| !t.is_empty() && !s.is_empty() && !m.contains([';', ' ']));
+        if !valid {
+            cx.err(&format!("waf.response.mime_types[{i}]"), format!("{m:?} is not a media type like text/html"));
+        }
+    }
+    WafResponseRt { body_limit: usize::try_from(body_limit).unwrap_or(usize::MAX), mime_types }
 }
 
 /// A route's WAF settings over `defaults.waf`.

@@ -26,6 +26,9 @@ pub struct Waf {
     /// `inspect_prefix` (inspect the first `body_limit` bytes, forward all of it).
     #[serde(default)]
     pub on_body_limit: Option<WafBodyLimit>,
+    /// What of an upstream's answer the response phases (CRS 95x data leakage rules) inspect.
+    #[serde(default)]
+    pub response: WafResponse,
     /// Where the WAF log goes, one ModSecurity-style line per matched rule: `stderr` (default),
     /// `stdout`, `off`, or a file path (relative to the config file).
     #[serde(default)]
@@ -68,10 +71,29 @@ pub struct Crs {
     /// Inbound anomaly score at which a request is blocked (default 5: one critical match).
     #[serde(default)]
     pub inbound_threshold: Option<u32>,
+    /// Outbound anomaly score at which a response is refused (default 4: one error-level
+    /// data leakage match).
+    #[serde(default)]
+    pub outbound_threshold: Option<u32>,
     /// Your own `crs-setup.conf` (relative to the config file), used instead of the one in
     /// `path` (else `crs-setup.conf.example` there).
     #[serde(default)]
     pub setup: Option<PathBuf>,
+}
+
+/// `waf.response`: the response phases run over every upstream answer's status and headers;
+/// its body is read ahead and inspected when its media type is listed.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WafResponse {
+    /// Bytes of a response body read ahead and inspected (default 512KiB, 1KiB..64MiB); a
+    /// longer body is inspected up to here and then streams on.
+    #[serde(default)]
+    pub body_limit: Option<Size>,
+    /// Media types whose bodies are inspected (default `text/plain`, `text/html`, `text/xml`,
+    /// `application/json`); `[]` inspects status and headers only.
+    #[serde(default)]
+    pub mime_types: Option<Vec<String>>,
 }
 
 /// What the WAF does on a route.

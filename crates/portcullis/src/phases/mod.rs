@@ -14,3 +14,4 @@ pub mod throttle;
 pub mod upstream_request;
 pub mod validate;
 pub mod waf;
+pub mod waf_response;

@@ -1,6 +1,7 @@
 //! Phases `waf_headers` and `waf_body`: the WAF's IP lists, then its rules over the request
 //! line, headers and cookies (phase 1) and, once the body is read, over the body (phase 2;
-//! for a request without a body, right after phase 1).
+//! for a request without a body, right after phase 1). The transaction then waits in the
+//! request context for `waf_response` (phases 3 to 5) when the rules have any.
 //!
 //! In `block` mode a disruptive match (CRS: the anomaly score reaching the threshold) ends
 //! the request with 403 `waf.blocked`; in `detect` mode matches are only logged. Every
@@ -12,10 +13,27 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::pipeline::{Flow, RequestCtx};
 use crate::proxy::body::ReqBody;
 use portcullis_waf::actions::EngineMode;
+use portcullis_waf::engine::Suspended;
 use portcullis_waf::iplist::IpAction;
-use portcullis_waf::{BodyLimits, Interruption, Match, Request, Transaction};
+use portcullis_waf::{BodyLimits, Interruption, Match, Request, RuleSet, Transaction};
 
-fn protocol(v: http::Version) -> &'static [u8] {
+/// A WAF transaction between its phases.
+#[derive(Debug)]
+pub struct Pending {
+    /// Its variables and state.
+    pub tx: Suspended,
+    /// Phase 2 has run (a request without a body runs it with phase 1).
+    pub body_done: bool,
+}
+
+/// What to keep after the request phases: the transaction, unless it ended the request or
+/// nothing is left to run.
+fn pending(rules: &RuleSet, tx: Transaction<'_, '_>, body_done: bool) -> Option<Pending> {
+    let later = !body_done || rules.inspects_responses();
+    (later && tx.interruption().is_none()).then(|| Pending { tx: tx.suspend(), body_done })
+}
+
+pub(super) fn protocol(v: http::Version) -> &'static [u8] {
     match v {
         http::Version::HTTP_10 => b"HTTP/1.0",
         http::Version::HTTP_2 => b"HTTP/2.0",
@@ -26,7 +44,7 @@ fn protocol(v: http::Version) -> &'static [u8] {
 
 /// The target the rules see: the normalized path (the one routed and forwarded, DESIGN §3)
 /// and the query as received.
-fn checked_uri(ctx: &RequestCtx) -> String {
+pub(super) fn checked_uri(ctx: &RequestCtx) -> String {
     let path = if ctx.path.is_empty() { ctx.parts.uri.path() } else { ctx.path.as_str() };
     match ctx.parts.uri.query() {
         Some(q) => format!("{path}?{q}"),
@@ -35,7 +53,7 @@ fn checked_uri(ctx: &RequestCtx) -> String {
 }
 
 /// The engine's view of the request; no copies of header names or values.
-fn view<'a>(ctx: &'a RequestCtx, uri: &'a str, body: &'a [u8]) -> Request<'a> {
+pub(super) fn view<'a>(ctx: &'a RequestCtx, uri: &'a str, body: &'a [u8]) -> Request<'a> {
     let mut headers: Vec<(&[u8], &[u8])> =
         ctx.parts.headers.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())).collect();
     // HTTP/2 carries the host in :authority, which is not a header; rules expect Host.
@@ -57,13 +75,13 @@ fn view<'a>(ctx: &'a RequestCtx, uri: &'a str, body: &'a [u8]) -> Request<'a> {
     }
 }
 
-/// Logs, counts and remembers new matches; `Err` when the engine interrupted the request.
-fn finish(
+/// Logs, counts and remembers new matches; `Err` of `kind` when the engine interrupted.
+pub(super) fn finish(
     ctx: &mut RequestCtx,
     fresh: &[Match],
     interruption: Option<Interruption>,
-    client: &str,
-    uri: &str,
+    (client, uri): (&str, &str),
+    kind: ErrorKind,
 ) -> Result<Flow, GatewayError> {
     if !ctx.rt.waf.log.is_off() {
         let id = ctx.request_id.to_str().unwrap_or_default();
@@ -75,7 +93,7 @@ fn finish(
         ctx.waf_rules.push(m.rule.id);
     }
     match interruption {
-        Some(i) => Err(GatewayError::new(ErrorKind::WafBlocked).with_detail(format!("rule {}", i.rule_id))),
+        Some(i) => Err(GatewayError::new(kind).with_detail(format!("rule {}", i.rule_id))),
         None => Ok(Flow::Continue),
     }
 }
@@ -115,14 +133,18 @@ pub fn headers(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
     }
     let fresh = tx.matches().to_vec();
     let interruption = tx.interruption();
-    ctx.waf = (!bodiless).then(|| tx.suspend());
-    finish(ctx, &fresh, interruption, &client, &uri)
+    ctx.waf = pending(rules, tx, bodiless);
+    finish(ctx, &fresh, interruption, (&client, &uri), ErrorKind::WafBlocked)
 }
 
 /// Phase `waf_body`: reads the body (within the route's limit), inspects at most
 /// `waf.body_limit` bytes of it, and hands the same bytes on to the upstream.
 pub async fn body(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
     let Some(suspended) = ctx.waf.take() else { return Ok(Flow::Continue) };
+    if suspended.body_done {
+        ctx.waf = Some(suspended);
+        return Ok(Flow::Continue);
+    }
     let rt = ctx.rt.clone();
     let Some(rules) = rt.waf.rules.as_deref() else { return Ok(Flow::Continue) };
     let limit = rt.waf.body_limit;
@@ -150,14 +172,15 @@ pub async fn body(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
     let result = {
         let mut req = view(ctx, &uri, inspected);
         req.remote_addr = &client;
-        let mut tx = Transaction::resume(rules, req, suspended);
+        let mut tx = Transaction::resume(rules, req, suspended.tx);
         tx.set_body_partial(prefix.len() > inspected.len());
         let before = tx.matches().len();
         tx.request_body();
         let fresh: Vec<_> = tx.matches().iter().skip(before).cloned().collect();
         let interruption = tx.interruption();
-        (fresh, interruption)
+        (fresh, interruption, pending(rules, tx, true))
     };
-    let (fresh, interruption) = result;
-    finish(ctx, &fresh, interruption, &client, &uri)
+    let (fresh, interruption, later) = result;
+    ctx.waf = later;
+    finish(ctx, &fresh, interruption, (&client, &uri), ErrorKind::WafBlocked)
 }
