@@ -268,8 +268,8 @@ mod tests {
         let p = parsed(b"application/json", br#"{"a":{"b":"x'1"},"c":[1,true,null]}"#);
         let got = args(&p);
         assert!(got.contains(&("json.a.b".into(), "x'1".into())));
-        assert!(got.contains(&("json.c.0".into(), "1".into())));
-        assert!(got.contains(&("json.c.1".into(), "true".into())));
+        assert!(got.contains(&("json.c.array_0".into(), "1".into())));
+        assert!(got.contains(&("json.c.array_1".into(), "true".into())));
         assert!(p.body_error.is_none());
         let deep = format!("{}1{}", "[".repeat(100), "]".repeat(100));
         assert!(parsed(b"application/json", deep.as_bytes()).body_error.unwrap().contains("deeper"));

@@ -136,7 +136,7 @@ mod tests {
 
     #[test]
     fn a_dot_counts_for_paths_only_as_the_whole_value() {
-        assert_eq!(of(b"json.items.0.sku") & DOT, 0);
+        assert_eq!(of(b"json.items.array_0.sku") & DOT, 0);
         assert_ne!(of(b".") & DOT, 0);
         assert_ne!(of(b"..") & DOT, 0);
         let path = triggers(&[Transform::NormalizePath]);

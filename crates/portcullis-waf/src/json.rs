@@ -1,7 +1,9 @@
-//! JSON bodies flattened into arguments the way ModSecurity names them (`json.a.b`,
-//! `json.list.0`), in one pass without building a document tree. String values without
-//! escapes are borrowed from the body. With `partial` (a body cut at the inspection limit)
-//! the end of input is not an error: everything before it is still inspected.
+//! JSON bodies flattened into arguments the way ModSecurity v3 names them: `json.a.b` for
+//! object members, `json.list.array_0` for array elements (`json.items.array_0.sku`,
+//! `json.array_0` at the top), `empty-key` for a member named `""`. One pass, no document
+//! tree; string values without escapes are borrowed from the body. With `partial` (a body
+//! cut at the inspection limit) the end of input is not an error: everything before it is
+//! still inspected.
 
 use crate::request::Bytes;
 use std::borrow::Cow;
@@ -146,7 +148,7 @@ pub fn flatten<'a>(
                         Some(b']') => p.i += 1,
                         None => return truncated(),
                         Some(_) => {
-                            name.extend_from_slice(b".0");
+                            name.extend_from_slice(b".array_0");
                             continue;
                         }
                     }
@@ -196,8 +198,8 @@ pub fn flatten<'a>(
                     p.i += 1;
                     *index += 1;
                     name.truncate(*base);
-                    name.push(b'.');
-                    name.extend_from_slice(index.to_string().as_bytes());
+                    name.extend_from_slice(b".array_");
+                    name.extend_from_slice(itoa::Buffer::new().format(*index).as_bytes());
                     break;
                 }
                 (Some(b'}'), Frame::Object { base }) | (Some(b']'), Frame::Array { base, .. }) => {
@@ -213,12 +215,13 @@ pub fn flatten<'a>(
     }
 }
 
-/// Reads `"key":` and appends `.key` to the name; false at the end of a partial input.
+/// Reads `"key":` and appends `.key` to the name (`.empty-key` for `""`, as ModSecurity);
+/// false at the end of a partial input.
 fn key(p: &mut Parser<'_>, name: &mut Vec<u8>, base: usize) -> Result<bool, String> {
     let Some(k) = p.string()? else { return Ok(false) };
     name.truncate(base);
     name.push(b'.');
-    name.extend_from_slice(&k);
+    name.extend_from_slice(if k.is_empty() { b"empty-key" } else { &k });
     match p.peek() {
         Some(b':') => {
             p.i += 1;
@@ -254,14 +257,20 @@ mod tests {
             got,
             pairs(&[
                 ("json.a.b", "x\"1A"),
-                ("json.c.0", "1"),
-                ("json.c.1", "true"),
-                ("json.c.2", ""),
-                ("json.c.3.d", "-2.5e3")
+                ("json.c.array_0", "1"),
+                ("json.c.array_1", "true"),
+                ("json.c.array_2", ""),
+                ("json.c.array_3.d", "-2.5e3")
             ])
         );
         assert_eq!(run(r#""top""#, false).unwrap(), pairs(&[("json", "top")]));
-        assert_eq!(run("[[1],[2]]", false).unwrap(), pairs(&[("json.0.0", "1"), ("json.1.0", "2")]));
+        let nested = run(r#"[[1],[2,{"":3}]]"#, false).unwrap();
+        let want =
+            [("json.array_0.array_0", "1"), ("json.array_1.array_0", "2"), ("json.array_1.array_1.empty-key", "3")];
+        assert_eq!(nested, pairs(&want));
+        let items = run(r#"{"items":[{"sku":"a"},{"sku":"b"}],"n":1}"#, false).unwrap();
+        let want = [("json.items.array_0.sku", "a"), ("json.items.array_1.sku", "b"), ("json.n", "1")];
+        assert_eq!(items, pairs(&want));
     }
 
     #[test]

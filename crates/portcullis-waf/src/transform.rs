@@ -450,7 +450,7 @@ mod tests {
     #[test]
     fn paths() {
         assert_eq!(t(Transform::NormalizePath, "/a//b/./c/../d"), "/a/b/d");
-        assert_eq!(t(Transform::NormalizePath, "json.items.0.sku"), "json.items.0.sku");
+        assert_eq!(t(Transform::NormalizePath, "json.items.array_0.sku"), "json.items.array_0.sku");
         assert_eq!(t(Transform::NormalizePath, ".."), "../");
         assert_eq!(t(Transform::NormalizePath, "/../../etc/passwd"), "/etc/passwd");
         assert_eq!(t(Transform::NormalizePath, "../../etc/passwd"), "../../etc/passwd");

@@ -23,7 +23,7 @@ fn no_keyword_alone_or_dotted_is_flagged() {
             k.word.to_string(),
             lower.clone(),
             format!("json.{lower}"),
-            format!("json.items.0.{lower}"),
+            format!("json.items.array_0.{lower}"),
             format!("{lower}.x"),
             format!("x_{lower}.{lower}"),
         ];
