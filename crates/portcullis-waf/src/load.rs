@@ -39,6 +39,8 @@ pub struct Builder {
     engine: EngineMode,
     components: Vec<String>,
     depth: usize,
+    /// Files read and directories listed so far (see [`RuleSet::sources`]).
+    sources: Vec<PathBuf>,
 }
 
 impl Default for Builder {
@@ -50,6 +52,7 @@ impl Default for Builder {
             engine: EngineMode::On,
             components: Vec::new(),
             depth: 0,
+            sources: Vec::new(),
         }
     }
 }
@@ -85,6 +88,11 @@ impl Builder {
         Builder::default()
     }
 
+    /// Notes that what was loaded depends on `dir`'s listing (a glob, CRS's `rules/`).
+    pub fn listed(&mut self, dir: &Path) {
+        self.sources.push(dir.to_path_buf());
+    }
+
     /// Adds one file (Includes inside are followed relative to it).
     pub fn file(&mut self, path: &Path) -> Result<&mut Self, LoadError> {
         let text = std::fs::read_to_string(path).map_err(|e| LoadError {
@@ -92,6 +100,7 @@ impl Builder {
             line: 0,
             message: format!("cannot read: {e}"),
         })?;
+        self.sources.push(path.to_path_buf());
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         self.text(&path.display().to_string(), &text, &dir)
     }
@@ -121,7 +130,7 @@ impl Builder {
                     return Err(format!("SecRule takes 2 or 3 arguments, got {}", d.args.len()).into());
                 }
                 let targets = parse_targets(arg(0)?)?;
-                let op = Operator::parse(arg(1)?, dir)?;
+                let op = Operator::parse_reading(arg(1)?, dir, &mut self.sources)?;
                 let acts = actions::parse(&lexer::actions(d.args.get(2).map_or("", String::as_str))?)?;
                 self.push_rule(targets, Some(op), acts, file, d.line)?;
             }
@@ -181,6 +190,8 @@ impl Builder {
                     return Err("Include nested more than 16 deep".into());
                 }
                 let files = expand_include(dir, arg(0)?)?;
+                // A glob's matches depend on its directory's listing.
+                self.listed(dir.join(arg(0)?).parent().unwrap_or(dir));
                 self.depth += 1;
                 for f in files {
                     self.file(&f).map_err(DirectiveError::Nested)?;
@@ -350,6 +361,12 @@ impl Builder {
             chains: Vec::new(),
             prefilter: Prefilter::default(),
             prelude: None,
+            sources: {
+                let mut s = std::mem::take(&mut self.sources);
+                s.sort();
+                s.dedup();
+                s
+            },
         };
         // Prefilter literals only for rules a request can reach: with the prelude's TX, the
         // paranoia-level checks are decided here (see prelude.rs `reachable`). A rule left

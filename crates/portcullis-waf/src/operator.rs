@@ -6,7 +6,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use ipnet::IpNet;
 use regex::bytes::{Regex, RegexBuilder};
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug)]
 pub enum OpKind {
@@ -131,11 +131,13 @@ fn byte_ranges(spec: &str) -> Result<Box<[bool; 256]>, String> {
 }
 
 /// Reads a `@pmFromFile` list: one phrase per line, `#` comments and blank lines skipped.
-fn phrase_file(dir: &Path, name: &str) -> Result<Vec<Vec<u8>>, String> {
+/// The files read are added to `sources`.
+fn phrase_file(dir: &Path, name: &str, sources: &mut Vec<PathBuf>) -> Result<Vec<Vec<u8>>, String> {
     let mut phrases = Vec::new();
     for file in name.split_whitespace() {
         let path = dir.join(file);
         let text = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        sources.push(path);
         for line in text.split(|&b| b == b'\n') {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             let trimmed = line.trim_ascii();
@@ -152,6 +154,11 @@ impl Operator {
     /// Parses `"@rx ..."`, `"!@eq 0"` or a bare pattern (an implicit `@rx`). `dir` is where
     /// `@pmFromFile` lists are looked up.
     pub fn parse(text: &str, dir: &Path) -> Result<Operator, String> {
+        Operator::parse_reading(text, dir, &mut Vec::new())
+    }
+
+    /// [`Operator::parse`], adding the files it reads (`@pmFromFile` lists) to `sources`.
+    pub fn parse_reading(text: &str, dir: &Path, sources: &mut Vec<PathBuf>) -> Result<Operator, String> {
         let (negated, rest) = match text.strip_prefix('!') {
             Some(r) => (true, r),
             None => (false, text),
@@ -172,7 +179,7 @@ impl Operator {
                 OpKind::Pm(phrases_matcher(&phrases)?, phrases)
             }
             "pmfromfile" | "pmf" => {
-                let phrases = phrase_file(dir, arg)?;
+                let phrases = phrase_file(dir, arg, sources)?;
                 OpKind::Pm(phrases_matcher(&phrases)?, phrases)
             }
             "detectsqli" => {

@@ -145,6 +145,10 @@ pub struct RuleSet {
     pub prefilter: Prefilter,
     /// Phase 1's request-independent beginning, evaluated once (see `prelude`).
     pub prelude: Option<crate::prelude::Prelude>,
+    /// Every file read and directory listed while loading (rule files, `Include`s and their
+    /// globs' directories, `@pmFromFile` lists), sorted: a caller can tell from them whether
+    /// loading again would give the same rules.
+    pub sources: Vec<std::path::PathBuf>,
 }
 
 impl RuleSet {

@@ -25,3 +25,17 @@ fn stock_crs_loads_completely() {
     assert_eq!(set.components, vec!["OWASP_CRS/4.28.0"]);
     assert!(set.rule(942100).is_some());
 }
+
+#[test]
+fn a_rule_set_names_every_file_and_listing_it_was_read_from() {
+    let Some(dir) = crs_dir() else { return };
+    let set = portcullis_waf::ftw::load_crs(&dir, "").unwrap();
+    let has = |p: PathBuf| set.sources.contains(&p);
+    assert!(has(dir.join("crs-setup.conf.example")) && has(dir.join("rules/REQUEST-942-APPLICATION-ATTACK-SQLI.conf")));
+    assert!(has(dir.join("rules/sql-errors.data")) && has(dir.join("rules/lfi-os-files.data")), "@pmFromFile lists");
+    assert!(has(dir.clone()) && has(dir.join("rules")), "the listings that chose the files");
+    let conf = set.sources.iter().filter(|p| p.extension().is_some_and(|e| e == "conf")).count();
+    let rule_files = std::fs::read_dir(dir.join("rules")).unwrap();
+    let rule_files = rule_files.filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|e| e == "conf")).count();
+    assert_eq!(conf, rule_files, "every rule file (the setup file is a .example)");
+}

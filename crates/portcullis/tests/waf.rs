@@ -201,3 +201,34 @@ async fn detect_mode_never_refuses_an_oversized_body() {
     assert!(waf_log(&gw).contains(r#"[id "100101"]"#), "the prefix was inspected and the match logged");
     assert_eq!(post_json(&gw, "/upload", &big).await.status, 413, "block-mode routes still refuse");
 }
+
+#[tokio::test]
+async fn a_reload_keeps_compiled_rules_until_a_rule_file_changes() {
+    let up = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let own = "SecRule ARGS \"@contains evil\" \"id:500001,phase:2,deny,status:403,log,msg:'own rule'\"\n";
+    std::fs::write(dir.path().join("own.conf"), own).unwrap();
+    let yaml = |route: &str| {
+        format!(
+            "listeners: [{{ name: public, bind: \"127.0.0.1:0\" }}]\nupstreams: {{ up: {{ targets: [\"{}\"] }} }}\n\
+             waf: {{ log: off, rules: [own.conf] }}\nroutes:\n  - {{ name: {route}, match: {{ path: \"/*\" }}, upstream: up }}\n",
+            up.url()
+        )
+    };
+    let gw = TestGateway::start_in(dir, &yaml("api"), false).await.unwrap();
+    let rules = |gw: &TestGateway| gw.gateway().runtime.load().waf.rules.clone().unwrap();
+    let first = rules(&gw);
+    assert_eq!(get(&gw, "/x?q=evil").await.status, 403);
+
+    // Routes change, rule sources do not: the same compiled rules serve on.
+    gw.write_config(&yaml("renamed"));
+    gw.reload().await.unwrap();
+    assert!(std::sync::Arc::ptr_eq(&first, &rules(&gw)), "rules were compiled again");
+
+    // The rule file changes: compiled again, and the new rule decides.
+    std::fs::write(gw.dir().join("own.conf"), own.replace("evil", "wicked")).unwrap();
+    gw.reload().await.unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&first, &rules(&gw)));
+    assert_eq!(get(&gw, "/x?q=evil").await.status, 200);
+    assert_eq!(get(&gw, "/x?q=wicked").await.status, 403);
+}

@@ -57,6 +57,9 @@ impl crate::Builder {
         }
         b.text("(test setup)", extra, dir)?;
         let rules_dir = if dir.join("rules").is_dir() { dir.join("rules") } else { dir.to_path_buf() };
+        // Which setup file and rule files load depends on these listings.
+        b.listed(dir);
+        b.listed(&rules_dir);
         let mut files: Vec<PathBuf> = std::fs::read_dir(&rules_dir)
             .map_err(|e| crate::LoadError { file: rules_dir.display().to_string(), line: 0, message: e.to_string() })?
             .filter_map(Result::ok)

@@ -88,7 +88,7 @@ pub fn compile(loaded: Loaded, previous: Option<&Runtime>) -> Result<Runtime, Co
         auth: &auth,
         signers: &signers,
     };
-    let waf = compile_waf::waf(&mut cx, cfg, &mut watched);
+    let waf = compile_waf::waf(&mut cx, cfg, &mut watched, previous.map(|p| &p.waf));
     let (routes, router) = routes(&mut cx, cfg, &upstreams, &defaults, previous);
     let (key_header, store_url) = keys_and_plans(&mut cx, cfg, &route_names);
     let access_log = access_target(&mut cx, cfg.log.access.as_deref());
