@@ -25,23 +25,18 @@ impl WafLog {
         matches!(self, WafLog::Off)
     }
 
-    /// Writes the lines (a newline is added to each) in one write.
-    pub fn write(&self, lines: &[String]) {
-        if lines.is_empty() {
+    /// Writes a request's lines (each ending in a newline) in one write.
+    pub fn write(&self, buf: &[u8]) {
+        if buf.is_empty() {
             return;
-        }
-        let mut buf = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
-        for line in lines {
-            buf.extend_from_slice(line.as_bytes());
-            buf.push(b'\n');
         }
         // A failed write loses a log line, never the request.
         let _ = match self {
             WafLog::Off => Ok(()),
-            WafLog::Stderr => std::io::stderr().lock().write_all(&buf),
-            WafLog::Stdout => std::io::stdout().lock().write_all(&buf),
+            WafLog::Stderr => std::io::stderr().lock().write_all(buf),
+            WafLog::Stdout => std::io::stdout().lock().write_all(buf),
             WafLog::File(f) => match f.lock() {
-                Ok(mut f) => f.write_all(&buf),
+                Ok(mut f) => f.write_all(buf),
                 Err(_) => Ok(()),
             },
         };
@@ -58,9 +53,9 @@ mod tests {
         let path = dir.path().join("waf.log");
         let file = std::fs::File::create(&path).unwrap_or_else(|e| panic!("create: {e}"));
         let log = WafLog::File(Mutex::new(file));
-        log.write(&[r#"[id "942100"] a"#.to_string(), r#"[id "949110"] b"#.to_string()]);
-        log.write(&[]);
-        log.write(&["c".to_string()]);
+        log.write(b"[id \"942100\"] a\n[id \"949110\"] b\n");
+        log.write(b"");
+        log.write(b"c\n");
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         assert_eq!(text, "[id \"942100\"] a\n[id \"949110\"] b\nc\n");
         assert!(!log.is_off() && WafLog::Off.is_off());

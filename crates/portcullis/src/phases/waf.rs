@@ -85,8 +85,12 @@ pub(super) fn finish(
 ) -> Result<Flow, GatewayError> {
     if !ctx.rt.waf.log.is_off() {
         let id = ctx.request_id.to_str().unwrap_or_default();
-        let lines: Vec<String> = fresh.iter().map(|m| portcullis_waf::log::line(m, client, uri, id)).collect();
-        ctx.rt.waf.log.write(&lines);
+        let mut lines = String::with_capacity(fresh.len() * portcullis_waf::log::LINE_CAPACITY);
+        for m in fresh {
+            portcullis_waf::log::append(m, client, uri, id, &mut lines);
+            lines.push('\n');
+        }
+        ctx.rt.waf.log.write(lines.as_bytes());
     }
     for m in fresh {
         ctx.gw.metrics.waf_match(m.rule.id);
