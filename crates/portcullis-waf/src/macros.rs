@@ -58,6 +58,14 @@ impl Template {
         }
     }
 
+    /// The member when the template is exactly one `%{tx.member}` (CRS's score additions).
+    pub fn single_tx(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [Part::Var(MacroVar { var: Var::Tx, key: Some(k) })] => Some(k),
+            _ => None,
+        }
+    }
+
     /// Expands with `resolve` writing each variable's value.
     pub fn expand(&self, out: &mut Vec<u8>, mut resolve: impl FnMut(&MacroVar, &mut Vec<u8>)) {
         for part in &self.parts {
