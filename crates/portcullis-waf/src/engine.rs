@@ -506,9 +506,6 @@ fn resolve(data: &Data<'_>, vars: &Vars, mv: &MacroVar, out: &mut Vec<u8>) {
     match (mv.var, mv.key.as_deref()) {
         (Var::Tx, Some(k)) => out.extend_from_slice(vars.tx_get(k).unwrap_or_default()),
         (Var::Rule, Some("id")) => out.extend_from_slice(itoa::Buffer::new().format(vars.rule_id).as_bytes()),
-        // The `logdata` of most CRS rules: read in place, without gathering values.
-        (Var::MatchedVar, None) => out.extend_from_slice(vars.matched_var.as_ref().map_or(&[][..], |(_, v)| v)),
-        (Var::MatchedVarName, None) => out.extend_from_slice(vars.matched_var.as_ref().map_or(&[][..], |(n, _)| n)),
         (var, key) => {
             let selector = key.map_or(Selector::All, |k| Selector::Key(k.into()));
             let target = Target { var, selector, count: false, exclude: false };

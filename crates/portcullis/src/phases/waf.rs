@@ -24,13 +24,17 @@ pub struct Pending {
     pub tx: Suspended,
     /// Phase 2 has run (a request without a body runs it with phase 1).
     pub body_done: bool,
+    /// The target the rules see ([`checked_uri`]), made once in `waf_headers`.
+    pub uri: String,
+    /// The client's address as the rules and the WAF log see it.
+    pub client: String,
 }
 
-/// What to keep after the request phases: the transaction, unless it ended the request or
-/// nothing is left to run.
-fn pending(rules: &RuleSet, tx: Transaction<'_, '_>, body_done: bool) -> Option<Pending> {
+/// What to keep of the transaction after a request phase: nothing when it ended the request
+/// or nothing is left to run.
+fn keep(rules: &RuleSet, tx: Transaction<'_, '_>, body_done: bool) -> Option<Suspended> {
     let later = !body_done || rules.inspects_responses();
-    (later && tx.interruption().is_none()).then(|| Pending { tx: tx.suspend(), body_done })
+    (later && tx.interruption().is_none()).then(|| tx.suspend())
 }
 
 pub(super) fn protocol(v: http::Version) -> &'static [u8] {
@@ -44,7 +48,7 @@ pub(super) fn protocol(v: http::Version) -> &'static [u8] {
 
 /// The target the rules see: the normalized path (the one routed and forwarded, DESIGN §3)
 /// and the query as received.
-pub(super) fn checked_uri(ctx: &RequestCtx) -> String {
+fn checked_uri(ctx: &RequestCtx) -> String {
     let path = if ctx.path.is_empty() { ctx.parts.uri.path() } else { ctx.path.as_str() };
     match ctx.parts.uri.query() {
         Some(q) => format!("{path}?{q}"),
@@ -137,16 +141,18 @@ pub fn headers(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
     }
     let fresh = tx.matches().to_vec();
     let interruption = tx.interruption();
-    ctx.waf = pending(rules, tx, bodiless);
-    finish(ctx, &fresh, interruption, (&client, &uri), ErrorKind::WafBlocked)
+    let kept = keep(rules, tx, bodiless);
+    let flow = finish(ctx, &fresh, interruption, (&client, &uri), ErrorKind::WafBlocked);
+    ctx.waf = kept.map(|tx| Pending { tx, body_done: bodiless, uri, client });
+    flow
 }
 
 /// Phase `waf_body`: reads the body (within the route's limit), inspects at most
 /// `waf.body_limit` bytes of it, and hands the same bytes on to the upstream.
 pub async fn body(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
-    let Some(suspended) = ctx.waf.take() else { return Ok(Flow::Continue) };
-    if suspended.body_done {
-        ctx.waf = Some(suspended);
+    let Some(pending) = ctx.waf.take() else { return Ok(Flow::Continue) };
+    if pending.body_done {
+        ctx.waf = Some(pending);
         return Ok(Flow::Continue);
     }
     let rt = ctx.rt.clone();
@@ -171,20 +177,19 @@ pub async fn body(ctx: &mut RequestCtx) -> Result<Flow, GatewayError> {
         return Err(GatewayError::new(ErrorKind::WafBodyTooLarge).with_detail(format!("body over {limit} bytes")));
     }
     let inspected = prefix.get(..prefix.len().min(max - 1)).unwrap_or_default();
-    let uri = checked_uri(ctx);
-    let client = ctx.client_ip.to_string();
-    let result = {
+    let Pending { tx, uri, client, .. } = pending;
+    let (fresh, interruption, kept) = {
         let mut req = view(ctx, &uri, inspected);
         req.remote_addr = &client;
-        let mut tx = Transaction::resume(rules, req, suspended.tx);
+        let mut tx = Transaction::resume(rules, req, tx);
         tx.set_body_partial(prefix.len() > inspected.len());
         let before = tx.matches().len();
         tx.request_body();
         let fresh: Vec<_> = tx.matches().iter().skip(before).cloned().collect();
         let interruption = tx.interruption();
-        (fresh, interruption, pending(rules, tx, true))
+        (fresh, interruption, keep(rules, tx, true))
     };
-    let (fresh, interruption, later) = result;
-    ctx.waf = later;
-    finish(ctx, &fresh, interruption, (&client, &uri), ErrorKind::WafBlocked)
+    let flow = finish(ctx, &fresh, interruption, (&client, &uri), ErrorKind::WafBlocked);
+    ctx.waf = kept.map(|tx| Pending { tx, body_done: true, uri, client });
+    flow
 }

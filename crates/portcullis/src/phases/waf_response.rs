@@ -10,7 +10,7 @@
 //! `waf.response_blocked` instead (the upstream's answer is dropped); in `detect` mode the
 //! matches are only logged. Answers the gateway makes itself are not inspected.
 
-use super::waf::{checked_uri, finish, protocol, view};
+use super::waf::{Pending, finish, protocol, view};
 use crate::config::compile_waf::WafResponseRt;
 use crate::error::{ErrorKind, GatewayError};
 use crate::pipeline::RequestCtx;
@@ -24,7 +24,7 @@ pub async fn inspect(
     ctx: &mut RequestCtx,
     mut resp: http::Response<RespBody>,
 ) -> Result<http::Response<RespBody>, GatewayError> {
-    let Some(pending) = ctx.waf.take() else { return Ok(resp) };
+    let Some(Pending { tx, uri, client, .. }) = ctx.waf.take() else { return Ok(resp) };
     let rt = ctx.rt.clone();
     let Some(rules) = rt.waf.rules.as_deref() else { return Ok(resp) };
     let settings = &rt.waf.response;
@@ -33,11 +33,10 @@ pub async fn inspect(
         false => bytes::Bytes::new(),
     };
     let body = prefix.get(..settings.body_limit.min(prefix.len())).unwrap_or_default();
-    let (uri, client) = (checked_uri(ctx), ctx.client_ip.to_string());
     let (fresh, interruption) = {
         let mut req = view(ctx, &uri, &[]);
         req.remote_addr = &client;
-        let mut tx = Transaction::resume(rules, req, pending.tx);
+        let mut tx = Transaction::resume(rules, req, tx);
         let before = tx.matches().len();
         let headers = resp.headers().iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())).collect();
         tx.response(Response { status: resp.status().as_u16(), protocol: protocol(resp.version()), headers, body });

@@ -276,11 +276,11 @@ impl RespBody {
     /// bounded by `max` plus one chunk. `Err` carries the stable code of what cut the upstream
     /// body short (`upstream.timeout`, `upstream.body_error`); the body is then finished.
     pub async fn read_prefix(&mut self, max: usize) -> Result<Bytes, &'static str> {
-        let RespKind::Upstream { held, .. } = &mut self.kind else {
-            let RespKind::Full(b) = &self.kind else { return Ok(Bytes::new()) };
-            return Ok(b.clone().unwrap_or_default());
+        let held = match &mut self.kind {
+            RespKind::Full(b) => return Ok(b.clone().unwrap_or_default()),
+            RespKind::Upstream { held, .. } => held.take(),
         };
-        let mut buf = bytes::BytesMut::from(held.take().unwrap_or_default());
+        let mut buf = bytes::BytesMut::from(held.unwrap_or_default());
         while buf.len() < max {
             match std::future::poll_fn(|cx| self.poll_upstream(cx)).await {
                 Some(Ok(frame)) => {
