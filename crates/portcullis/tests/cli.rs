@@ -43,25 +43,26 @@ fn every_example_validates() {
     }
 }
 
-#[test]
-fn validate_reports_file_and_line_and_fails() {
+/// `portcullis validate` on a config file holding `yaml`: exit code, stderr, the file's path.
+fn validate_text(yaml: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
-    std::fs::write(
-        &bad,
-        "listeners: [{ name: public, bind: \"127.0.0.1:8080\" }]\nupstreams:\n  u: { targets: [\"http://127.0.0.1:1\"] }\nroutes:\n  - name: r\n    match: { path: /x }\n    upstream: nope\n  - name: r\n    match: { path: \"/y/{id\" }\n    upstream: u\n",
-    )
-    .unwrap();
+    std::fs::write(&bad, yaml).unwrap();
     let (code, _, err) = portcullis(&["validate", "-c", bad.to_str().unwrap()]);
+    (code, err, bad.display().to_string())
+}
+
+#[test]
+fn validate_reports_file_and_line_and_fails() {
+    let (code, err, file) = validate_text(
+        "listeners: [{ name: public, bind: \"127.0.0.1:8080\" }]\nupstreams:\n  u: { targets: [\"http://127.0.0.1:1\"] }\nroutes:\n  - name: r\n    match: { path: /x }\n    upstream: nope\n  - name: r\n    match: { path: \"/y/{id\" }\n    upstream: u\n",
+    );
     assert_eq!(code, 1);
-    let file = bad.display().to_string();
     assert!(err.contains(&format!("{file}:7: upstream \"nope\" is not defined")), "{err}");
     assert!(err.contains(&format!("{file}:8: route name \"r\" is used twice")), "{err}");
     assert!(err.contains(&format!("{file}:9: ")), "{err}");
 
-    let typo = dir.path().join("typo.yaml");
-    std::fs::write(&typo, "listeners: []\nlimits:\n  max_body_byte: 1MiB\n").unwrap();
-    let (code, _, err) = portcullis(&["validate", "-c", typo.to_str().unwrap()]);
+    let (code, err, _) = validate_text("listeners: []\nlimits:\n  max_body_byte: 1MiB\n");
     assert_eq!(code, 1);
     assert!(err.contains(":3:") && err.contains("max_body_byte"), "unknown keys are errors with their line: {err}");
 
@@ -97,16 +98,10 @@ fn version_is_printed() {
 
 #[test]
 fn waf_response_settings_are_checked_with_their_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("bad.yaml");
-    std::fs::write(
-        &bad,
+    let (code, err, file) = validate_text(
         "listeners: [{ name: public, bind: \"127.0.0.1:8080\" }]\nwaf:\n  response:\n    body_limit: 10\n    mime_types: [text/html, html]\n",
-    )
-    .unwrap();
-    let (code, _, err) = portcullis(&["validate", "-c", bad.to_str().unwrap()]);
+    );
     assert_eq!(code, 1);
-    let file = bad.display().to_string();
     assert!(err.contains(&format!("{file}:4: ")) && err.contains("between 1KiB and 64MiB"), "{err}");
     assert!(err.contains(&format!("{file}:5: ")) && err.contains("\"html\" is not a media type"), "{err}");
 }
